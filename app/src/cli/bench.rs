@@ -1,0 +1,93 @@
+//! `headwise bench trace`: time warm forward passes with capture, synchronised; prints JSON.
+
+use super::progress::load_model;
+use anyhow::{bail, Result};
+use clap::{Args, Subcommand};
+use headwise_engine::device::{create_device, DeviceChoice};
+use headwise_engine::TokenInput;
+use std::time::Instant;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Forward pass + capture of every layer's attention, q and k at a given length.
+    Trace(TraceBench),
+}
+
+#[derive(Args)]
+pub struct TraceBench {
+    #[arg(long)]
+    pub model: String,
+    #[arg(long, default_value_t = 128)]
+    pub tokens: usize,
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    #[arg(long, default_value_t = 10)]
+    pub runs: usize,
+}
+
+/// Public-domain prose (the opening of Melville's *Moby-Dick*), repeated to any length, so that
+/// the tokens are real text rather than one id repeated.
+const TEXT: &str = "Call me Ishmael. Some years ago, never mind how long precisely, having little or no \
+money in my purse, and nothing particular to interest me on shore, I thought I would sail about a \
+little and see the watery part of the world. It is a way I have of driving off the spleen and \
+regulating the circulation. Whenever I find myself growing grim about the mouth; whenever it is a \
+damp, drizzly November in my soul; whenever I find myself involuntarily pausing before coffin \
+warehouses, and bringing up the rear of every funeral I meet; then, I account it high time to get \
+to sea as soon as I can. ";
+
+pub fn run(command: BenchCommand) -> Result<()> {
+    let BenchCommand::Trace(args) = command;
+    if args.tokens == 0 || args.runs == 0 {
+        bail!("--tokens and --runs must be at least 1");
+    }
+    let device = create_device(args.device)?;
+    let load_start = Instant::now();
+    let model = load_model(&args.model, &device)?;
+    let load_ms = load_start.elapsed().as_secs_f64() * 1e3;
+    if args.tokens > model.config.max_positions {
+        bail!("--tokens {} exceeds the model's {} positions", args.tokens, model.config.max_positions);
+    }
+    let mut text = String::new();
+    let encoded = loop {
+        text.push_str(TEXT);
+        let e = model.tokenizer.encode(&text)?;
+        if e.ids.len() >= args.tokens {
+            break e;
+        }
+    };
+    let input = TokenInput {
+        ids: encoded.ids[..args.tokens].to_vec(),
+        type_ids: encoded.type_ids[..args.tokens].to_vec(),
+        key_valid: None,
+    };
+    let run_once = || -> Result<f64> {
+        let start = Instant::now();
+        let trace = model.forward(&input)?;
+        device.device.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let elapsed = start.elapsed().as_secs_f64() * 1e3;
+        drop(trace);
+        Ok(elapsed)
+    };
+    run_once()?; // warm-up: kernel compilation, autotune, allocator pools
+    let mut times = (0..args.runs).map(|_| run_once()).collect::<Result<Vec<_>>>()?;
+    times.sort_by(f64::total_cmp);
+    let median = if times.len() % 2 == 1 {
+        times[times.len() / 2]
+    } else {
+        (times[times.len() / 2 - 1] + times[times.len() / 2]) / 2.0
+    };
+    let json = serde_json::json!({
+        "bench": "trace",
+        "model": args.model,
+        "model_type": model.config.model_type,
+        "tokens": args.tokens,
+        "device": device.description,
+        "runs": args.runs,
+        "median_ms": median,
+        "min_ms": times[0],
+        "max_ms": times[times.len() - 1],
+        "load_ms": load_ms,
+    });
+    println!("{json}");
+    Ok(())
+}

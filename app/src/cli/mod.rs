@@ -1,0 +1,6 @@
+//! The subcommands of the command line, one file each, and what they share.
+
+pub mod bench;
+pub mod models;
+pub mod progress;
+pub mod trace;

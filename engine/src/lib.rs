@@ -1,0 +1,16 @@
+//! headwise's engine: loads transformer models, runs them on a burn device and captures every
+//! layer's attention, queries and keys; reads and writes session files. No UI, no printing.
+
+pub mod device;
+pub mod error;
+pub mod fetch;
+pub mod host;
+pub mod locate;
+pub mod model;
+pub mod session;
+pub mod tokenizer;
+pub mod trace;
+
+pub use error::{EngineError, Result};
+pub use model::{LongInput, Model, TokenInput};
+pub use trace::{LayerTrace, Trace};

@@ -1,0 +1,245 @@
+//! A model's hyper-parameters, read from Hugging Face's config.json or GGUF metadata.
+
+use super::gguf_file::GgufFile;
+use crate::error::{EngineError, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::path::Path;
+
+/// The architectures headwise computes; each has its own forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Architecture {
+    Bert,
+    Gpt2,
+    Llama,
+}
+
+/// The `model_type` values headwise understands, and the forward pass each one uses.
+pub const SUPPORTED_MODEL_TYPES: &[(&str, Architecture)] = &[
+    ("bert", Architecture::Bert),
+    ("gpt2", Architecture::Gpt2),
+    ("llama", Architecture::Llama),
+    ("mistral", Architecture::Llama),
+    ("qwen2", Architecture::Llama),
+    ("smollm", Architecture::Llama),
+    ("smollm3", Architecture::Llama),
+];
+
+pub fn supported_model_types() -> Vec<&'static str> {
+    SUPPORTED_MODEL_TYPES.iter().map(|(name, _)| *name).collect()
+}
+
+/// The activation of an MLP, named as in config.json.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// erf-based GELU (`gelu`).
+    Gelu,
+    /// tanh approximation (`gelu_new`, `gelu_pytorch_tanh`), GPT-2's default.
+    GeluTanh,
+    Relu,
+    Silu,
+}
+
+impl Activation {
+    fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "gelu" => Self::Gelu,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Self::GeluTanh,
+            "relu" => Self::Relu,
+            "silu" | "swish" => Self::Silu,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub model_type: String,
+    pub architecture: Architecture,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub hidden: usize,
+    pub head_dim: usize,
+    pub intermediate: usize,
+    pub vocab: usize,
+    pub max_positions: usize,
+    pub norm_eps: f64,
+    pub activation: Activation,
+    pub rope_theta: f64,
+    pub type_vocab_size: usize,
+    pub tie_word_embeddings: bool,
+    /// Qwen2 (and `attention_bias: true` llamas) put biases on q, k and v.
+    pub attention_bias: bool,
+}
+
+fn field<'a>(json: &'a Value, names: &[&str]) -> Option<&'a Value> {
+    names.iter().find_map(|n| json.get(*n).filter(|v| !v.is_null()))
+}
+
+impl ModelConfig {
+    pub fn from_json_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| EngineError::io(path, e))?;
+        let json: Value = serde_json::from_str(&text).map_err(|e| EngineError::BadConfig {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Self::from_json(&json, path)
+    }
+
+    pub fn from_json(json: &Value, path: &Path) -> Result<Self> {
+        let bad = |reason: String| EngineError::BadConfig {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let model_type = json
+            .get("model_type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("no model_type".into()))?
+            .to_string();
+        let architecture = SUPPORTED_MODEL_TYPES
+            .iter()
+            .find(|(name, _)| *name == model_type)
+            .map(|(_, arch)| *arch)
+            .ok_or_else(|| EngineError::UnsupportedModelType {
+                path: path.to_path_buf(),
+                model_type: model_type.clone(),
+                supported: supported_model_types(),
+            })?;
+        let usize_of = |names: &[&str]| -> Result<usize> {
+            field(json, names)
+                .and_then(Value::as_u64)
+                .map(|v| v as usize)
+                .ok_or_else(|| bad(format!("missing or non-integer {}", names.join(" / "))))
+        };
+        let layers = usize_of(&["num_hidden_layers", "n_layer"])?;
+        let heads = usize_of(&["num_attention_heads", "n_head"])?;
+        let hidden = usize_of(&["hidden_size", "n_embd"])?;
+        let kv_heads = usize_of(&["num_key_value_heads"]).unwrap_or(heads);
+        if heads == 0 || hidden % heads != 0 && field(json, &["head_dim"]).is_none() {
+            return Err(bad(format!("hidden size {hidden} is not divisible by {heads} heads")));
+        }
+        if kv_heads == 0 || heads % kv_heads != 0 {
+            return Err(bad(format!("{heads} heads cannot be grouped over {kv_heads} kv heads")));
+        }
+        let head_dim = usize_of(&["head_dim"]).unwrap_or(hidden / heads);
+        let intermediate = usize_of(&["intermediate_size", "n_inner"]).unwrap_or(4 * hidden);
+        let vocab = usize_of(&["vocab_size"])?;
+        let max_positions = usize_of(&["max_position_embeddings", "n_positions", "n_ctx"])?;
+        let norm_eps = field(json, &["layer_norm_eps", "layer_norm_epsilon", "rms_norm_eps"])
+            .and_then(Value::as_f64)
+            .unwrap_or(1e-5);
+        let act_name = field(json, &["hidden_act", "activation_function"])
+            .and_then(Value::as_str)
+            .unwrap_or(match architecture {
+                Architecture::Bert => "gelu",
+                Architecture::Gpt2 => "gelu_new",
+                Architecture::Llama => "silu",
+            });
+        let activation =
+            Activation::parse(act_name).ok_or_else(|| bad(format!("activation '{act_name}' is not supported")))?;
+        // transformers 5 writes `rope_parameters`; older configs `rope_theta` and `rope_scaling`.
+        let rope = field(json, &["rope_parameters", "rope_scaling"]);
+        if let Some(rope) = rope {
+            let kind = field(rope, &["rope_type", "type"]).and_then(Value::as_str);
+            if !matches!(kind, None | Some("default")) {
+                return Err(bad(format!("RoPE scaling {rope} is not supported yet")));
+            }
+        }
+        let rope_theta = field(json, &["rope_theta"])
+            .or_else(|| rope.and_then(|r| field(r, &["rope_theta"])))
+            .and_then(Value::as_f64)
+            .unwrap_or(10000.0);
+        if architecture == Architecture::Bert {
+            let pos = field(json, &["position_embedding_type"]).and_then(Value::as_str);
+            if !matches!(pos, None | Some("absolute")) {
+                return Err(bad(format!("position_embedding_type {pos:?} is not supported")));
+            }
+        }
+        Ok(Self {
+            architecture,
+            layers,
+            heads,
+            kv_heads,
+            hidden,
+            head_dim,
+            intermediate,
+            vocab,
+            max_positions,
+            norm_eps,
+            activation,
+            rope_theta,
+            type_vocab_size: usize_of(&["type_vocab_size"]).unwrap_or(0),
+            tie_word_embeddings: field(json, &["tie_word_embeddings"])
+                .and_then(Value::as_bool)
+                .unwrap_or(architecture != Architecture::Llama),
+            attention_bias: field(json, &["attention_bias"])
+                .and_then(Value::as_bool)
+                .unwrap_or(model_type == "qwen2"),
+            model_type,
+        })
+    }
+
+    /// The hyper-parameters of a llama-family GGUF file, from its `{arch}.*` metadata.
+    pub fn from_gguf(file: &GgufFile) -> Result<Self> {
+        let path = file.path();
+        let bad = |reason: String| EngineError::BadConfig {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let arch = file
+            .get("general.architecture")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| bad("no general.architecture".into()))?
+            .to_string();
+        let model_type = arch.clone();
+        if !matches!(arch.as_str(), "llama" | "mistral" | "qwen2") {
+            return Err(EngineError::UnsupportedModelType {
+                path: path.to_path_buf(),
+                model_type: arch,
+                supported: vec!["llama", "mistral", "qwen2"],
+            });
+        }
+        let int = |key: &str| -> Result<usize> {
+            file.get(&format!("{arch}.{key}"))
+                .and_then(|v| v.as_u64())
+                .map(|v| v as usize)
+                .ok_or_else(|| bad(format!("missing {arch}.{key}")))
+        };
+        let float = |key: &str| file.get(&format!("{arch}.{key}")).and_then(|v| v.as_f64());
+        let layers = int("block_count")?;
+        let hidden = int("embedding_length")?;
+        let heads = int("attention.head_count")?;
+        let kv_heads = int("attention.head_count_kv").unwrap_or(heads);
+        if heads == 0 || hidden % heads != 0 || kv_heads == 0 || heads % kv_heads != 0 {
+            return Err(bad(format!("inconsistent heads {heads} / kv heads {kv_heads} / hidden {hidden}")));
+        }
+        let vocab = match int("vocab_size") {
+            Ok(v) => v,
+            Err(_) => file
+                .get("tokenizer.ggml.tokens")
+                .and_then(|v| v.as_array())
+                .map(<[_]>::len)
+                .ok_or_else(|| bad("no vocab size".into()))?,
+        };
+        Ok(Self {
+            model_type,
+            architecture: Architecture::Llama,
+            layers,
+            heads,
+            kv_heads,
+            hidden,
+            head_dim: int("attention.key_length").unwrap_or(hidden / heads),
+            intermediate: int("feed_forward_length")?,
+            vocab,
+            max_positions: int("context_length")?,
+            norm_eps: float("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
+            activation: Activation::Silu,
+            rope_theta: float("rope.freq_base").unwrap_or(10000.0),
+            type_vocab_size: 0,
+            tie_word_embeddings: !file.has_tensor("output.weight"),
+            attention_bias: file.has_tensor("blk.0.attn_q.bias"),
+        })
+    }
+}

@@ -1,0 +1,171 @@
+//! Building blocks shared by the architectures: linear layers, norms, and attention with capture.
+
+use super::weights::WeightSource;
+use crate::error::Result;
+use crate::host::HostTensor;
+use crate::trace::LayerTrace;
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Tensor, TensorData};
+
+pub fn upload<const D: usize>(t: &HostTensor, device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(t.data.clone(), t.shape.clone()), device)
+}
+
+/// `x · W + b` with W stored [in, out] on the device.
+pub struct Linear {
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+}
+
+impl Linear {
+    /// From a Hugging Face `nn.Linear` ([out, in]) under `{name}.weight` / `{name}.bias`.
+    pub fn load(w: &dyn WeightSource, name: &str, bias: bool, device: &Device) -> Result<Self> {
+        let weight = w.tensor(&format!("{name}.weight"))?.transposed();
+        let bias = if bias {
+            Some(w.tensor(&format!("{name}.bias"))?)
+        } else {
+            None
+        };
+        Ok(Self::from_host(&weight, bias.as_ref(), device))
+    }
+
+    /// From a weight already laid out [in, out] (GPT-2's Conv1D, split QKV parts).
+    pub fn from_host(weight_in_out: &HostTensor, bias: Option<&HostTensor>, device: &Device) -> Self {
+        Self {
+            weight: upload(weight_in_out, device),
+            bias: bias.map(|b| upload(b, device)),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let y = x.matmul(self.weight.clone());
+        match &self.bias {
+            Some(b) => y + b.clone().unsqueeze::<2>(),
+            None => y,
+        }
+    }
+}
+
+/// LayerNorm over the last dimension with the biased variance, as PyTorch computes it.
+pub struct LayerNorm {
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    eps: f64,
+}
+
+impl LayerNorm {
+    /// Older BERT checkpoints call the parameters gamma/beta instead of weight/bias.
+    pub fn load(w: &dyn WeightSource, name: &str, eps: f64, device: &Device) -> Result<Self> {
+        let gamma = w.first_of(&[format!("{name}.weight"), format!("{name}.gamma")])?;
+        let beta = w.first_of(&[format!("{name}.bias"), format!("{name}.beta")])?;
+        Ok(Self {
+            gamma: upload(&gamma, device),
+            beta: upload(&beta, device),
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let (var, mean) = x.clone().var_mean_bias(1);
+        let normed = (x - mean) / (var + self.eps).sqrt();
+        normed * self.gamma.clone().unsqueeze::<2>() + self.beta.clone().unsqueeze::<2>()
+    }
+}
+
+/// Llama's RMSNorm: `w · x / sqrt(mean(x²) + eps)`.
+pub struct RmsNorm {
+    weight: Tensor<1>,
+    eps: f64,
+}
+
+impl RmsNorm {
+    pub fn load(w: &dyn WeightSource, name: &str, eps: f64, device: &Device) -> Result<Self> {
+        Ok(Self {
+            weight: upload(&w.tensor(&format!("{name}.weight"))?, device),
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let mean_square = x.clone().square().mean_dim(1);
+        let normed = x * (mean_square + self.eps).sqrt().recip();
+        normed * self.weight.clone().unsqueeze::<2>()
+    }
+}
+
+/// [T, heads·d] → [heads, T, d]
+pub fn split_heads(x: Tensor<2>, heads: usize) -> Tensor<3> {
+    let [t, width] = x.dims();
+    x.reshape([t, heads, width / heads]).swap_dims(0, 1)
+}
+
+/// [heads, T, d] → [T, heads·d]
+pub fn merge_heads(x: Tensor<3>) -> Tensor<2> {
+    let [heads, t, d] = x.dims();
+    x.swap_dims(0, 1).reshape([t, heads * d])
+}
+
+/// Repeats each kv head for the query heads of its group: query head h reads kv head h / group.
+fn expand_kv(x: Tensor<3>, heads: usize) -> Tensor<3> {
+    let [kv_heads, t, d] = x.dims();
+    if kv_heads == heads {
+        return x;
+    }
+    let group = heads / kv_heads;
+    x.unsqueeze_dim::<4>(1)
+        .expand([kv_heads, group, t, d])
+        .reshape([heads, t, d])
+}
+
+/// Scaled dot-product attention that keeps what a trace needs.
+///
+/// `q` [heads, T, d] and `k`, `v` [kv_heads, T, d] are already projected (and rotated, for RoPE).
+/// `mask` is added to the logits, [T, T] with 0 where allowed and a huge negative where not.
+/// Returns the merged context [T, heads·d] and the layer's trace.
+pub fn attend(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    mask: Option<&Tensor<2>>,
+) -> (Tensor<2>, LayerTrace) {
+    let [heads, _, d] = q.dims();
+    let scale = 1.0 / (d as f64).sqrt();
+    let keys = expand_kv(k.clone(), heads);
+    let values = expand_kv(v, heads);
+    let mut logits = q.clone().matmul(keys.swap_dims(1, 2)) * scale;
+    if let Some(mask) = mask {
+        logits = logits + mask.clone().unsqueeze::<3>();
+    }
+    let attn = softmax(logits, 2);
+    let context = merge_heads(attn.clone().matmul(values));
+    (context, LayerTrace { attn, q, k })
+}
+
+/// The value added to a logit to forbid it: the most negative f32, as transformers uses.
+pub const MASKED: f32 = f32::MIN;
+
+/// [T, T] additive mask: causal (decoders) and/or hiding padded keys (encoders).
+pub fn additive_mask(t: usize, causal: bool, key_valid: Option<&[bool]>, device: &Device) -> Option<Tensor<2>> {
+    if !causal && key_valid.is_none_or(|valid| valid.iter().all(|&v| v)) {
+        return None;
+    }
+    let mut data = vec![0.0f32; t * t];
+    for query in 0..t {
+        for key in 0..t {
+            let hidden_future = causal && key > query;
+            let padded = key_valid.is_some_and(|valid| !valid[key]);
+            if hidden_future || padded {
+                data[query * t + key] = MASKED;
+            }
+        }
+    }
+    Some(Tensor::from_data(TensorData::new(data, vec![t, t]), device))
+}
+
+/// Rows of an embedding table for the given ids: [T, hidden].
+pub fn embed(table: &Tensor<2>, ids: &[u32], device: &Device) -> Tensor<2> {
+    let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+    let n = ids.len();
+    let index = Tensor::<1, burn::tensor::Int>::from_data(TensorData::new(ids, vec![n]), device);
+    table.clone().select(0, index)
+}

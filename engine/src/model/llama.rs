@@ -1,0 +1,130 @@
+//! The Llama family (llama, mistral, qwen2, SmolLM): RMSNorm, RoPE, grouped-query attention,
+//! SwiGLU, optionally tied embeddings.
+
+use super::config::ModelConfig;
+use super::layers::{additive_mask, attend, embed, split_heads, upload, Linear, RmsNorm};
+use super::weights::WeightSource;
+use super::TokenInput;
+use crate::error::Result;
+use crate::trace::Trace;
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::{Device, Tensor, TensorData};
+
+struct LlamaLayer {
+    input_norm: RmsNorm,
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    post_norm: RmsNorm,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+pub struct Llama {
+    config: ModelConfig,
+    embed_tokens: Tensor<2>,
+    layers: Vec<LlamaLayer>,
+    norm: RmsNorm,
+    /// [hidden, vocab]
+    lm_head: Tensor<2>,
+}
+
+impl Llama {
+    pub fn load(
+        config: &ModelConfig,
+        w: &dyn WeightSource,
+        device: &Device,
+        progress: &dyn Fn(f32),
+    ) -> Result<Self> {
+        let eps = config.norm_eps;
+        let mut layers = Vec::with_capacity(config.layers);
+        for i in 0..config.layers {
+            let l = format!("model.layers.{i}");
+            let lin = |name: &str, bias: bool| Linear::load(w, &format!("{l}.{name}"), bias, device);
+            let qkv_bias = config.attention_bias;
+            layers.push(LlamaLayer {
+                input_norm: RmsNorm::load(w, &format!("{l}.input_layernorm"), eps, device)?,
+                q_proj: lin("self_attn.q_proj", qkv_bias)?,
+                k_proj: lin("self_attn.k_proj", qkv_bias)?,
+                v_proj: lin("self_attn.v_proj", qkv_bias)?,
+                o_proj: lin("self_attn.o_proj", false)?,
+                post_norm: RmsNorm::load(w, &format!("{l}.post_attention_layernorm"), eps, device)?,
+                gate: lin("mlp.gate_proj", false)?,
+                up: lin("mlp.up_proj", false)?,
+                down: lin("mlp.down_proj", false)?,
+            });
+            progress((i + 1) as f32 / config.layers as f32);
+        }
+        let embed_host = w.tensor("model.embed_tokens.weight")?;
+        let head_host = if w.contains("lm_head.weight") && !config.tie_word_embeddings {
+            w.tensor("lm_head.weight")?
+        } else {
+            embed_host.clone()
+        };
+        Ok(Self {
+            config: config.clone(),
+            embed_tokens: upload(&embed_host, device),
+            layers,
+            norm: RmsNorm::load(w, "model.norm", eps, device)?,
+            lm_head: upload(&head_host.transposed(), device),
+        })
+    }
+
+    /// cos and sin tables [1, T, d] for Hugging Face's rotate-half RoPE, computed in f32 as
+    /// transformers does so that q and k match it bit for bit as far as possible.
+    fn rope_tables(&self, t: usize, device: &Device) -> (Tensor<3>, Tensor<3>) {
+        let d = self.config.head_dim;
+        let half = d / 2;
+        let base = self.config.rope_theta as f32;
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| 1.0 / base.powf((2 * i) as f32 / d as f32))
+            .collect();
+        let mut cos = Vec::with_capacity(t * d);
+        let mut sin = Vec::with_capacity(t * d);
+        for pos in 0..t {
+            for j in 0..d {
+                let angle = pos as f32 * inv_freq[j % half];
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        let table = |v: Vec<f32>| Tensor::<3>::from_data(TensorData::new(v, vec![1, t, d]), device);
+        (table(cos), table(sin))
+    }
+
+    pub fn forward(&self, input: &TokenInput, device: &Device) -> Result<Trace> {
+        let t = input.ids.len();
+        let cfg = &self.config;
+        let (cos, sin) = self.rope_tables(t, device);
+        let rotate = |x: Tensor<3>| -> Tensor<3> {
+            let half = cfg.head_dim / 2;
+            let first = x.clone().narrow(2, 0, half);
+            let second = x.clone().narrow(2, half, half);
+            let rotated = Tensor::cat(vec![second.neg(), first], 2);
+            x * cos.clone() + rotated * sin.clone()
+        };
+        let mut x = embed(&self.embed_tokens, &input.ids, device);
+        let mask = additive_mask(t, true, None, device);
+        let mut traces = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let h = layer.input_norm.forward(x.clone());
+            let q = rotate(split_heads(layer.q_proj.forward(h.clone()), cfg.heads));
+            let k = rotate(split_heads(layer.k_proj.forward(h.clone()), cfg.kv_heads));
+            let v = split_heads(layer.v_proj.forward(h), cfg.kv_heads);
+            let (context, trace) = attend(q, k, v, mask.as_ref());
+            traces.push(trace);
+            x = x + layer.o_proj.forward(context);
+            let h = layer.post_norm.forward(x.clone());
+            let gated = silu(layer.gate.forward(h.clone())) * layer.up.forward(h);
+            x = x + layer.down.forward(gated);
+        }
+        let last = self.norm.forward(x.narrow(0, t - 1, 1));
+        let probs = softmax(last.matmul(self.lm_head.clone()), 1);
+        Ok(Trace {
+            layers: traces,
+            next_token_probs: Some(super::to_vec(probs)?),
+        })
+    }
+}

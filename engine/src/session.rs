@@ -1,0 +1,318 @@
+//! The session file: one `.safetensors` file holding every input's attention, queries and keys
+//! plus JSON metadata under the key `headwise`. Other programs read it (it is a contract; see
+//! DESIGN.md), so names, shapes and metadata fields are fixed here and checked on reading.
+
+use crate::error::{EngineError, Result};
+use crate::host::HostTensor;
+use crate::model::safetensors_file::decode_floats;
+use crate::model::{to_vec, Model};
+use crate::tokenizer::Encoded;
+use crate::trace::Trace;
+use half::f16;
+use safetensors::tensor::{Dtype, TensorView};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// The newest format this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// The safetensors metadata key that holds the session's JSON.
+pub const METADATA_KEY: &str = "headwise";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelInfo {
+    /// What the user opened: a path, a fetched model's name or a Hugging Face repo id.
+    pub source: String,
+    #[serde(rename = "type")]
+    pub model_type: String,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum InputKind {
+    Text,
+    Image,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NextToken {
+    pub id: u32,
+    pub token: String,
+    pub prob: f32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InputInfo {
+    pub kind: InputKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// As displayed ('Ġthe' shown as ' the').
+    pub tokens: Vec<String>,
+    pub token_ids: Vec<u32>,
+    /// Images: the patch grid [rows, cols].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch_grid: Option<[usize; 2]>,
+    /// Images: tokens before the patches (CLS, distillation, registers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_tokens: Option<usize>,
+    /// Decoders: the most likely next tokens after the input.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub next_tokens: Vec<NextToken>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SessionMeta {
+    pub format_version: u32,
+    pub model: ModelInfo,
+    pub inputs: Vec<InputInfo>,
+    /// The app's view state, restored on opening; opaque to the engine.
+    #[serde(default)]
+    pub view: serde_json::Value,
+}
+
+/// One layer of one input, on the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerTensors {
+    pub attn: HostTensor,
+    pub q: HostTensor,
+    pub k: HostTensor,
+}
+
+/// A tensor the engine does not interpret (projections, metrics, pixels), kept byte for byte.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExtraTensor {
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub meta: SessionMeta,
+    /// `layers[input][layer]`
+    pub layers: Vec<Vec<LayerTensors>>,
+    pub extras: BTreeMap<String, ExtraTensor>,
+}
+
+/// The precision of the attention, query and key tensors in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StoreDtype {
+    #[default]
+    F32,
+    F16,
+}
+
+impl std::str::FromStr for StoreDtype {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "f16" => Ok(Self::F16),
+            other => Err(format!("unknown dtype '{other}' (f32 or f16)")),
+        }
+    }
+}
+
+impl LayerTensors {
+    /// Reads one layer's capture back from the device.
+    pub fn from_trace(layer: &crate::trace::LayerTrace) -> Result<Self> {
+        let host = |t: &burn::tensor::Tensor<3>| -> Result<HostTensor> {
+            Ok(HostTensor::new(t.dims().to_vec(), to_vec(t.clone())?))
+        };
+        Ok(Self {
+            attn: host(&layer.attn)?,
+            q: host(&layer.q)?,
+            k: host(&layer.k)?,
+        })
+    }
+}
+
+impl Session {
+    pub fn new(model: &Model, source: &str) -> Self {
+        let c = &model.config;
+        Self {
+            meta: SessionMeta {
+                format_version: FORMAT_VERSION,
+                model: ModelInfo {
+                    source: source.to_string(),
+                    model_type: c.model_type.clone(),
+                    layers: c.layers,
+                    heads: c.heads,
+                    kv_heads: c.kv_heads,
+                    head_dim: c.head_dim,
+                },
+                inputs: Vec::new(),
+                view: serde_json::Value::Null,
+            },
+            layers: Vec::new(),
+            extras: BTreeMap::new(),
+        }
+    }
+
+    /// Adds a text input and its trace (read back to the host).
+    pub fn push_text(&mut self, model: &Model, text: &str, encoded: &Encoded, trace: &Trace) -> Result<()> {
+        let next_tokens = trace
+            .top_next_tokens(5)
+            .into_iter()
+            .map(|(id, prob)| NextToken {
+                id,
+                token: model.tokenizer.display(id),
+                prob,
+            })
+            .collect();
+        self.meta.inputs.push(InputInfo {
+            kind: InputKind::Text,
+            text: Some(text.to_string()),
+            image: None,
+            tokens: encoded.tokens.clone(),
+            token_ids: encoded.ids.clone(),
+            patch_grid: None,
+            prefix_tokens: None,
+            next_tokens,
+        });
+        let layers = trace.layers.iter().map(LayerTensors::from_trace).collect::<Result<_>>()?;
+        self.layers.push(layers);
+        Ok(())
+    }
+
+    /// Writes the session atomically: to a temporary file beside `path`, then renamed over it,
+    /// so a crash or a full disk never leaves a half-written session behind.
+    pub fn save(&self, path: &Path, dtype: StoreDtype) -> Result<()> {
+        let encode = |t: &HostTensor| -> (Dtype, Vec<u8>) {
+            match dtype {
+                StoreDtype::F32 => (Dtype::F32, t.data.iter().flat_map(|v| v.to_le_bytes()).collect()),
+                StoreDtype::F16 => (
+                    Dtype::F16,
+                    t.data.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect(),
+                ),
+            }
+        };
+        let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (i, layers) in self.layers.iter().enumerate() {
+            for (l, layer) in layers.iter().enumerate() {
+                for (prefix, t) in [("attn", &layer.attn), ("q", &layer.q), ("k", &layer.k)] {
+                    let (dt, bytes) = encode(t);
+                    owned.push((format!("{prefix}/{i}/{l}"), dt, t.shape.clone(), bytes));
+                }
+            }
+        }
+        for (name, extra) in &self.extras {
+            owned.push((name.clone(), extra.dtype, extra.shape.clone(), extra.bytes.clone()));
+        }
+        let bad = |reason: String| EngineError::BadSession {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let views = owned
+            .iter()
+            .map(|(name, dt, shape, bytes)| {
+                TensorView::new(*dt, shape.clone(), bytes)
+                    .map(|v| (name.clone(), v))
+                    .map_err(|e| bad(format!("tensor {name}: {e:?}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let meta_json = serde_json::to_string(&self.meta).map_err(|e| bad(e.to_string()))?;
+        let metadata = HashMap::from([(METADATA_KEY.to_string(), meta_json)]);
+        let file_name = path
+            .file_name()
+            .ok_or_else(|| bad("not a file path".into()))?
+            .to_string_lossy();
+        let tmp = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
+        let written = safetensors::serialize_to_file(views, Some(metadata), &tmp)
+            .map_err(|e| bad(format!("writing: {e:?}")))
+            .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| EngineError::io(path, e)));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
+    }
+
+    /// Reads and validates a session file. A newer format, a truncated or corrupt file, or a
+    /// tensor whose shape disagrees with the metadata is an error naming the file.
+    pub fn open(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| EngineError::io(path, e))?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        let bad = |reason: String| EngineError::BadSession {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let (header_len, metadata) = safetensors::SafeTensors::read_metadata(bytes)
+            .map_err(|e| bad(format!("not a safetensors file, or truncated or corrupt ({e:?})")))?;
+        let json = metadata
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(METADATA_KEY))
+            .ok_or_else(|| bad(format!("no '{METADATA_KEY}' metadata: not a headwise session")))?;
+        let version: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| bad(format!("metadata is not JSON: {e}")))?;
+        let format_version = version["format_version"]
+            .as_u64()
+            .ok_or_else(|| bad("metadata has no format_version".into()))?;
+        if format_version > FORMAT_VERSION as u64 {
+            return Err(bad(format!(
+                "written by a newer headwise (format {format_version}; this one reads up to {FORMAT_VERSION})"
+            )));
+        }
+        let meta: SessionMeta =
+            serde_json::from_str(json).map_err(|e| bad(format!("metadata: {e}")))?;
+        let data = &bytes[8 + header_len..];
+        let read = |name: &str| -> Result<(Dtype, Vec<usize>, &[u8])> {
+            let info = metadata
+                .info(name)
+                .ok_or_else(|| bad(format!("missing tensor {name}")))?;
+            Ok((info.dtype, info.shape.clone(), &data[info.data_offsets.0..info.data_offsets.1]))
+        };
+        let m = &meta.model;
+        let mut layers = Vec::with_capacity(meta.inputs.len());
+        for (i, input) in meta.inputs.iter().enumerate() {
+            let t = input.token_ids.len();
+            if input.tokens.len() != t {
+                return Err(bad(format!("input {i}: {} tokens but {t} token ids", input.tokens.len())));
+            }
+            let mut per_layer = Vec::with_capacity(m.layers);
+            for l in 0..m.layers {
+                let mut get = |prefix: &str, expected: [usize; 3]| -> Result<HostTensor> {
+                    let name = format!("{prefix}/{i}/{l}");
+                    let (dtype, shape, raw) = read(&name)?;
+                    if shape != expected {
+                        return Err(bad(format!(
+                            "tensor {name} has shape {shape:?}, the metadata says {expected:?}"
+                        )));
+                    }
+                    let values = decode_floats(dtype, raw).map_err(|e| bad(format!("tensor {name}: {e}")))?;
+                    Ok(HostTensor::new(shape, values))
+                };
+                per_layer.push(LayerTensors {
+                    attn: get("attn", [m.heads, t, t])?,
+                    q: get("q", [m.heads, t, m.head_dim])?,
+                    k: get("k", [m.kv_heads, t, m.head_dim])?,
+                });
+            }
+            layers.push(per_layer);
+        }
+        let mut extras = BTreeMap::new();
+        for (name, info) in metadata.tensors() {
+            let known = ["attn/", "q/", "k/"].iter().any(|p| name.starts_with(p));
+            if !known {
+                extras.insert(
+                    name.clone(),
+                    ExtraTensor {
+                        dtype: info.dtype,
+                        shape: info.shape.clone(),
+                        bytes: data[info.data_offsets.0..info.data_offsets.1].to_vec(),
+                    },
+                );
+            }
+        }
+        Ok(Self { meta, layers, extras })
+    }
+}

@@ -1,0 +1,37 @@
+//! What a forward pass captures: per layer the attention probabilities, queries and keys.
+
+use burn::tensor::Tensor;
+
+/// One layer's capture, still on the compute device.
+///
+/// `q` and `k` are the vectors whose scaled dot product gives the logits: after RoPE, before the
+/// 1/sqrt(d) scale. With grouped-query attention, query head h uses key head h / (heads / kv_heads).
+#[derive(Clone, Debug)]
+pub struct LayerTrace {
+    /// [heads, T, T], one row per query token.
+    pub attn: Tensor<3>,
+    /// [heads, T, d]
+    pub q: Tensor<3>,
+    /// [kv_heads, T, d]
+    pub k: Tensor<3>,
+}
+
+/// Everything one input's forward pass produced.
+#[derive(Clone, Debug)]
+pub struct Trace {
+    pub layers: Vec<LayerTrace>,
+    /// Decoders: the probability of each vocabulary entry being the next token.
+    pub next_token_probs: Option<Vec<f32>>,
+}
+
+impl Trace {
+    /// The `k` most likely next tokens as (token id, probability), most likely first.
+    pub fn top_next_tokens(&self, k: usize) -> Vec<(u32, f32)> {
+        let Some(probs) = &self.next_token_probs else {
+            return Vec::new();
+        };
+        let mut order: Vec<u32> = (0..probs.len() as u32).collect();
+        order.sort_by(|&a, &b| probs[b as usize].total_cmp(&probs[a as usize]));
+        order.into_iter().take(k).map(|i| (i, probs[i as usize])).collect()
+    }
+}

@@ -1,0 +1,395 @@
+#!/usr/bin/env python3
+"""Generates the test fixtures: tiny random BERT, GPT-2 and Llama (grouped-query attention)
+checkpoints with their tokenizers, and the attention, queries and keys Hugging Face transformers
+computes for them (eager attention); and, when the real models are present, references for
+MiniLM and SmolLM2 on a few prompts.
+
+Run once by a developer (needs torch, transformers, tokenizers, safetensors, gguf); never at test
+time. Usage: python3 scripts/make_fixtures.py [--real-models DIR]
+where DIR holds `minilm/` and `smollm2/` as `headwise models fetch` lays them out.
+
+Definitions match DESIGN.md: q and k are the vectors whose scaled dot product gives the logits
+(after RoPE, before the 1/sqrt(d) scale), shaped [heads, T, d] and [kv_heads, T, d].
+"""
+import argparse
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers, normalizers
+import transformers
+from transformers import (BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, LlamaConfig,
+                          LlamaForCausalLM, PreTrainedTokenizerFast)
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
+TRAINING_TEXT = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Attention is all you need, said the paper, and the heads agreed.",
+    "A researcher opens a model, types a prompt and looks at every head.",
+    "Queries and keys meet in a dot product; the softmax decides.",
+    "Paris is the capital of France. Berlin is the capital of Germany.",
+    "Numbers like 12345 and 3.14159 are split into digits or pieces.",
+] * 20
+PROMPTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Paris is the capital of France, and the heads know it.",
+]
+
+torch.manual_seed(0)
+
+
+def sharpen(model):
+    """Random init at std 0.02 gives near-uniform attention, which would test little; wider
+    weights make the attention peaky and the comparison meaningful."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name.lower() or "ln_" in name:
+                p.copy_(1.0 + 0.1 * torch.randn_like(p) if name.endswith("weight") else 0.1 * torch.randn_like(p))
+            else:
+                p.copy_(torch.randn_like(p) * (0.35 if p.dim() > 1 else 0.1))
+
+
+def wordpiece_tokenizer():
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=300, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    tok.train_from_iterator(TRAINING_TEXT, trainer)
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    tok.decoder = decoders.WordPiece()
+    return tok
+
+
+def byte_bpe_tokenizer(bos=None):
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>"] + ([bos] if bos else [])
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(TRAINING_TEXT, trainer)
+    if bos:
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A $B:1", special_tokens=[(bos, tok.token_to_id(bos))])
+    return tok
+
+
+class Capture:
+    """Forward hooks that record projection outputs per layer."""
+
+    def __init__(self):
+        self.out = {}
+
+    def hook(self, key):
+        def fn(_module, _inputs, output):
+            self.out[key] = output.detach().clone()
+        return fn
+
+
+def heads(x, n):  # [1, T, n*d] -> [n, T, d]
+    b, t, w = x.shape
+    return x.view(t, n, w // n).transpose(0, 1).contiguous()
+
+
+def bert_trace(model, enc, attention_mask=None):
+    cap = Capture()
+    hs = []
+    for i, layer in enumerate(model.encoder.layer):
+        hs.append(layer.attention.self.query.register_forward_hook(cap.hook(("q", i))))
+        hs.append(layer.attention.self.key.register_forward_hook(cap.hook(("k", i))))
+    with torch.no_grad():
+        out = model(**enc, output_attentions=True)
+    for h in hs:
+        h.remove()
+    n = model.config.num_attention_heads
+    res = {}
+    for i, a in enumerate(out.attentions):
+        res[f"attn/{i}"] = a[0]
+        res[f"q/{i}"] = heads(cap.out[("q", i)][:1], n)
+        res[f"k/{i}"] = heads(cap.out[("k", i)][:1], n)
+    return res
+
+
+def gpt2_trace(model, ids):
+    cap = Capture()
+    hs = [blk.attn.c_attn.register_forward_hook(cap.hook(("qkv", i))) for i, blk in enumerate(model.transformer.h)]
+    with torch.no_grad():
+        out = model(input_ids=ids, output_attentions=True)
+    for h in hs:
+        h.remove()
+    n, e = model.config.n_head, model.config.n_embd
+    res = {}
+    for i, a in enumerate(out.attentions):
+        qkv = cap.out[("qkv", i)]
+        res[f"attn/{i}"] = a[0]
+        res[f"q/{i}"] = heads(qkv[..., :e], n)
+        res[f"k/{i}"] = heads(qkv[..., e:2 * e], n)
+    res["next_token_probs"] = torch.softmax(out.logits[0, -1].double(), -1).float()
+    return res
+
+
+def llama_trace(model, ids):
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+    cap = Capture()
+    inner = model.model
+    hs = []
+    for i, layer in enumerate(inner.layers):
+        hs.append(layer.self_attn.q_proj.register_forward_hook(cap.hook(("q", i))))
+        hs.append(layer.self_attn.k_proj.register_forward_hook(cap.hook(("k", i))))
+    with torch.no_grad():
+        out = model(input_ids=ids, output_attentions=True)
+        t = ids.shape[1]
+        pos = torch.arange(t).unsqueeze(0)
+        cos, sin = inner.rotary_emb(torch.zeros(1, t, 1), pos)
+    for h in hs:
+        h.remove()
+    cfg = model.config
+    res = {}
+    for i, a in enumerate(out.attentions):
+        q = heads(cap.out[("q", i)], cfg.num_attention_heads).unsqueeze(0)
+        k = heads(cap.out[("k", i)], cfg.num_key_value_heads).unsqueeze(0)
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        res[f"attn/{i}"] = a[0]
+        res[f"q/{i}"] = q[0]
+        res[f"k/{i}"] = k[0]
+    res["next_token_probs"] = torch.softmax(out.logits[0, -1].double(), -1).float()
+    return res
+
+
+def save_expected(folder, per_prompt, prompts, token_ids, extra_meta=None, extra_tensors=None):
+    tensors = {k: v.float().contiguous() for k, v in (extra_tensors or {}).items()}
+    for p, res in enumerate(per_prompt):
+        for name, t in res.items():
+            tensors[f"{name.split('/')[0]}/{p}/{name.split('/')[1]}" if "/" in name else f"{name}/{p}"] = t.float().contiguous()
+    meta = {"prompts": prompts, "token_ids": token_ids, "transformers": transformers.__version__,
+            "torch": torch.__version__}
+    meta.update(extra_meta or {})
+    save_file(tensors, str(folder / "expected.safetensors"), metadata={"fixture": json.dumps(meta)})
+
+
+def make_bert():
+    folder = FIXTURES / "tiny-bert"
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = wordpiece_tokenizer()
+    tok.save(str(folder / "tokenizer.json"))
+    cfg = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=64, type_vocab_size=2, hidden_act="gelu",
+                     attn_implementation="eager")
+    model = BertModel(cfg, add_pooling_layer=False).eval()
+    sharpen(model)
+    model.save_pretrained(folder, safe_serialization=True)
+    per_prompt, ids = [], []
+    for text in PROMPTS:
+        enc = tok.encode(text)
+        ids.append(enc.ids)
+        per_prompt.append(bert_trace(model, bert_inputs([enc], len(enc.ids))))
+    # A padded batch: the shorter prompt padded to the longer one's length, with a key mask.
+    encs = [tok.encode("short one."), tok.encode(PROMPTS[0])]
+    width = max(len(e.ids) for e in encs)
+    batch = bert_inputs(encs, width)
+    padded = bert_trace(model, batch)
+    extra = {k.replace("/", "_", 1).replace("attn_", "padded_attn/").replace("q_", "padded_q/").replace("k_", "padded_k/"): v
+             for k, v in padded.items()}
+    meta = {"padded_ids": batch["input_ids"][0].tolist(), "padded_mask": batch["attention_mask"][0].tolist()}
+    save_expected(folder, per_prompt, PROMPTS, ids, meta, extra)
+
+
+def bert_inputs(encodings, width):
+    """input_ids, token_type_ids and attention_mask, right-padded with [PAD] (id 0)."""
+    rows = {"input_ids": [], "token_type_ids": [], "attention_mask": []}
+    for e in encodings:
+        pad = width - len(e.ids)
+        rows["input_ids"].append(e.ids + [0] * pad)
+        rows["token_type_ids"].append(e.type_ids + [0] * pad)
+        rows["attention_mask"].append([1] * len(e.ids) + [0] * pad)
+    return {k: torch.tensor(v) for k, v in rows.items()}
+
+
+def make_gpt2():
+    folder = FIXTURES / "tiny-gpt2"
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = byte_bpe_tokenizer()
+    tok.save(str(folder / "tokenizer.json"))
+    cfg = GPT2Config(vocab_size=tok.get_vocab_size(), n_embd=32, n_layer=2, n_head=4, n_positions=64,
+                     activation_function="gelu_new", attn_implementation="eager")
+    model = GPT2LMHeadModel(cfg).eval()
+    sharpen(model)
+    model.save_pretrained(folder, safe_serialization=True)
+    per_prompt, ids = [], []
+    for text in PROMPTS:
+        enc = tok.encode(text).ids
+        ids.append(enc)
+        per_prompt.append(gpt2_trace(model, torch.tensor([enc])))
+    save_expected(folder, per_prompt, PROMPTS, ids)
+
+
+def make_llama():
+    folder = FIXTURES / "tiny-llama"
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = byte_bpe_tokenizer(bos="<s>")
+    tok.save(str(folder / "tokenizer.json"))
+    cfg = LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, rope_theta=500.0,
+                      rms_norm_eps=1e-6, tie_word_embeddings=False, attn_implementation="eager")
+    model = LlamaForCausalLM(cfg).eval()
+    sharpen(model)
+    model.save_pretrained(folder, safe_serialization=True)
+    per_prompt, ids = [], []
+    for text in PROMPTS:
+        enc = tok.encode(text).ids
+        ids.append(enc)
+        per_prompt.append(llama_trace(model, torch.tensor([enc])))
+    save_expected(folder, per_prompt, PROMPTS, ids)
+
+
+GGUF_TYPES = ["F32", "F16", "Q8_0", "Q4_0", "Q4_1"]
+
+
+def permute_for_gguf(w, n_head):
+    """llama.cpp's converter interleaves the two RoPE halves of each q/k head."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def make_tiny_ggufs():
+    """The tiny Llama written as GGUF files in each supported tensor type, as llama.cpp lays
+    them out, with transformers' GGUF loader (which dequantises) as the reference."""
+    import numpy as np
+    import gguf
+    from safetensors.numpy import load_file
+    src = FIXTURES / "tiny-llama"
+    cfg = json.loads((src / "config.json").read_text())
+    tok = json.loads((src / "tokenizer.json").read_text())
+    weights = load_file(str(src / "model.safetensors"))
+    vocab = sorted(tok["model"]["vocab"].items(), key=lambda kv: kv[1])
+    tokens = [t for t, _ in vocab]
+    specials = {a["id"] for a in tok["added_tokens"] if a["special"]}
+    merges = [m if isinstance(m, str) else " ".join(m) for m in tok["model"]["merges"]]
+    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+             "lm_head.weight": "output.weight"}
+    parts = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+             "self_attn.o_proj": "attn_output", "input_layernorm": "attn_norm",
+             "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+             "mlp.down_proj": "ffn_down"}
+    for i in range(cfg["num_hidden_layers"]):
+        for hf, gg in parts.items():
+            names[f"model.layers.{i}.{hf}.weight"] = f"blk.{i}.{gg}.weight"
+    folder = FIXTURES / "tiny-gguf"
+    folder.mkdir(parents=True, exist_ok=True)
+    per_type = {}
+    for qname in GGUF_TYPES:
+        qtype = gguf.GGMLQuantizationType[qname]
+        path = folder / f"tiny-llama.{qname}.gguf"
+        w = gguf.GGUFWriter(str(path), "llama")
+        w.add_name("tiny-llama")
+        w.add_block_count(cfg["num_hidden_layers"])
+        w.add_context_length(cfg["max_position_embeddings"])
+        w.add_embedding_length(cfg["hidden_size"])
+        w.add_feed_forward_length(cfg["intermediate_size"])
+        w.add_head_count(cfg["num_attention_heads"])
+        w.add_head_count_kv(cfg["num_key_value_heads"])
+        w.add_rope_freq_base(cfg.get("rope_theta") or cfg["rope_parameters"]["rope_theta"])
+        w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+        w.add_rope_dimension_count(cfg["hidden_size"] // cfg["num_attention_heads"])
+        w.add_vocab_size(len(tokens))
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("default")
+        w.add_token_list(tokens)
+        w.add_token_types([3 if i in specials else 1 for i in range(len(tokens))])
+        w.add_token_merges(merges)
+        w.add_bos_token_id(tok["model"]["vocab"]["<s>"])
+        w.add_add_bos_token(True)
+        for hf, gg in names.items():
+            t = weights[hf].astype(np.float32)
+            if hf.endswith("q_proj.weight"):
+                t = permute_for_gguf(t, cfg["num_attention_heads"])
+            elif hf.endswith("k_proj.weight"):
+                t = permute_for_gguf(t, cfg["num_key_value_heads"])
+            if t.ndim == 1 or qname == "F32":
+                w.add_tensor(gg, t)
+            elif qname == "F16":
+                w.add_tensor(gg, t.astype(np.float16))
+            else:
+                w.add_tensor(gg, gguf.quants.quantize(t, qtype), raw_dtype=qtype)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        from transformers import AutoTokenizer
+        hf_tok = AutoTokenizer.from_pretrained(folder, gguf_file=path.name)
+        model = LlamaForCausalLM.from_pretrained(folder, gguf_file=path.name, attn_implementation="eager",
+                                                 dtype=torch.float32).eval()
+        per, ids = [], []
+        for text in PROMPTS:
+            enc = hf_tok(text).input_ids
+            ids.append(enc)
+            per.append(llama_trace(model, torch.tensor([enc])))
+        out = folder / qname
+        out.mkdir(exist_ok=True)
+        save_expected(out, per, PROMPTS, ids)
+
+
+REAL_PROMPTS = [
+    "The capital of France is",
+    "Attention heads in a transformer often look at the previous token.",
+    "I bought 3 apples, 12 pears and a kiwi for $4.50!",
+]
+TOKENIZER_ONLY_PROMPTS = [
+    "  leading spaces and\ttabs\nnew lines",
+    "Ünïcödé, emoji 🤖 and CJK 注意力",
+    "<|im_start|>user\nHello<|im_end|>",
+    "1234567890 and 3.14159",
+]
+
+
+def make_real(real_dir):
+    out = FIXTURES / "real"
+    out.mkdir(parents=True, exist_ok=True)
+    minilm = Path(real_dir) / "minilm"
+    if minilm.exists():
+        from transformers import AutoTokenizer
+        model = BertModel.from_pretrained(minilm, attn_implementation="eager", add_pooling_layer=False).eval()
+        tok = AutoTokenizer.from_pretrained(minilm)
+        per, ids = [], []
+        for text in REAL_PROMPTS:
+            enc = tok(text, return_tensors="pt")
+            ids.append(enc["input_ids"][0].tolist())
+            per.append(bert_trace(model, {k: enc[k] for k in ("input_ids", "token_type_ids", "attention_mask")}))
+        tmp = out / "minilm"
+        tmp.mkdir(exist_ok=True)
+        save_expected(tmp, per, REAL_PROMPTS, ids)
+    smol = Path(real_dir) / "smollm2"
+    if smol.exists():
+        from transformers import AutoTokenizer
+        gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
+        tok = AutoTokenizer.from_pretrained(smol, gguf_file=gguf)
+        model = LlamaForCausalLM.from_pretrained(smol, gguf_file=gguf, attn_implementation="eager",
+                                                 dtype=torch.float32).eval()
+        per, ids = [], []
+        for text in REAL_PROMPTS:
+            enc = tok(text).input_ids
+            ids.append(enc)
+            per.append(llama_trace(model, torch.tensor([enc])))
+        tmp = out / "smollm2"
+        tmp.mkdir(exist_ok=True)
+        extra_ids = [tok(t).input_ids for t in TOKENIZER_ONLY_PROMPTS]
+        top = [(tok.decode([i]), float(p)) for p, i in zip(*torch.topk(per[0]["next_token_probs"], 5))]
+        save_expected(tmp, per, REAL_PROMPTS, ids,
+                      {"tokenizer_prompts": TOKENIZER_ONLY_PROMPTS, "tokenizer_ids": extra_ids, "top5_first_prompt": top})
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--real-models", help="folder holding minilm/ and smollm2/ as fetched by headwise")
+    args = ap.parse_args()
+    make_bert()
+    make_gpt2()
+    make_llama()
+    make_tiny_ggufs()
+    if args.real_models:
+        make_real(args.real_models)
+    print("fixtures written to", FIXTURES)
