@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "headwise", version, about = "Look inside transformer attention, live.")]
+#[command(
+    name = "headwise",
+    version,
+    about = "Look inside transformer attention, live."
+)]
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,

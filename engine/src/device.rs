@@ -5,8 +5,8 @@
 //! hardware. `gpu` forces wgpu whatever the adapter is (that is how CI tests the wgpu path).
 
 use crate::error::{EngineError, Result};
-use burn::tensor::wgpu::{wgpu, WgpuSetup};
 use burn::tensor::Device;
+use burn::tensor::wgpu::{WgpuSetup, wgpu};
 use std::sync::OnceLock;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -67,9 +67,17 @@ fn describe(setup: &WgpuSetup) -> (String, bool) {
     let info = setup.adapter.get_info();
     let hardware = matches!(
         info.device_type,
-        wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu | wgpu::DeviceType::VirtualGpu
+        wgpu::DeviceType::DiscreteGpu
+            | wgpu::DeviceType::IntegratedGpu
+            | wgpu::DeviceType::VirtualGpu
     );
-    (format!("wgpu: {} ({:?}, {:?})", info.name, info.backend, info.device_type), hardware)
+    (
+        format!(
+            "wgpu: {} ({:?}, {:?})",
+            info.name, info.backend, info.device_type
+        ),
+        hardware,
+    )
 }
 
 fn cpu() -> ComputeDevice {
@@ -86,7 +94,8 @@ pub fn create_device(choice: DeviceChoice) -> Result<ComputeDevice> {
     match choice {
         DeviceChoice::Cpu => Ok(cpu()),
         DeviceChoice::Gpu => {
-            let runtime = wgpu_runtime().map_err(|e| EngineError::Device(format!("no wgpu device: {e}")))?;
+            let runtime =
+                wgpu_runtime().map_err(|e| EngineError::Device(format!("no wgpu device: {e}")))?;
             let (description, _) = describe(&runtime.setup);
             Ok(ComputeDevice {
                 device: runtime.device.clone(),

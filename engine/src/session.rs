@@ -5,7 +5,7 @@
 use crate::error::{EngineError, Result};
 use crate::host::HostTensor;
 use crate::model::safetensors_file::decode_floats;
-use crate::model::{to_vec, Model};
+use crate::model::{Model, to_vec};
 use crate::tokenizer::Encoded;
 use crate::trace::Trace;
 use half::f16;
@@ -156,7 +156,13 @@ impl Session {
     }
 
     /// Adds a text input and its trace (read back to the host).
-    pub fn push_text(&mut self, model: &Model, text: &str, encoded: &Encoded, trace: &Trace) -> Result<()> {
+    pub fn push_text(
+        &mut self,
+        model: &Model,
+        text: &str,
+        encoded: &Encoded,
+        trace: &Trace,
+    ) -> Result<()> {
         let next_tokens = trace
             .top_next_tokens(5)
             .into_iter()
@@ -176,7 +182,11 @@ impl Session {
             prefix_tokens: None,
             next_tokens,
         });
-        let layers = trace.layers.iter().map(LayerTensors::from_trace).collect::<Result<_>>()?;
+        let layers = trace
+            .layers
+            .iter()
+            .map(LayerTensors::from_trace)
+            .collect::<Result<_>>()?;
         self.layers.push(layers);
         Ok(())
     }
@@ -186,10 +196,16 @@ impl Session {
     pub fn save(&self, path: &Path, dtype: StoreDtype) -> Result<()> {
         let encode = |t: &HostTensor| -> (Dtype, Vec<u8>) {
             match dtype {
-                StoreDtype::F32 => (Dtype::F32, t.data.iter().flat_map(|v| v.to_le_bytes()).collect()),
+                StoreDtype::F32 => (
+                    Dtype::F32,
+                    t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ),
                 StoreDtype::F16 => (
                     Dtype::F16,
-                    t.data.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect(),
+                    t.data
+                        .iter()
+                        .flat_map(|v| f16::from_f32(*v).to_le_bytes())
+                        .collect(),
                 ),
             }
         };
@@ -203,7 +219,12 @@ impl Session {
             }
         }
         for (name, extra) in &self.extras {
-            owned.push((name.clone(), extra.dtype, extra.shape.clone(), extra.bytes.clone()));
+            owned.push((
+                name.clone(),
+                extra.dtype,
+                extra.shape.clone(),
+                extra.bytes.clone(),
+            ));
         }
         let bad = |reason: String| EngineError::BadSession {
             path: path.to_path_buf(),
@@ -245,13 +266,21 @@ impl Session {
             path: path.to_path_buf(),
             reason,
         };
-        let (header_len, metadata) = safetensors::SafeTensors::read_metadata(bytes)
-            .map_err(|e| bad(format!("not a safetensors file, or truncated or corrupt ({e:?})")))?;
+        let (header_len, metadata) =
+            safetensors::SafeTensors::read_metadata(bytes).map_err(|e| {
+                bad(format!(
+                    "not a safetensors file, or truncated or corrupt ({e:?})"
+                ))
+            })?;
         let json = metadata
             .metadata()
             .as_ref()
             .and_then(|m| m.get(METADATA_KEY))
-            .ok_or_else(|| bad(format!("no '{METADATA_KEY}' metadata: not a headwise session")))?;
+            .ok_or_else(|| {
+                bad(format!(
+                    "no '{METADATA_KEY}' metadata: not a headwise session"
+                ))
+            })?;
         let version: serde_json::Value =
             serde_json::from_str(json).map_err(|e| bad(format!("metadata is not JSON: {e}")))?;
         let format_version = version["format_version"]
@@ -269,14 +298,21 @@ impl Session {
             let info = metadata
                 .info(name)
                 .ok_or_else(|| bad(format!("missing tensor {name}")))?;
-            Ok((info.dtype, info.shape.clone(), &data[info.data_offsets.0..info.data_offsets.1]))
+            Ok((
+                info.dtype,
+                info.shape.clone(),
+                &data[info.data_offsets.0..info.data_offsets.1],
+            ))
         };
         let m = &meta.model;
         let mut layers = Vec::with_capacity(meta.inputs.len());
         for (i, input) in meta.inputs.iter().enumerate() {
             let t = input.token_ids.len();
             if input.tokens.len() != t {
-                return Err(bad(format!("input {i}: {} tokens but {t} token ids", input.tokens.len())));
+                return Err(bad(format!(
+                    "input {i}: {} tokens but {t} token ids",
+                    input.tokens.len()
+                )));
             }
             let mut per_layer = Vec::with_capacity(m.layers);
             for l in 0..m.layers {
@@ -288,7 +324,8 @@ impl Session {
                             "tensor {name} has shape {shape:?}, the metadata says {expected:?}"
                         )));
                     }
-                    let values = decode_floats(dtype, raw).map_err(|e| bad(format!("tensor {name}: {e}")))?;
+                    let values = decode_floats(dtype, raw)
+                        .map_err(|e| bad(format!("tensor {name}: {e}")))?;
                     Ok(HostTensor::new(shape, values))
                 };
                 per_layer.push(LayerTensors {
@@ -313,6 +350,10 @@ impl Session {
                 );
             }
         }
-        Ok(Self { meta, layers, extras })
+        Ok(Self {
+            meta,
+            layers,
+            extras,
+        })
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::error::{EngineError, Result};
 use crate::model::gguf_file::GgufFile;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
 /// One tokenised input: ids, segment ids and the tokens as a person should read them.
@@ -60,7 +60,11 @@ impl TextTokenizer {
                 .and_then(|v| v.as_array())
                 .ok_or_else(|| bad(format!("no {key}")))?
                 .iter()
-                .map(|v| v.as_str().map(str::to_string).ok_or_else(|| bad(format!("{key} holds a non-string"))))
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| bad(format!("{key} holds a non-string")))
+                })
                 .collect()
         };
         let tokens = strings("tokenizer.ggml.tokens")?;
@@ -89,7 +93,9 @@ impl TextTokenizer {
             .get("tokenizer.ggml.add_bos_token")
             .and_then(|v| v.as_bool())
             .unwrap_or(false);
-        let bos = file.get("tokenizer.ggml.bos_token_id").and_then(|v| v.as_u64());
+        let bos = file
+            .get("tokenizer.ggml.bos_token_id")
+            .and_then(|v| v.as_u64());
         let post_processor = match (add_bos, bos) {
             (true, Some(bos)) => {
                 let bos_token = &tokens[bos as usize];
@@ -124,10 +130,13 @@ impl TextTokenizer {
 
     /// Tokenises one input with the model's special tokens ([CLS] … [SEP] for BERT).
     pub fn encode(&self, text: &str) -> Result<Encoded> {
-        let encoding = self.inner.encode(text, true).map_err(|e| EngineError::Tokenizer {
-            path: self.source.clone(),
-            reason: e.to_string(),
-        })?;
+        let encoding = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| EngineError::Tokenizer {
+                path: self.source.clone(),
+                reason: e.to_string(),
+            })?;
         let ids = encoding.get_ids().to_vec();
         let tokens = if self.byte_level {
             ids.iter().map(|&id| self.display(id)).collect()

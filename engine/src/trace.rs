@@ -32,6 +32,10 @@ impl Trace {
         };
         let mut order: Vec<u32> = (0..probs.len() as u32).collect();
         order.sort_by(|&a, &b| probs[b as usize].total_cmp(&probs[a as usize]));
-        order.into_iter().take(k).map(|i| (i, probs[i as usize])).collect()
+        order
+            .into_iter()
+            .take(k)
+            .map(|i| (i, probs[i as usize]))
+            .collect()
     }
 }

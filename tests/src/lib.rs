@@ -1,1 +1,187 @@
+//! Helpers for headwise's end-to-end tests: fixtures, reference tensors, tolerances, and the
+//! `headwise` binary.
 
+use headwise_engine::device::{DeviceChoice, create_device};
+use headwise_engine::host::HostTensor;
+use headwise_engine::model::safetensors_file::decode_floats;
+use headwise_engine::session::LayerTensors;
+use headwise_engine::{Model, TokenInput};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    fixtures().join(name)
+}
+
+/// What transformers computed for a fixture (written by scripts/make_fixtures.py).
+pub struct Expected {
+    pub tensors: HashMap<String, HostTensor>,
+    pub meta: serde_json::Value,
+}
+
+impl Expected {
+    pub fn load(folder: &Path) -> Self {
+        let path = folder.join("expected.safetensors");
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid fixture");
+        let tensors = st
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| {
+                let data = decode_floats(view.dtype(), view.data()).expect("float fixture");
+                (name, HostTensor::new(view.shape().to_vec(), data))
+            })
+            .collect();
+        let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes).expect("header");
+        let meta = metadata.metadata().as_ref().expect("metadata")["fixture"].clone();
+        Self {
+            tensors,
+            meta: serde_json::from_str(&meta).expect("fixture JSON"),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> &HostTensor {
+        self.tensors
+            .get(name)
+            .unwrap_or_else(|| panic!("fixture has no {name}"))
+    }
+
+    pub fn prompts(&self) -> Vec<String> {
+        self.meta["prompts"]
+            .as_array()
+            .expect("prompts")
+            .iter()
+            .map(|p| p.as_str().expect("string").to_string())
+            .collect()
+    }
+
+    pub fn token_ids(&self, key: &str) -> Vec<Vec<u32>> {
+        self.meta[key]
+            .as_array()
+            .expect("token id lists")
+            .iter()
+            .map(|ids| {
+                ids.as_array()
+                    .expect("ids")
+                    .iter()
+                    .map(|i| i.as_u64().expect("id") as u32)
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// Panics with the worst element if `actual` and `expected` differ by more than `tol`.
+pub fn assert_close(what: &str, actual: &HostTensor, expected: &HostTensor, tol: f32) {
+    assert_eq!(actual.shape, expected.shape, "{what}: shape");
+    let (worst, at) = actual
+        .data
+        .iter()
+        .zip(&expected.data)
+        .map(|(a, e)| (a - e).abs())
+        .enumerate()
+        .fold((0.0f32, 0), |(w, wi), (i, d)| {
+            if d > w || d.is_nan() { (d, i) } else { (w, wi) }
+        });
+    assert!(
+        worst <= tol,
+        "{what}: max |difference| {worst:e} > {tol:e} at flat index {at} (ours {}, transformers {})",
+        actual.data[at],
+        expected.data[at]
+    );
+}
+
+/// Runs `model` on every prompt of `expected` and compares tokens, attention, q and k (and the
+/// next-token distribution for decoders) to `tol`.
+pub fn check_against_transformers(model: &Model, expected: &Expected, tol: f32) {
+    let ids = expected.token_ids("token_ids");
+    for (p, prompt) in expected.prompts().iter().enumerate() {
+        let encoded = model.encode(p, prompt, Default::default()).expect("encode");
+        assert_eq!(encoded.ids, ids[p], "token ids of prompt {p}");
+        let trace = model.forward(&TokenInput::from(&encoded)).expect("forward");
+        assert_eq!(trace.layers.len(), model.config.layers);
+        for (l, layer) in trace.layers.iter().enumerate() {
+            let ours = LayerTensors::from_trace(layer).expect("read back");
+            for (name, t) in [("attn", &ours.attn), ("q", &ours.q), ("k", &ours.k)] {
+                let key = format!("{name}/{p}/{l}");
+                assert_close(&key, t, expected.get(&key), tol);
+            }
+        }
+        if let Some(reference) = expected.tensors.get(&format!("next_token_probs/{p}")) {
+            let probs = trace
+                .next_token_probs
+                .clone()
+                .expect("decoder gives next-token probabilities");
+            let ours = HostTensor::new(vec![probs.len()], probs);
+            assert_close(&format!("next_token_probs/{p}"), &ours, reference, tol);
+        }
+    }
+}
+
+pub fn load(path: &Path, device: DeviceChoice) -> Model {
+    let device = create_device(device).expect("device");
+    Model::load(path, &device.device, &|_| {})
+        .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
+}
+
+/// Whether the environment asks for a capability to be present rather than skipped
+/// (CI sets these, so a missing model or adapter fails there instead of passing silently).
+pub fn required(var: &str) -> bool {
+    std::env::var(var).is_ok_and(|v| v == "1")
+}
+
+/// The `headwise` binary built alongside the tests (`cargo test --workspace` builds it).
+pub fn headwise_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join(format!("headwise{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `headwise` with `args`, with its cache in `home` so tests never touch the user's.
+pub fn headwise(args: &[&str], home: &Path) -> Output {
+    Command::new(headwise_bin())
+        .args(args)
+        .env("HEADWISE_HOME", home)
+        .output()
+        .expect("run headwise")
+}
+
+/// A fresh empty folder under the target directory.
+pub fn scratch(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .expect("deps dir")
+        .join("scratch")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// Asserts a command failed cleanly: non-zero exit, every `needles` in its stderr, no panic.
+pub fn assert_clean_failure(out: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "panicked instead of a clear error: {stderr}"
+    );
+    for needle in needles {
+        assert!(stderr.contains(needle), "stderr lacks '{needle}': {stderr}");
+    }
+}

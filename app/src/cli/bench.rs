@@ -1,10 +1,10 @@
 //! `headwise bench trace`: time warm forward passes with capture, synchronised; prints JSON.
 
 use super::progress::load_model;
-use anyhow::{bail, Result};
+use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
-use headwise_engine::device::{create_device, DeviceChoice};
 use headwise_engine::TokenInput;
+use headwise_engine::device::{DeviceChoice, create_device};
 use std::time::Instant;
 
 #[derive(Subcommand)]
@@ -45,7 +45,11 @@ pub fn run(command: BenchCommand) -> Result<()> {
     let model = load_model(&args.model, &device)?;
     let load_ms = load_start.elapsed().as_secs_f64() * 1e3;
     if args.tokens > model.config.max_positions {
-        bail!("--tokens {} exceeds the model's {} positions", args.tokens, model.config.max_positions);
+        bail!(
+            "--tokens {} exceeds the model's {} positions",
+            args.tokens,
+            model.config.max_positions
+        );
     }
     let mut text = String::new();
     let encoded = loop {
@@ -69,7 +73,9 @@ pub fn run(command: BenchCommand) -> Result<()> {
         Ok(elapsed)
     };
     run_once()?; // warm-up: kernel compilation, autotune, allocator pools
-    let mut times = (0..args.runs).map(|_| run_once()).collect::<Result<Vec<_>>>()?;
+    let mut times = (0..args.runs)
+        .map(|_| run_once())
+        .collect::<Result<Vec<_>>>()?;
     times.sort_by(f64::total_cmp);
     let median = if times.len() % 2 == 1 {
         times[times.len() / 2]

@@ -1,9 +1,9 @@
 //! `headwise models list` and `headwise models fetch NAME`.
 
 use super::progress::resolve_model;
-use anyhow::{bail, Result};
+use anyhow::{Result, bail};
 use clap::Subcommand;
-use headwise_engine::locate::{fetched_path, known_model, KNOWN_MODELS};
+use headwise_engine::locate::{KNOWN_MODELS, fetched_path, known_model};
 
 #[derive(Subcommand)]
 pub enum ModelsCommand {
@@ -23,7 +23,10 @@ pub fn run(command: ModelsCommand) -> Result<()> {
                 } else {
                     "not fetched".into()
                 };
-                println!("{:10} {}  [{}]  (online: {})", m.name, m.description, state, m.hub_repo);
+                println!(
+                    "{:10} {}  [{}]  (online: {})",
+                    m.name, m.description, state, m.hub_repo
+                );
             }
             Ok(())
         }
@@ -31,7 +34,11 @@ pub fn run(command: ModelsCommand) -> Result<()> {
             if known_model(&name).is_none() {
                 bail!(
                     "unknown model '{name}'; known: {}",
-                    KNOWN_MODELS.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
+                    KNOWN_MODELS
+                        .iter()
+                        .map(|m| m.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
             }
             let path = resolve_model(&name)?;

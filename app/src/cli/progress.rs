@@ -1,10 +1,10 @@
 //! Progress on stderr: loading a model, fetching one, and resolving `--model` to a path.
 
 use anyhow::{Context, Result};
-use headwise_engine::device::ComputeDevice;
-use headwise_engine::fetch::{fetch_hub_repo, fetch_known, FetchStage};
-use headwise_engine::locate::{locate, Located};
 use headwise_engine::Model;
+use headwise_engine::device::ComputeDevice;
+use headwise_engine::fetch::{FetchStage, fetch_hub_repo, fetch_known};
+use headwise_engine::locate::{Located, locate};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 
@@ -37,7 +37,10 @@ pub fn resolve_model(spec: &str) -> Result<PathBuf> {
     Ok(match locate(spec)? {
         Located::Path(path) => path,
         Located::NotFetched(model) => {
-            eprintln!("{} is not fetched yet; fetching it ({})", model.name, model.description);
+            eprintln!(
+                "{} is not fetched yet; fetching it ({})",
+                model.name, model.description
+            );
             fetch_known(model, &fetch_progress(model.name))?
         }
         Located::NotCached(repo) => {
@@ -50,9 +53,14 @@ pub fn resolve_model(spec: &str) -> Result<PathBuf> {
 /// Resolves and loads a model with a progress bar.
 pub fn load_model(spec: &str, device: &ComputeDevice) -> Result<Model> {
     let path = resolve_model(spec)?;
-    let bar = bar(format!("loading {}", path.file_name().unwrap_or_default().to_string_lossy()));
-    let model = Model::load(&path, &device.device, &|f| bar.set_position((f * 1000.0) as u64))
-        .with_context(|| format!("loading model {spec}"));
+    let bar = bar(format!(
+        "loading {}",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let model = Model::load(&path, &device.device, &|f| {
+        bar.set_position((f * 1000.0) as u64)
+    })
+    .with_context(|| format!("loading model {spec}"));
     bar.finish_and_clear();
     model
 }

@@ -1,9 +1,9 @@
 //! `headwise trace`: run a model on one or more texts and write a session file.
 
 use super::progress::load_model;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
-use headwise_engine::device::{create_device, DeviceChoice};
+use headwise_engine::device::{DeviceChoice, create_device};
 use headwise_engine::session::{Session, StoreDtype};
 use headwise_engine::{LongInput, TokenInput};
 use std::path::PathBuf;
@@ -35,10 +35,19 @@ pub struct TraceArgs {
 pub fn run(args: TraceArgs) -> Result<()> {
     let mut texts = args.text.clone();
     if let Some(file) = &args.text_file {
-        let content = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        texts.extend(content.lines().filter(|l| !l.trim().is_empty()).map(str::to_string));
+        let content =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        texts.extend(
+            content
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_string),
+        );
         if texts.is_empty() {
-            bail!("{}: no inputs (the file has no non-empty lines)", file.display());
+            bail!(
+                "{}: no inputs (the file has no non-empty lines)",
+                file.display()
+            );
         }
     }
     if texts.is_empty() {
@@ -46,7 +55,11 @@ pub fn run(args: TraceArgs) -> Result<()> {
     }
     let device = create_device(args.device)?;
     let model = load_model(&args.model, &device)?;
-    let long = if args.truncate { LongInput::Truncate } else { LongInput::Reject };
+    let long = if args.truncate {
+        LongInput::Truncate
+    } else {
+        LongInput::Reject
+    };
     let mut session = Session::new(&model, &args.model);
     for (index, text) in texts.iter().enumerate() {
         let encoded = model.encode(index, text, long)?;

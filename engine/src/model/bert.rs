@@ -1,9 +1,9 @@
 //! The BERT family (BERT, MiniLM, ...): a post-norm encoder with learned positions and segments.
 
-use super::config::{Activation, ModelConfig};
-use super::layers::{additive_mask, attend, embed, split_heads, upload, LayerNorm, Linear};
-use super::weights::WeightSource;
 use super::TokenInput;
+use super::config::{Activation, ModelConfig};
+use super::layers::{LayerNorm, Linear, additive_mask, attend, embed, split_heads, upload};
+use super::weights::WeightSource;
 use crate::error::Result;
 use crate::trace::Trace;
 use burn::tensor::activation::{gelu, relu, silu};
@@ -48,7 +48,10 @@ impl Bert {
         let p = prefix(w);
         let eps = config.norm_eps;
         let emb = |name: &str| -> Result<Tensor<2>> {
-            Ok(upload(&w.tensor(&format!("{p}embeddings.{name}.weight"))?, device))
+            Ok(upload(
+                &w.tensor(&format!("{p}embeddings.{name}.weight"))?,
+                device,
+            ))
         };
         let token_type = if w.contains(&format!("{p}embeddings.token_type_embeddings.weight")) {
             Some(emb("token_type_embeddings")?)
@@ -64,7 +67,12 @@ impl Bert {
                 key: lin("attention.self.key")?,
                 value: lin("attention.self.value")?,
                 attn_out: lin("attention.output.dense")?,
-                attn_norm: LayerNorm::load(w, &format!("{l}.attention.output.LayerNorm"), eps, device)?,
+                attn_norm: LayerNorm::load(
+                    w,
+                    &format!("{l}.attention.output.LayerNorm"),
+                    eps,
+                    device,
+                )?,
                 intermediate: lin("intermediate.dense")?,
                 output: lin("output.dense")?,
                 out_norm: LayerNorm::load(w, &format!("{l}.output.LayerNorm"), eps, device)?,
@@ -84,7 +92,8 @@ impl Bert {
     pub fn forward(&self, input: &TokenInput, device: &Device) -> Result<Trace> {
         let t = input.ids.len();
         let positions: Vec<u32> = (0..t as u32).collect();
-        let mut x = embed(&self.word, &input.ids, device) + embed(&self.position, &positions, device);
+        let mut x =
+            embed(&self.word, &input.ids, device) + embed(&self.position, &positions, device);
         if let Some(types) = &self.token_type {
             x = x + embed(types, &input.type_ids, device);
         }
@@ -99,7 +108,10 @@ impl Bert {
             let (context, trace) = attend(q, k, v, mask.as_ref());
             traces.push(trace);
             x = layer.attn_norm.forward(layer.attn_out.forward(context) + x);
-            let hidden = activate(self.config.activation, layer.intermediate.forward(x.clone()));
+            let hidden = activate(
+                self.config.activation,
+                layer.intermediate.forward(x.clone()),
+            );
             x = layer.out_norm.forward(layer.output.forward(hidden) + x);
         }
         Ok(Trace {

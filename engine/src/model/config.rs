@@ -27,7 +27,10 @@ pub const SUPPORTED_MODEL_TYPES: &[(&str, Architecture)] = &[
 ];
 
 pub fn supported_model_types() -> Vec<&'static str> {
-    SUPPORTED_MODEL_TYPES.iter().map(|(name, _)| *name).collect()
+    SUPPORTED_MODEL_TYPES
+        .iter()
+        .map(|(name, _)| *name)
+        .collect()
 }
 
 /// The activation of an MLP, named as in config.json.
@@ -75,7 +78,9 @@ pub struct ModelConfig {
 }
 
 fn field<'a>(json: &'a Value, names: &[&str]) -> Option<&'a Value> {
-    names.iter().find_map(|n| json.get(*n).filter(|v| !v.is_null()))
+    names
+        .iter()
+        .find_map(|n| json.get(*n).filter(|v| !v.is_null()))
 }
 
 impl ModelConfig {
@@ -118,18 +123,25 @@ impl ModelConfig {
         let hidden = usize_of(&["hidden_size", "n_embd"])?;
         let kv_heads = usize_of(&["num_key_value_heads"]).unwrap_or(heads);
         if heads == 0 || hidden % heads != 0 && field(json, &["head_dim"]).is_none() {
-            return Err(bad(format!("hidden size {hidden} is not divisible by {heads} heads")));
+            return Err(bad(format!(
+                "hidden size {hidden} is not divisible by {heads} heads"
+            )));
         }
         if kv_heads == 0 || heads % kv_heads != 0 {
-            return Err(bad(format!("{heads} heads cannot be grouped over {kv_heads} kv heads")));
+            return Err(bad(format!(
+                "{heads} heads cannot be grouped over {kv_heads} kv heads"
+            )));
         }
         let head_dim = usize_of(&["head_dim"]).unwrap_or(hidden / heads);
         let intermediate = usize_of(&["intermediate_size", "n_inner"]).unwrap_or(4 * hidden);
         let vocab = usize_of(&["vocab_size"])?;
         let max_positions = usize_of(&["max_position_embeddings", "n_positions", "n_ctx"])?;
-        let norm_eps = field(json, &["layer_norm_eps", "layer_norm_epsilon", "rms_norm_eps"])
-            .and_then(Value::as_f64)
-            .unwrap_or(1e-5);
+        let norm_eps = field(
+            json,
+            &["layer_norm_eps", "layer_norm_epsilon", "rms_norm_eps"],
+        )
+        .and_then(Value::as_f64)
+        .unwrap_or(1e-5);
         let act_name = field(json, &["hidden_act", "activation_function"])
             .and_then(Value::as_str)
             .unwrap_or(match architecture {
@@ -137,8 +149,8 @@ impl ModelConfig {
                 Architecture::Gpt2 => "gelu_new",
                 Architecture::Llama => "silu",
             });
-        let activation =
-            Activation::parse(act_name).ok_or_else(|| bad(format!("activation '{act_name}' is not supported")))?;
+        let activation = Activation::parse(act_name)
+            .ok_or_else(|| bad(format!("activation '{act_name}' is not supported")))?;
         // transformers 5 writes `rope_parameters`; older configs `rope_theta` and `rope_scaling`.
         let rope = field(json, &["rope_parameters", "rope_scaling"]);
         if let Some(rope) = rope {
@@ -154,7 +166,9 @@ impl ModelConfig {
         if architecture == Architecture::Bert {
             let pos = field(json, &["position_embedding_type"]).and_then(Value::as_str);
             if !matches!(pos, None | Some("absolute")) {
-                return Err(bad(format!("position_embedding_type {pos:?} is not supported")));
+                return Err(bad(format!(
+                    "position_embedding_type {pos:?} is not supported"
+                )));
             }
         }
         Ok(Self {
@@ -213,7 +227,9 @@ impl ModelConfig {
         let heads = int("attention.head_count")?;
         let kv_heads = int("attention.head_count_kv").unwrap_or(heads);
         if heads == 0 || hidden % heads != 0 || kv_heads == 0 || heads % kv_heads != 0 {
-            return Err(bad(format!("inconsistent heads {heads} / kv heads {kv_heads} / hidden {hidden}")));
+            return Err(bad(format!(
+                "inconsistent heads {heads} / kv heads {kv_heads} / hidden {hidden}"
+            )));
         }
         let vocab = match int("vocab_size") {
             Ok(v) => v,

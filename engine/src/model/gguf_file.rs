@@ -119,7 +119,8 @@ struct Cursor<'a> {
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len());
-        let end = end.ok_or_else(|| format!("file ends inside its header (at byte {})", self.pos))?;
+        let end =
+            end.ok_or_else(|| format!("file ends inside its header (at byte {})", self.pos))?;
         let slice = &self.bytes[self.pos..end];
         self.pos = end;
         Ok(slice)
@@ -136,7 +137,10 @@ impl<'a> Cursor<'a> {
         let n = self.u64()?;
         let left = (self.bytes.len() - self.pos) as u64;
         if n.saturating_mul(min_size as u64) > left {
-            return Err(format!("a count of {n} at byte {} overruns the file", self.pos - 8));
+            return Err(format!(
+                "a count of {n} at byte {} overruns the file",
+                self.pos - 8
+            ));
         }
         Ok(n as usize)
     }
@@ -196,7 +200,10 @@ impl GgufFile {
     ) -> std::result::Result<(HashMap<String, GgufValue>, HashMap<String, TensorEntry>), String>
     {
         let mut c = Cursor { bytes, pos: 0 };
-        if c.take(4).map_err(|_| "not a GGUF file (too short)".to_string())? != b"GGUF" {
+        if c.take(4)
+            .map_err(|_| "not a GGUF file (too short)".to_string())?
+            != b"GGUF"
+        {
             return Err("not a GGUF file (bad magic)".into());
         }
         let version = c.u32()?;
@@ -245,13 +252,17 @@ impl GgufFile {
                 .ok_or_else(|| format!("tensor {name}: size overflows"))?;
             let (block_elems, block_bytes) = kind.block();
             if count % block_elems != 0 {
-                return Err(format!("tensor {name}: {count} elements is not whole blocks"));
+                return Err(format!(
+                    "tensor {name}: {count} elements is not whole blocks"
+                ));
             }
             let len = count / block_elems * block_bytes;
             let start = data_start
                 .checked_add(offset)
                 .filter(|s| s.checked_add(len).is_some_and(|e| e <= bytes.len()))
-                .ok_or_else(|| format!("tensor {name} lies past the end of the file (truncated?)"))?;
+                .ok_or_else(|| {
+                    format!("tensor {name} lies past the end of the file (truncated?)")
+                })?;
             let shape = dims.into_iter().rev().collect();
             tensors.insert(
                 name,
@@ -289,7 +300,10 @@ impl GgufFile {
             what: format!("tensor {name}"),
         })?;
         let bytes = &self.mmap[entry.start..entry.start + entry.len];
-        Ok(HostTensor::new(entry.shape.clone(), dequantize(entry.kind, bytes)))
+        Ok(HostTensor::new(
+            entry.shape.clone(),
+            dequantize(entry.kind, bytes),
+        ))
     }
 }
 
@@ -422,12 +436,14 @@ impl WeightSource for GgufLlamaWeights {
             what: format!("weight {name}"),
         })?;
         let t = self.file.tensor(&gguf)?;
-        Ok(if gguf.ends_with("attn_q.weight") || gguf.ends_with("attn_q.bias") {
-            unpermute_rows(&t, self.heads)
-        } else if gguf.ends_with("attn_k.weight") || gguf.ends_with("attn_k.bias") {
-            unpermute_rows(&t, self.kv_heads)
-        } else {
-            t
-        })
+        Ok(
+            if gguf.ends_with("attn_q.weight") || gguf.ends_with("attn_q.bias") {
+                unpermute_rows(&t, self.heads)
+            } else if gguf.ends_with("attn_k.weight") || gguf.ends_with("attn_k.bias") {
+                unpermute_rows(&t, self.kv_heads)
+            } else {
+                t
+            },
+        )
     }
 }

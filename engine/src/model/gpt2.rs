@@ -1,10 +1,10 @@
 //! GPT-2: a pre-norm causal decoder with learned positions and a fused QKV projection.
 
+use super::TokenInput;
 use super::bert::activate;
 use super::config::ModelConfig;
-use super::layers::{additive_mask, attend, embed, split_heads, upload, LayerNorm, Linear};
+use super::layers::{LayerNorm, Linear, additive_mask, attend, embed, split_heads, upload};
 use super::weights::WeightSource;
-use super::TokenInput;
 use crate::error::Result;
 use crate::trace::Trace;
 use burn::tensor::activation::softmax;
@@ -38,7 +38,11 @@ impl Gpt2 {
         device: &Device,
         progress: &dyn Fn(f32),
     ) -> Result<Self> {
-        let p = if w.contains("transformer.wte.weight") { "transformer." } else { "" };
+        let p = if w.contains("transformer.wte.weight") {
+            "transformer."
+        } else {
+            ""
+        };
         let eps = config.norm_eps;
         let hidden = config.hidden;
         // GPT-2's Conv1D stores weights [in, out]: no transpose needed.
@@ -103,7 +107,9 @@ impl Gpt2 {
             traces.push(trace);
             x = x + layer.proj.forward(context);
             let h = layer.ln_2.forward(x.clone());
-            x = x + layer.fc_proj.forward(activate(self.config.activation, layer.fc.forward(h)));
+            x = x + layer
+                .fc_proj
+                .forward(activate(self.config.activation, layer.fc.forward(h)));
         }
         let last = self.ln_f.forward(x.narrow(0, t - 1, 1));
         let probs = softmax(last.matmul(self.lm_head.clone()), 1);

@@ -30,7 +30,11 @@ impl Linear {
     }
 
     /// From a weight already laid out [in, out] (GPT-2's Conv1D, split QKV parts).
-    pub fn from_host(weight_in_out: &HostTensor, bias: Option<&HostTensor>, device: &Device) -> Self {
+    pub fn from_host(
+        weight_in_out: &HostTensor,
+        bias: Option<&HostTensor>,
+        device: &Device,
+    ) -> Self {
         Self {
             weight: upload(weight_in_out, device),
             bias: bias.map(|b| upload(b, device)),
@@ -145,7 +149,12 @@ pub fn attend(
 pub const MASKED: f32 = f32::MIN;
 
 /// [T, T] additive mask: causal (decoders) and/or hiding padded keys (encoders).
-pub fn additive_mask(t: usize, causal: bool, key_valid: Option<&[bool]>, device: &Device) -> Option<Tensor<2>> {
+pub fn additive_mask(
+    t: usize,
+    causal: bool,
+    key_valid: Option<&[bool]>,
+    device: &Device,
+) -> Option<Tensor<2>> {
     if !causal && key_valid.is_none_or(|valid| valid.iter().all(|&v| v)) {
         return None;
     }

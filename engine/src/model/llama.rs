@@ -1,10 +1,10 @@
 //! The Llama family (llama, mistral, qwen2, SmolLM): RMSNorm, RoPE, grouped-query attention,
 //! SwiGLU, optionally tied embeddings.
 
-use super::config::ModelConfig;
-use super::layers::{additive_mask, attend, embed, split_heads, upload, Linear, RmsNorm};
-use super::weights::WeightSource;
 use super::TokenInput;
+use super::config::ModelConfig;
+use super::layers::{Linear, RmsNorm, additive_mask, attend, embed, split_heads, upload};
+use super::weights::WeightSource;
 use crate::error::Result;
 use crate::trace::Trace;
 use burn::tensor::activation::{silu, softmax};
@@ -42,7 +42,8 @@ impl Llama {
         let mut layers = Vec::with_capacity(config.layers);
         for i in 0..config.layers {
             let l = format!("model.layers.{i}");
-            let lin = |name: &str, bias: bool| Linear::load(w, &format!("{l}.{name}"), bias, device);
+            let lin =
+                |name: &str, bias: bool| Linear::load(w, &format!("{l}.{name}"), bias, device);
             let qkv_bias = config.attention_bias;
             layers.push(LlamaLayer {
                 input_norm: RmsNorm::load(w, &format!("{l}.input_layernorm"), eps, device)?,

@@ -181,10 +181,17 @@ impl Model {
                 reason: "no tokens".into(),
             });
         }
-        if let Some(&bad) = input.ids.iter().find(|&&id| id as usize >= self.config.vocab) {
+        if let Some(&bad) = input
+            .ids
+            .iter()
+            .find(|&&id| id as usize >= self.config.vocab)
+        {
             return Err(EngineError::BadInput {
                 index: 0,
-                reason: format!("token id {bad} is outside the vocabulary of {}", self.config.vocab),
+                reason: format!(
+                    "token id {bad} is outside the vocabulary of {}",
+                    self.config.vocab
+                ),
             });
         }
         if input.ids.len() > self.config.max_positions {
@@ -214,12 +221,15 @@ fn build(
     Ok(match config.architecture {
         Architecture::Bert => Network::Bert(bert::Bert::load(config, weights, device, progress)?),
         Architecture::Gpt2 => Network::Gpt2(gpt2::Gpt2::load(config, weights, device, progress)?),
-        Architecture::Llama => Network::Llama(llama::Llama::load(config, weights, device, progress)?),
+        Architecture::Llama => {
+            Network::Llama(llama::Llama::load(config, weights, device, progress)?)
+        }
     })
 }
 
 pub fn is_gguf(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
 }
 
 /// Reads a tensor back to the host as f32, waiting for the device.

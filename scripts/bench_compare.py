@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Forward + attention capture: headwise against Hugging Face transformers, in one run.
+
+For each model and length, transformers (eager attention, output_attentions=True, no_grad,
+float32) and `headwise bench trace` run on the same machine, one after the other, on the same
+text cut to the same number of tokens; the table gives both medians and their ratio.
+
+Usage: python3 scripts/bench_compare.py [--headwise PATH] [--device cpu|gpu|auto] [--runs R]
+The real models must be fetched (`headwise models fetch minilm smollm2`).
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import AutoTokenizer, BertModel, LlamaForCausalLM
+
+TEXT = ("Call me Ishmael. Some years ago, never mind how long precisely, having little or no money in my "
+        "purse, and nothing particular to interest me on shore, I thought I would sail about a little and "
+        "see the watery part of the world. It is a way I have of driving off the spleen and regulating the "
+        "circulation. Whenever I find myself growing grim about the mouth; whenever it is a damp, drizzly "
+        "November in my soul; whenever I find myself involuntarily pausing before coffin warehouses, and "
+        "bringing up the rear of every funeral I meet; then, I account it high time to get to sea as soon "
+        "as I can. ")
+
+
+def model_path(headwise, name):
+    out = subprocess.run([headwise, "models", "fetch", name], check=True, capture_output=True, text=True)
+    return Path(out.stdout.strip())
+
+
+def load_hf(name, path):
+    if name == "minilm":
+        tok = AutoTokenizer.from_pretrained(path)
+        model = BertModel.from_pretrained(path, attn_implementation="eager", add_pooling_layer=False)
+    else:
+        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = LlamaForCausalLM.from_pretrained(path.parent, gguf_file=path.name, attn_implementation="eager",
+                                                 dtype=torch.float32)
+    return tok, model.eval()
+
+
+def time_hf(tok, model, tokens, runs):
+    text = TEXT
+    while len(tok(text).input_ids) < tokens:
+        text += TEXT
+    ids = torch.tensor([tok(text).input_ids[:tokens]])
+    with torch.no_grad():
+        model(input_ids=ids, output_attentions=True)  # warm-up
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            out = model(input_ids=ids, output_attentions=True)
+            _ = [a.sum().item() for a in out.attentions[:1]]
+            times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def time_headwise(headwise, name, tokens, device, runs):
+    out = subprocess.run([headwise, "bench", "trace", "--model", name, "--tokens", str(tokens),
+                          "--device", device, "--runs", str(runs)], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--headwise", default=os.environ.get("HEADWISE_BIN", "target/release/headwise"))
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--models", default="minilm,smollm2")
+    ap.add_argument("--tokens", default="32,128,512")
+    args = ap.parse_args()
+    print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), transformers {transformers.__version__}",
+          file=sys.stderr)
+    rows = []
+    for name in args.models.split(","):
+        tok, model = load_hf(name, model_path(args.headwise, name))
+        for tokens in [int(t) for t in args.tokens.split(",")]:
+            hf = time_hf(tok, model, tokens, args.runs)
+            ours = time_headwise(args.headwise, name, tokens, args.device, args.runs)
+            rows.append((name, tokens, ours["device"], ours["median_ms"], hf, hf / ours["median_ms"]))
+            print(f"{name} {tokens}: headwise {ours['median_ms']:.1f} ms, transformers {hf:.1f} ms", file=sys.stderr)
+    print("| model | tokens | headwise device | headwise median ms | transformers median ms | speed-up (transformers / headwise) |")
+    print("|---|---:|---|---:|---:|---:|")
+    for name, tokens, device, ours, hf, ratio in rows:
+        print(f"| {name} | {tokens} | {device} | {ours:.1f} | {hf:.1f} | {ratio:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

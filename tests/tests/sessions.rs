@@ -1,0 +1,156 @@
+//! The session file: what it holds, that it round-trips, and that bad files are clear errors.
+
+use headwise_engine::device::DeviceChoice;
+use headwise_engine::session::{Session, StoreDtype};
+use headwise_engine::{EngineError, TokenInput};
+use headwise_tests::*;
+use std::path::Path;
+
+fn traced_session() -> Session {
+    let model = load(&fixture("tiny-llama"), DeviceChoice::Cpu);
+    let mut session = Session::new(&model, "tiny-llama");
+    for (i, text) in ["Paris is the capital", "of France."].iter().enumerate() {
+        let encoded = model.encode(i, text, Default::default()).unwrap();
+        let trace = model.forward(&TokenInput::from(&encoded)).unwrap();
+        session.push_text(&model, text, &encoded, &trace).unwrap();
+    }
+    session.meta.view = serde_json::json!({"tab": "head", "layer": 1, "head": 3});
+    session
+}
+
+#[test]
+fn session_round_trips_tensors_metadata_and_view_exactly_in_f32() {
+    let dir = scratch("session-f32");
+    let path = dir.join("s.safetensors");
+    let session = traced_session();
+    session.save(&path, StoreDtype::F32).unwrap();
+    let reopened = Session::open(&path).unwrap();
+    assert_eq!(reopened, session);
+}
+
+#[test]
+fn session_file_has_the_documented_names_shapes_and_metadata() {
+    let dir = scratch("session-layout");
+    let path = dir.join("s.safetensors");
+    traced_session().save(&path, StoreDtype::F32).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(&header.metadata().as_ref().unwrap()["headwise"]).unwrap();
+    assert_eq!(meta["format_version"], 1);
+    assert_eq!(meta["model"]["type"], "llama");
+    assert_eq!(meta["model"]["heads"], 4);
+    assert_eq!(meta["model"]["kv_heads"], 2);
+    assert_eq!(meta["model"]["head_dim"], 8);
+    assert_eq!(meta["inputs"][0]["kind"], "text");
+    let t = meta["inputs"][0]["token_ids"].as_array().unwrap().len();
+    assert!(t >= 2, "BOS plus at least one token");
+    assert_eq!(meta["inputs"][0]["tokens"].as_array().unwrap().len(), t);
+    assert_eq!(st.tensor("attn/0/1").unwrap().shape(), &[4, t, t]);
+    assert_eq!(st.tensor("q/0/1").unwrap().shape(), &[4, t, 8]);
+    assert_eq!(st.tensor("k/0/1").unwrap().shape(), &[2, t, 8]);
+    assert_eq!(
+        st.tensor("attn/1/0").unwrap().dtype(),
+        safetensors::Dtype::F32
+    );
+    assert_eq!(
+        meta["inputs"][0]["next_tokens"].as_array().unwrap().len(),
+        5
+    );
+}
+
+#[test]
+fn f16_session_stores_half_precision_within_its_resolution() {
+    let dir = scratch("session-f16");
+    let path = dir.join("s.safetensors");
+    let session = traced_session();
+    session.save(&path, StoreDtype::F16).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(
+        st.tensor("attn/0/0").unwrap().dtype(),
+        safetensors::Dtype::F16
+    );
+    let reopened = Session::open(&path).unwrap();
+    for (a, b) in reopened.layers[0].iter().zip(&session.layers[0]) {
+        assert_close("attn f16", &a.attn, &b.attn, 1e-3);
+    }
+}
+
+#[test]
+fn saving_leaves_no_temporary_file_and_a_failed_save_creates_nothing() {
+    let dir = scratch("session-atomic");
+    let session = traced_session();
+    session
+        .save(&dir.join("s.safetensors"), StoreDtype::F32)
+        .unwrap();
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("s.safetensors")]);
+    let missing_dir = dir.join("no-such-dir").join("s.safetensors");
+    assert!(session.save(&missing_dir, StoreDtype::F32).is_err());
+    assert!(!dir.join("no-such-dir").exists());
+}
+
+fn open_error(bytes: &[u8]) -> String {
+    let err = Session::from_bytes(bytes, Path::new("broken.safetensors")).unwrap_err();
+    assert!(matches!(err, EngineError::BadSession { .. }));
+    let message = err.to_string();
+    assert!(message.contains("broken.safetensors"), "{message}");
+    message
+}
+
+#[test]
+fn truncated_session_is_a_clear_error() {
+    let dir = scratch("session-truncated");
+    let path = dir.join("s.safetensors");
+    traced_session().save(&path, StoreDtype::F32).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    for cut in [0, 5, 100, bytes.len() / 2, bytes.len() - 1] {
+        let message = open_error(&bytes[..cut]);
+        assert!(message.contains("truncated or corrupt"), "{message}");
+    }
+}
+
+fn rewrite_metadata(edit: impl Fn(&mut serde_json::Value)) -> Vec<u8> {
+    let dir = scratch("session-edit");
+    let path = dir.join("s.safetensors");
+    let mut session = traced_session();
+    session.save(&path, StoreDtype::F32).unwrap();
+    let mut meta = serde_json::to_value(&session.meta).unwrap();
+    edit(&mut meta);
+    session.meta = serde_json::from_value(meta.clone()).unwrap_or(session.meta);
+    // Write through safetensors directly so any metadata (even an invalid one) can be stored.
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tensors: Vec<_> = st.tensors();
+    let metadata = std::collections::HashMap::from([("headwise".to_string(), meta.to_string())]);
+    safetensors::serialize(tensors, Some(metadata)).unwrap()
+}
+
+#[test]
+fn session_from_a_newer_headwise_is_refused_with_its_version() {
+    let bytes = rewrite_metadata(|m| m["format_version"] = serde_json::json!(99));
+    let message = open_error(&bytes);
+    assert!(
+        message.contains("newer headwise") && message.contains("99"),
+        "{message}"
+    );
+}
+
+#[test]
+fn session_whose_tensor_shape_disagrees_with_metadata_is_refused() {
+    let bytes = rewrite_metadata(|m| m["model"]["heads"] = serde_json::json!(3));
+    let message = open_error(&bytes);
+    assert!(message.contains("shape"), "{message}");
+}
+
+#[test]
+fn safetensors_file_without_headwise_metadata_is_not_a_session() {
+    let bytes = std::fs::read(fixture("tiny-bert").join("model.safetensors")).unwrap();
+    let message = open_error(&bytes);
+    assert!(message.contains("not a headwise session"), "{message}");
+}
