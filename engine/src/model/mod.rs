@@ -236,6 +236,6 @@ pub fn is_gguf(path: &Path) -> bool {
 pub fn to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
     t.into_data()
         .convert::<f32>()
-        .into_vec::<f32>()
+        .try_into_vec::<f32>()
         .map_err(|e| EngineError::Compute(format!("{e:?}")))
 }
