@@ -23,10 +23,16 @@ pub struct TextTokenizer {
 
 impl TextTokenizer {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| EngineError::Tokenizer {
+        let bad = |e: tokenizers::Error| EngineError::Tokenizer {
             path: path.to_path_buf(),
             reason: e.to_string(),
-        })?;
+        };
+        let mut inner = tokenizers::Tokenizer::from_file(path).map_err(bad)?;
+        // Some tokenizer.json files (MiniLM's among them) pad every input to a fixed length and
+        // truncate silently; headwise shows exactly the tokens of the input and handles long
+        // inputs itself (an error, or truncation only when asked).
+        inner.with_padding(None);
+        inner.with_truncation(None).map_err(bad)?;
         let byte_level = matches!(
             inner.get_decoder(),
             Some(tokenizers::DecoderWrapper::ByteLevel(_))

@@ -47,7 +47,16 @@ fn smollm2_gguf_attention_queries_and_keys_match_transformers() {
         ),
         (30, 9, 3)
     );
-    check_against_transformers(&model, &Expected::load(&fixture("real/smollm2")), TOL);
+    // 30 layers with activations in the hundreds: attention stays within 1e-4 absolute (seen:
+    // 2e-5); q and k within 1e-4 of each tensor's largest |value| (seen: 1.1e-5 of it, 1.7e-4
+    // absolute on |q| ~ 15); the next-token probabilities within 1e-3 (seen: 1.1e-4).
+    let tolerance = Tolerance {
+        attn: TOL,
+        qk_atol: TOL,
+        qk_rtol: 1e-4,
+        probs: 1e-3,
+    };
+    check_against_transformers_with(&model, &Expected::load(&fixture("real/smollm2")), tolerance);
 }
 
 #[test]
