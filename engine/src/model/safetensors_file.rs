@@ -30,7 +30,7 @@ impl SafetensorsWeights {
         let single = folder.join("model.safetensors");
         let index = folder.join("model.safetensors.index.json");
         if single.exists() {
-            Self::open_files(&single, &[single.clone()])
+            Self::open_files(&single, std::slice::from_ref(&single))
         } else if index.exists() {
             let text = std::fs::read_to_string(&index).map_err(|e| EngineError::io(&index, e))?;
             let json: serde_json::Value =
