@@ -247,6 +247,27 @@ def make_llama():
     save_expected(folder, per_prompt, PROMPTS, ids)
 
 
+def make_qwen2():
+    """Qwen2: the Llama layout plus biases on q, k and v, here with tied embeddings."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    folder = FIXTURES / "tiny-qwen2"
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = byte_bpe_tokenizer()
+    tok.save(str(folder / "tokenizer.json"))
+    cfg = Qwen2Config(vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, rope_theta=1000.0,
+                      rms_norm_eps=1e-6, tie_word_embeddings=True, attn_implementation="eager")
+    model = Qwen2ForCausalLM(cfg).eval()
+    sharpen(model)
+    model.save_pretrained(folder, safe_serialization=True)
+    per_prompt, ids = [], []
+    for text in PROMPTS:
+        enc = tok.encode(text).ids
+        ids.append(enc)
+        per_prompt.append(llama_trace(model, torch.tensor([enc])))
+    save_expected(folder, per_prompt, PROMPTS, ids)
+
+
 GGUF_TYPES = ["F32", "F16", "Q8_0", "Q4_0", "Q4_1"]
 
 
@@ -389,6 +410,7 @@ if __name__ == "__main__":
     make_bert()
     make_gpt2()
     make_llama()
+    make_qwen2()
     make_tiny_ggufs()
     if args.real_models:
         make_real(args.real_models)

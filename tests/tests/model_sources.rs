@@ -28,14 +28,19 @@ fn shard(folder: &Path) {
     let mut weight_map = serde_json::Map::new();
     for (i, part) in [&tensors[..half], &tensors[half..]].into_iter().enumerate() {
         let name = format!("model-0000{}-of-00002.safetensors", i + 1);
-        let data = safetensors::serialize(part.iter().map(|(n, v)| (n.clone(), v.clone())), None).unwrap();
+        let data =
+            safetensors::serialize(part.iter().map(|(n, v)| (n.clone(), v.clone())), None).unwrap();
         std::fs::write(folder.join(&name), data).unwrap();
         for (tensor, _) in part {
             weight_map.insert(tensor.clone(), serde_json::json!(name));
         }
     }
     let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
-    std::fs::write(folder.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    std::fs::write(
+        folder.join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
     std::fs::remove_file(single).unwrap();
 }
 
@@ -61,12 +66,26 @@ fn repo_id_is_found_in_the_hugging_face_cache_named_by_hf_hub_cache() {
     std::fs::write(repo.join("refs").join("main"), "0123abcd").unwrap();
     let out = home.join("s.safetensors");
     let result = std::process::Command::new(headwise_bin())
-        .args(["trace", "--model", "tiny-org/tiny-bert", "--text", "hello there", "--out"])
+        .args([
+            "trace",
+            "--model",
+            "tiny-org/tiny-bert",
+            "--text",
+            "hello there",
+            "--out",
+        ])
         .arg(&out)
-        .envs(HashMap::from([("HEADWISE_HOME", home.as_os_str()), ("HF_HUB_CACHE", hub.as_os_str())]))
+        .envs(HashMap::from([
+            ("HEADWISE_HOME", home.as_os_str()),
+            ("HF_HUB_CACHE", hub.as_os_str()),
+        ]))
         .output()
         .unwrap();
-    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
     let session = headwise_engine::session::Session::open(&out).unwrap();
     assert_eq!(session.meta.model.source, "tiny-org/tiny-bert");
     assert_eq!(session.meta.model.model_type, "bert");

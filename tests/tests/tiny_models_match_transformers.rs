@@ -41,6 +41,14 @@ fn tiny_llama_with_grouped_query_attention_matches_transformers_on_cpu() {
 }
 
 #[test]
+fn tiny_qwen2_with_qkv_biases_and_tied_embeddings_matches_transformers_on_cpu() {
+    let folder = fixture("tiny-qwen2");
+    let model = load(&folder, DeviceChoice::Cpu);
+    assert!(model.config.attention_bias && model.config.tie_word_embeddings);
+    check_against_transformers(&model, &Expected::load(&folder), TOL);
+}
+
+#[test]
 fn bert_padding_mask_hides_padded_keys_as_transformers_does() {
     let folder = fixture("tiny-bert");
     let model = load(&folder, DeviceChoice::Cpu);
@@ -108,7 +116,7 @@ fn tiny_models_match_transformers_on_wgpu() {
         eprintln!("skipped: no wgpu adapter on this machine");
         return;
     }
-    for name in ["tiny-bert", "tiny-gpt2", "tiny-llama"] {
+    for name in ["tiny-bert", "tiny-gpt2", "tiny-llama", "tiny-qwen2"] {
         let folder = fixture(name);
         check_against_transformers(
             &load(&folder, DeviceChoice::Gpu),
