@@ -205,6 +205,17 @@ pub fn headwise(args: &[&str], home: &Path) -> Output {
         .expect("run headwise")
 }
 
+/// Copies the files (not subfolders) of `from` into `to`, creating it.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.path().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
 /// A fresh empty folder under the target directory.
 pub fn scratch(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");

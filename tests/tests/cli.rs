@@ -5,13 +5,7 @@ use headwise_tests::*;
 use std::path::Path;
 
 fn copy_fixture(name: &str, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(fixture(name)).unwrap() {
-        let entry = entry.unwrap();
-        if entry.path().is_file() {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
+    copy_dir(&fixture(name), to);
 }
 
 fn trace(model: &Path, text: &str, home: &Path) -> std::process::Output {

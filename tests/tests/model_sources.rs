@@ -6,16 +6,6 @@ use headwise_tests::*;
 use std::collections::HashMap;
 use std::path::Path;
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.path().is_file() {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
-}
-
 /// Splits `model.safetensors` into two shards with a `model.safetensors.index.json`, as
 /// transformers writes large checkpoints.
 fn shard(folder: &Path) {
