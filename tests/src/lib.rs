@@ -229,6 +229,15 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// Asserts a command succeeded, showing its stderr if it did not.
+pub fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Asserts a command failed cleanly: non-zero exit, every `needles` in its stderr, no panic.
 pub fn assert_clean_failure(out: &Output, needles: &[&str]) {
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -51,11 +51,7 @@ fn trace_writes_a_session_with_every_input_of_a_text_file() {
         ],
         &home,
     );
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
+    assert_success(&result);
     let session = headwise_engine::session::Session::open(&out).unwrap();
     assert_eq!(session.meta.inputs.len(), 2, "the empty line is skipped");
     assert_eq!(
@@ -174,11 +170,7 @@ fn prompt_longer_than_the_positions_is_refused_unless_truncation_is_asked_for() 
         ],
         &home,
     );
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
+    assert_success(&result);
     let session = headwise_engine::session::Session::open(&out).unwrap();
     assert_eq!(session.meta.inputs[0].token_ids.len(), 64);
 }

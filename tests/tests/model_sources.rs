@@ -71,11 +71,7 @@ fn repo_id_is_found_in_the_hugging_face_cache_named_by_hf_hub_cache() {
         ]))
         .output()
         .unwrap();
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
+    assert_success(&result);
     let session = headwise_engine::session::Session::open(&out).unwrap();
     assert_eq!(session.meta.model.source, "tiny-org/tiny-bert");
     assert_eq!(session.meta.model.model_type, "bert");

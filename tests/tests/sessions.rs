@@ -115,14 +115,15 @@ fn truncated_session_is_a_clear_error() {
     }
 }
 
-fn rewrite_metadata(edit: impl Fn(&mut serde_json::Value)) -> Vec<u8> {
-    let dir = scratch("session-edit");
+/// A session file whose metadata `edit` changed. `name` keeps each test's scratch folder its own
+/// (tests run in parallel in one process).
+fn rewrite_metadata(name: &str, edit: impl Fn(&mut serde_json::Value)) -> Vec<u8> {
+    let dir = scratch(name);
     let path = dir.join("s.safetensors");
-    let mut session = traced_session();
+    let session = traced_session();
     session.save(&path, StoreDtype::F32).unwrap();
     let mut meta = serde_json::to_value(&session.meta).unwrap();
     edit(&mut meta);
-    session.meta = serde_json::from_value(meta.clone()).unwrap_or(session.meta);
     // Write through safetensors directly so any metadata (even an invalid one) can be stored.
     let bytes = std::fs::read(&path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -133,7 +134,9 @@ fn rewrite_metadata(edit: impl Fn(&mut serde_json::Value)) -> Vec<u8> {
 
 #[test]
 fn session_from_a_newer_headwise_is_refused_with_its_version() {
-    let bytes = rewrite_metadata(|m| m["format_version"] = serde_json::json!(99));
+    let bytes = rewrite_metadata("session-newer", |m| {
+        m["format_version"] = serde_json::json!(99)
+    });
     let message = open_error(&bytes);
     assert!(
         message.contains("newer headwise") && message.contains("99"),
@@ -143,7 +146,9 @@ fn session_from_a_newer_headwise_is_refused_with_its_version() {
 
 #[test]
 fn session_whose_tensor_shape_disagrees_with_metadata_is_refused() {
-    let bytes = rewrite_metadata(|m| m["model"]["heads"] = serde_json::json!(3));
+    let bytes = rewrite_metadata("session-shape", |m| {
+        m["model"]["heads"] = serde_json::json!(3)
+    });
     let message = open_error(&bytes);
     assert!(message.contains("shape"), "{message}");
 }
