@@ -1,26 +1,41 @@
-//! `headwise`: the command line (trace, models, bench) over the engine. The desktop window joins
-//! it as the default command once the app lands (see the README).
-
-mod cli;
+//! `headwise`: the desktop window by default (optionally opening a session), and the headless
+//! command line: trace, render, models, bench.
 
 use clap::{Parser, Subcommand};
+use headwise::cli;
+use headwise::gui::{self, app::StartOptions};
+use headwise_engine::device::DeviceChoice;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(
     name = "headwise",
     version,
-    about = "Look inside transformer attention, live."
+    about = "Look inside transformer attention, live.",
+    args_conflicts_with_subcommands = true
 )]
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,
+    /// A session file to open in the window.
+    session: Option<PathBuf>,
+    /// The model to open in the window (a folder, .gguf, fetched name or repo id).
+    #[arg(long)]
+    model: Option<String>,
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+    /// Save a screenshot of the window here once it shows a session, then quit.
+    #[arg(long, hide = true)]
+    screenshot: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run a model on text and write every layer's attention, queries and keys to a session file.
     Trace(cli::trace::TraceArgs),
+    /// Draw a view of a session into a PNG, offscreen, with the window's own shaders.
+    Render(cli::render::RenderArgs),
     /// List or fetch the real models headwise knows by name.
     Models {
         #[command(subcommand)]
@@ -37,14 +52,16 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let result = match args.command {
         Some(Command::Trace(a)) => cli::trace::run(a),
+        Some(Command::Render(a)) => cli::render::run(a),
         Some(Command::Models { command }) => cli::models::run(command),
         Some(Command::Bench { command }) => cli::bench::run(command),
         None => {
-            eprintln!(
-                "headwise: the desktop window is not built yet; use `headwise trace`, \
-                 `headwise models` or `headwise bench` (see `headwise --help`)."
-            );
-            return ExitCode::from(2);
+            gui::run(StartOptions {
+                session: args.session,
+                model: args.model,
+                device: args.device,
+                screenshot: args.screenshot,
+            })
         }
     };
     match result {

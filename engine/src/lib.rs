@@ -1,6 +1,7 @@
 //! headwise's engine: loads transformer models, runs them on a burn device and captures every
 //! layer's attention, queries and keys; reads and writes session files. No UI, no printing.
 
+pub mod analysis;
 pub mod device;
 pub mod error;
 pub mod fetch;

@@ -64,6 +64,23 @@ pub struct InputInfo {
     /// Decoders: the most likely next tokens after the input.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub next_tokens: Vec<NextToken>,
+    /// Positions of the tokenizer's special tokens ([CLS], [SEP], BOS …), so views can hide
+    /// them and measure attention to them without the model at hand.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub special_tokens: Vec<usize>,
+}
+
+impl InputInfo {
+    /// One flag per token: is it one of the tokenizer's special tokens?
+    pub fn special_mask(&self) -> Vec<bool> {
+        let mut mask = vec![false; self.tokens.len()];
+        for &i in &self.special_tokens {
+            if let Some(m) = mask.get_mut(i) {
+                *m = true;
+            }
+        }
+        mask
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -181,6 +198,13 @@ impl Session {
             patch_grid: None,
             prefix_tokens: None,
             next_tokens,
+            special_tokens: encoded
+                .ids
+                .iter()
+                .enumerate()
+                .filter(|(_, id)| model.tokenizer.is_special(**id))
+                .map(|(i, _)| i)
+                .collect(),
         });
         let layers = trace
             .layers

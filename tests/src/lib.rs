@@ -253,3 +253,89 @@ pub fn assert_clean_failure(out: &Output, needles: &[&str]) {
         assert!(stderr.contains(needle), "stderr lacks '{needle}': {stderr}");
     }
 }
+
+/// Reading rendered pictures back: which pixels carry a colour map's exact colours, and where
+/// the bands of such pixels (heatmaps, grid cells) lie.
+pub mod pixels {
+    use headwise::render::colormap::ColorMap;
+    use std::collections::HashSet;
+
+    /// For each pixel, whether its colour is exactly an entry of `map`'s table (what the
+    /// heatmap shader writes; text and widgets almost never hit one).
+    pub fn map_mask(img: &image::RgbaImage, map: ColorMap) -> Vec<Vec<bool>> {
+        let table: HashSet<[u8; 3]> = map.table().into_iter().collect();
+        (0..img.height())
+            .map(|y| {
+                (0..img.width())
+                    .map(|x| {
+                        let p = img.get_pixel(x, y).0;
+                        table.contains(&[p[0], p[1], p[2]])
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Runs of consecutive indices whose count is at least `min`: (start, end exclusive).
+    pub fn bands(counts: &[usize], min: usize) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        let mut start = None;
+        for (i, &c) in counts.iter().chain(std::iter::once(&0)).enumerate() {
+            match (c >= min, start) {
+                (true, None) => start = Some(i),
+                (false, Some(s)) => {
+                    out.push((s, i));
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Per-row and per-column counts of mask pixels.
+    pub fn counts(mask: &[Vec<bool>]) -> (Vec<usize>, Vec<usize>) {
+        let rows = mask.iter().map(|r| r.iter().filter(|b| **b).count()).collect();
+        let width = mask.first().map_or(0, Vec::len);
+        let cols = (0..width)
+            .map(|x| mask.iter().filter(|r| r[x]).count())
+            .collect();
+        (rows, cols)
+    }
+
+    /// The single largest heatmap in a picture: the bounding box of the rows and columns that
+    /// are mostly colour-map pixels, as (x0, y0, x1, y1) exclusive.
+    pub fn heatmap_box(mask: &[Vec<bool>]) -> (usize, usize, usize, usize) {
+        let (rows, cols) = counts(mask);
+        let row_max = rows.iter().copied().max().unwrap_or(0);
+        let col_max = cols.iter().copied().max().unwrap_or(0);
+        let r = bands(&rows, row_max * 3 / 4);
+        let c = bands(&cols, col_max * 3 / 4);
+        let widest = |b: &[(usize, usize)]| *b.iter().max_by_key(|(s, e)| e - s).expect("a heatmap in the picture");
+        let (y0, y1) = widest(&r);
+        let (x0, x1) = widest(&c);
+        (x0, y0, x1, y1)
+    }
+
+    /// Decodes a T x T heatmap inside `bbox` back to weights (linear scale, top colour = 1),
+    /// sampling the centre of each cell.
+    pub fn decode_heatmap(
+        img: &image::RgbaImage,
+        bbox: (usize, usize, usize, usize),
+        t: usize,
+        map: ColorMap,
+    ) -> Vec<f32> {
+        let (x0, y0, x1, y1) = bbox;
+        let (w, h) = ((x1 - x0) as f32, (y1 - y0) as f32);
+        let mut out = Vec::with_capacity(t * t);
+        for r in 0..t {
+            for c in 0..t {
+                let x = x0 as f32 + (c as f32 + 0.5) * w / t as f32;
+                let y = y0 as f32 + (r as f32 + 0.5) * h / t as f32;
+                let p = img.get_pixel(x as u32, y as u32).0;
+                out.push(map.decode([p[0], p[1], p[2]]).0);
+            }
+        }
+        out
+    }
+}

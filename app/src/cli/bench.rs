@@ -1,4 +1,5 @@
-//! `headwise bench trace`: time warm forward passes with capture, synchronised; prints JSON.
+//! `headwise bench`: time warm forward passes with capture (`trace`), frames of the views drawn
+//! offscreen (`render`), and opening a large session (`open`); each prints one JSON object.
 
 use super::progress::load_model;
 use anyhow::{Result, bail};
@@ -11,6 +12,10 @@ use std::time::Instant;
 pub enum BenchCommand {
     /// Forward pass + capture of every layer's attention, q and k at a given length.
     Trace(TraceBench),
+    /// Frame time of a view, drawn offscreen by the window's code and shaders.
+    Render(super::bench_views::RenderBench),
+    /// Time to open a session file of a given size and make it ready to draw.
+    Open(super::bench_views::OpenBench),
 }
 
 #[derive(Args)]
@@ -36,7 +41,27 @@ warehouses, and bringing up the rear of every funeral I meet; then, I account it
 to sea as soon as I can. ";
 
 pub fn run(command: BenchCommand) -> Result<()> {
-    let BenchCommand::Trace(args) = command;
+    match command {
+        BenchCommand::Trace(args) => trace(args),
+        BenchCommand::Render(args) => super::bench_views::render(args),
+        BenchCommand::Open(args) => super::bench_views::open(args),
+    }
+}
+
+/// The median of some timings (sorts them).
+pub fn median(times: &mut [f64]) -> f64 {
+    times.sort_by(f64::total_cmp);
+    let n = times.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        times[n / 2]
+    } else {
+        (times[n / 2 - 1] + times[n / 2]) / 2.0
+    }
+}
+
+fn trace(args: TraceBench) -> Result<()> {
     if args.tokens == 0 || args.runs == 0 {
         bail!("--tokens and --runs must be at least 1");
     }
@@ -76,12 +101,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
     let mut times = (0..args.runs)
         .map(|_| run_once())
         .collect::<Result<Vec<_>>>()?;
-    times.sort_by(f64::total_cmp);
-    let median = if times.len() % 2 == 1 {
-        times[times.len() / 2]
-    } else {
-        (times[times.len() / 2 - 1] + times[times.len() / 2]) / 2.0
-    };
+    let median = median(&mut times);
     let json = serde_json::json!({
         "bench": "trace",
         "model": args.model,

@@ -1,6 +1,8 @@
 //! The subcommands of the command line, one file each, and what they share.
 
 pub mod bench;
+pub mod bench_views;
 pub mod models;
 pub mod progress;
+pub mod render;
 pub mod trace;

@@ -1,6 +1,6 @@
 //! `headwise models list` and `headwise models fetch NAME`.
 
-use super::progress::resolve_model;
+use super::progress::resolve_with_bar;
 use anyhow::{Result, bail};
 use clap::Subcommand;
 use headwise_engine::locate::{KNOWN_MODELS, fetched_path, known_model};
@@ -41,7 +41,7 @@ pub fn run(command: ModelsCommand) -> Result<()> {
                         .join(", ")
                 );
             }
-            let path = resolve_model(&name)?;
+            let path = resolve_with_bar(&name)?;
             println!("{}", path.display());
             Ok(())
         }

@@ -1,0 +1,187 @@
+//! The open session as the views see it: the in-memory store that every view queries each
+//! frame, with the per-head metrics worked out once. Immutable; a new run or another file makes
+//! a new document with a new generation, which tells the GPU side to drop its old buffers.
+
+use crate::render::heatmap::{Matrix, MatrixKey, MatrixSource};
+use headwise_engine::analysis::aggregate::{Reduce, reduce_heads};
+use headwise_engine::analysis::metrics::{HeadMetrics, layer_metrics};
+use headwise_engine::session::Session;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Inputs longer than this are drawn in the overview from a max-pooled copy.
+pub const THUMBNAIL_ABOVE: usize = 512;
+/// The side of that copy.
+pub const THUMBNAIL_SIDE: usize = 256;
+
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+
+pub struct Document {
+    pub session: Session,
+    pub generation: u64,
+    /// `metrics[input][layer][head]`
+    pub metrics: Vec<Vec<Vec<HeadMetrics>>>,
+    /// `special[input][token]`
+    pub special: Vec<Vec<bool>>,
+    /// Aggregates over heads, worked out on first use.
+    reduced: Mutex<HashMap<(usize, Matrix), Arc<Vec<f32>>>>,
+}
+
+impl Document {
+    pub fn new(session: Session) -> Self {
+        let special: Vec<Vec<bool>> = session
+            .meta
+            .inputs
+            .iter()
+            .map(|i| i.special_mask())
+            .collect();
+        let metrics = session
+            .layers
+            .iter()
+            .zip(&special)
+            .map(|(layers, special)| {
+                layers
+                    .iter()
+                    .map(|l| layer_metrics(&l.attn, special))
+                    .collect()
+            })
+            .collect();
+        Self {
+            session,
+            generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
+            metrics,
+            special,
+            reduced: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn layers(&self) -> usize {
+        self.session.meta.model.layers
+    }
+
+    pub fn heads(&self) -> usize {
+        self.session.meta.model.heads
+    }
+
+    pub fn inputs(&self) -> usize {
+        self.session.meta.inputs.len()
+    }
+
+    pub fn tokens(&self, input: usize) -> &[String] {
+        self.session
+            .meta
+            .inputs
+            .get(input)
+            .map_or(&[], |i| &i.tokens)
+    }
+
+    /// One head's weights [T, T], borrowed from the session.
+    pub fn head(&self, input: usize, layer: usize, head: usize) -> Option<&[f32]> {
+        let attn = &self.session.layers.get(input)?.get(layer)?.attn;
+        let t = attn.shape[1];
+        attn.data.get(head * t * t..(head + 1) * t * t)
+    }
+
+    /// An aggregate over heads [T, T], computed once per document.
+    pub fn reduced(&self, input: usize, matrix: Matrix) -> Option<Arc<Vec<f32>>> {
+        let mut cache = self.reduced.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(values) = cache.get(&(input, matrix)) {
+            return Some(values.clone());
+        }
+        let layers = self.session.layers.get(input)?;
+        let values = match matrix {
+            Matrix::Head { .. } => return None,
+            Matrix::Layer { layer, reduce } => reduce_heads([&layers.get(layer)?.attn], reduce),
+            Matrix::Model { reduce } => reduce_heads(layers.iter().map(|l| &l.attn), reduce),
+        };
+        let values = Arc::new(values.data);
+        cache.insert((input, matrix), values.clone());
+        Some(values)
+    }
+
+    /// The weight at (query `row`, key `col`) of any matrix a view can show.
+    pub fn weight(&self, input: usize, matrix: Matrix, row: usize, col: usize) -> Option<f32> {
+        let t = self.tokens(input).len();
+        if row >= t || col >= t {
+            return None;
+        }
+        match matrix {
+            Matrix::Head { layer, head } => self.head(input, layer, head)?.get(row * t + col).copied(),
+            _ => self.reduced(input, matrix)?.get(row * t + col).copied(),
+        }
+    }
+
+    /// The weights of any matrix a view can show, at full size.
+    pub fn full_matrix(&self, input: usize, matrix: Matrix) -> Option<(usize, Vec<f32>)> {
+        let t = self.tokens(input).len();
+        match matrix {
+            Matrix::Head { layer, head } => Some((t, self.head(input, layer, head)?.to_vec())),
+            _ => Some((t, self.reduced(input, matrix)?.to_vec())),
+        }
+    }
+}
+
+/// Max-pools a [t, t] matrix down to [side, side], so a thumbnail keeps every peak.
+pub fn max_pool(values: &[f32], t: usize, side: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; side * side];
+    for r in 0..t {
+        let pr = r * side / t;
+        for c in 0..t {
+            let pc = c * side / t;
+            let o = &mut out[pr * side + pc];
+            *o = o.max(values[r * t + c]);
+        }
+    }
+    out
+}
+
+impl MatrixSource for Document {
+    fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    fn matrix(&self, key: MatrixKey) -> Option<(usize, Vec<f32>)> {
+        let (t, values) = self.full_matrix(key.input, key.matrix)?;
+        if key.thumbnail && t > THUMBNAIL_ABOVE {
+            Some((THUMBNAIL_SIDE, max_pool(&values, t, THUMBNAIL_SIDE)))
+        } else {
+            Some((t, values))
+        }
+    }
+
+    fn visible_tokens(&self, key: MatrixKey, hide_special: bool) -> Vec<u32> {
+        let special = self.special.get(key.input).map_or(&[][..], |s| s);
+        (0..self.tokens(key.input).len())
+            .filter(|&i| !(hide_special && special.get(i).copied().unwrap_or(false)))
+            .map(|i| i as u32)
+            .collect()
+    }
+}
+
+/// The side the overview draws a matrix at: thumbnails for long inputs.
+pub fn thumbnail_key(input: usize, matrix: Matrix, tokens: usize) -> MatrixKey {
+    MatrixKey {
+        input,
+        matrix,
+        thumbnail: tokens > THUMBNAIL_ABOVE,
+    }
+}
+
+/// The mean and max reductions a view can pick, with their labels.
+pub const REDUCTIONS: [(Reduce, &str); 2] = [(Reduce::Mean, "mean"), (Reduce::Max, "max")];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_pooling_keeps_the_largest_weight_of_each_block() {
+        let t = 4;
+        let mut m = vec![0.0; 16];
+        m[1 * t + 3] = 0.9;
+        m[2 * t] = 0.5;
+        let pooled = max_pool(&m, t, 2);
+        assert_eq!(pooled, vec![0.0, 0.9, 0.5, 0.0]);
+    }
+}

@@ -1,0 +1,136 @@
+//! Exporting pictures: the current view at twice the screen's resolution, and every head's
+//! heatmap of a layer or of the whole model into a folder, drawn offscreen by the same view code
+//! as the window, on a thread of its own so the window keeps responding.
+
+use crate::document::Document;
+use crate::render::offscreen::Offscreen;
+use crate::views::state::{Selection, Tab, ViewState};
+use crate::views::{head, overview};
+use anyhow::{Context, Result};
+use eframe::egui;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, channel};
+
+/// Lays out the view `state` names (overview or head view, with its controls' titles) and
+/// renders it.
+pub fn render_view(
+    offscreen: &mut Offscreen,
+    doc: &Arc<Document>,
+    state: &mut ViewState,
+    size: egui::Vec2,
+    pixels_per_point: f32,
+) -> Result<image::RgbaImage> {
+    offscreen.render(size, pixels_per_point, |ui| draw_view(ui, doc, state))
+}
+
+/// The body of a view without its interactive controls: what a figure shows.
+pub fn draw_view(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
+    let source = &doc.session.meta.model.source;
+    match state.tab {
+        Tab::Overview => {
+            ui.strong(format!("{source}: every head, input {}", state.input));
+            overview::show(ui, doc, state);
+        }
+        Tab::Head => {
+            ui.strong(format!("{source}: {}", head::title(state)));
+            head::show(ui, doc, state);
+        }
+    }
+}
+
+/// The canvas size that fits a view of `doc` without scrolling.
+pub fn natural_size(doc: &Document, state: &ViewState) -> egui::Vec2 {
+    match state.tab {
+        Tab::Overview => {
+            let cell = if doc.layers() * doc.heads() > 150 { 40.0 } else { 64.0 };
+            overview::grid_size(cell, doc.layers(), doc.heads()) + egui::vec2(40.0, 80.0)
+        }
+        Tab::Head => egui::vec2(900.0, 940.0),
+    }
+}
+
+pub fn view_file_name(state: &ViewState) -> String {
+    match state.tab {
+        Tab::Overview => "overview.png".to_string(),
+        Tab::Head => format!("head-L{}-H{}.png", state.layer, state.head),
+    }
+}
+
+/// Writes a PNG atomically (temporary file, then rename).
+pub fn save_png(image: &image::RgbaImage, path: &Path) -> Result<()> {
+    let name = path
+        .file_name()
+        .context("not a file path")?
+        .to_string_lossy()
+        .to_string();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let written = image
+        .save_with_format(&tmp, image::ImageFormat::Png)
+        .with_context(|| format!("writing {}", path.display()))
+        .and_then(|()| {
+            std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+        });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Every head of some layers, one PNG each, rendered in the background.
+pub struct ExportJob {
+    done: Arc<AtomicUsize>,
+    total: usize,
+    result: Receiver<Result<String>>,
+}
+
+impl ExportJob {
+    pub fn start(
+        mut offscreen: Offscreen,
+        doc: Arc<Document>,
+        view: ViewState,
+        layers: Vec<usize>,
+        dir: PathBuf,
+    ) -> Self {
+        let done = Arc::new(AtomicUsize::new(0));
+        let total = layers.len() * doc.heads();
+        let (send, result) = channel();
+        let counter = done.clone();
+        std::thread::spawn(move || {
+            let outcome = (|| -> Result<String> {
+                for &layer in &layers {
+                    for h in 0..doc.heads() {
+                        let mut state = ViewState {
+                            tab: Tab::Head,
+                            layer,
+                            head: h,
+                            selection: Selection::Head,
+                            window: None,
+                            ..view.clone()
+                        };
+                        let image = render_view(&mut offscreen, &doc, &mut state, natural_size(&doc, &state), 1.0)?;
+                        save_png(&image, &dir.join(format!("L{layer:02}_H{h:02}.png")))?;
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Ok(format!("exported {total} heads to {}", dir.display()))
+            })();
+            let _ = send.send(outcome);
+        });
+        Self {
+            done,
+            total,
+            result,
+        }
+    }
+
+    pub fn fraction(&self) -> f32 {
+        self.done.load(Ordering::Relaxed) as f32 / self.total.max(1) as f32
+    }
+
+    /// The outcome once the job has finished.
+    pub fn poll(&mut self) -> Option<Result<String>> {
+        self.result.try_recv().ok()
+    }
+}

@@ -1,0 +1,148 @@
+//! The thread that loads models and runs them, so the window never waits on the engine. The UI
+//! sends jobs and reads reports each frame; a burst of edits collapses into one run of the
+//! newest text.
+
+use crate::model_source::resolve_model;
+use eframe::egui;
+use headwise_engine::device::{DeviceChoice, create_device};
+use headwise_engine::session::Session;
+use headwise_engine::{LongInput, Model, TokenInput};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::{Duration, Instant};
+
+pub enum Job {
+    Load { spec: String },
+    Run { id: u64, texts: Vec<String> },
+}
+
+pub enum Report {
+    Progress { message: String, fraction: Option<f32> },
+    Loaded { spec: String, summary: String, device: String },
+    LoadFailed { spec: String, error: String },
+    Ran { id: u64, session: Session, took: Duration },
+    RunFailed { id: u64, error: String },
+}
+
+pub struct Worker {
+    jobs: Sender<Job>,
+    reports: Receiver<Report>,
+}
+
+impl Worker {
+    pub fn start(ctx: egui::Context, device: DeviceChoice) -> Self {
+        let (jobs, job_rx) = channel();
+        let (report_tx, reports) = channel();
+        std::thread::Builder::new()
+            .name("headwise engine".into())
+            .spawn(move || work(job_rx, report_tx, ctx, device))
+            .expect("spawning the engine thread");
+        Self { jobs, reports }
+    }
+
+    pub fn send(&self, job: Job) {
+        let _ = self.jobs.send(job);
+    }
+
+    pub fn reports(&self) -> impl Iterator<Item = Report> + '_ {
+        self.reports.try_iter()
+    }
+}
+
+struct Loaded {
+    spec: String,
+    model: Model,
+}
+
+fn work(jobs: Receiver<Job>, reports: Sender<Report>, ctx: egui::Context, choice: DeviceChoice) {
+    let report = |r: Report| {
+        let _ = reports.send(r);
+        ctx.request_repaint();
+    };
+    let mut loaded: Option<Loaded> = None;
+    while let Ok(first) = jobs.recv() {
+        // Only the newest load and the newest run after it matter.
+        let mut pending = vec![first];
+        pending.extend(jobs.try_iter());
+        let last_load = pending.iter().rposition(|j| matches!(j, Job::Load { .. }));
+        let last_run = pending.iter().rposition(|j| matches!(j, Job::Run { .. }));
+        let mut todo = Vec::new();
+        if let Some(i) = last_load {
+            todo.push(i);
+        }
+        if let Some(i) = last_run.filter(|&r| last_load.is_none_or(|l| r > l)) {
+            todo.push(i);
+        }
+        let mut pending: Vec<Option<Job>> = pending.into_iter().map(Some).collect();
+        for i in todo {
+            match pending[i].take() {
+                Some(Job::Load { spec }) => {
+                    loaded = None;
+                    match load(&spec, choice, &report) {
+                        Ok((model, device)) => {
+                            let c = &model.config;
+                            report(Report::Loaded {
+                                spec: spec.clone(),
+                                summary: format!(
+                                    "{}: {} layers x {} heads ({} kv), d = {}",
+                                    c.model_type, c.layers, c.heads, c.kv_heads, c.head_dim
+                                ),
+                                device,
+                            });
+                            loaded = Some(Loaded { spec, model });
+                        }
+                        Err(e) => report(Report::LoadFailed {
+                            spec,
+                            error: format!("{e:#}"),
+                        }),
+                    }
+                }
+                Some(Job::Run { id, texts }) => match &loaded {
+                    None => report(Report::RunFailed {
+                        id,
+                        error: "no model is loaded".into(),
+                    }),
+                    Some(l) => {
+                        let start = Instant::now();
+                        match run(&l.model, &l.spec, &texts) {
+                            Ok(session) => report(Report::Ran {
+                                id,
+                                session,
+                                took: start.elapsed(),
+                            }),
+                            Err(e) => report(Report::RunFailed {
+                                id,
+                                error: format!("{e:#}"),
+                            }),
+                        }
+                    }
+                },
+                None => {}
+            }
+        }
+    }
+}
+
+fn load(spec: &str, choice: DeviceChoice, report: &dyn Fn(Report)) -> anyhow::Result<(Model, String)> {
+    let progress = |message: &str, fraction: Option<f32>| {
+        report(Report::Progress {
+            message: message.to_string(),
+            fraction,
+        })
+    };
+    let path = resolve_model(spec, &progress)?;
+    let device = create_device(choice)?;
+    progress(&format!("loading {spec}"), Some(0.0));
+    let model = Model::load(&path, &device.device, &|f| progress(&format!("loading {spec}"), Some(f)))
+        .map_err(|e| anyhow::anyhow!("loading model {spec}: {e}"))?;
+    Ok((model, device.description))
+}
+
+fn run(model: &Model, spec: &str, texts: &[String]) -> anyhow::Result<Session> {
+    let mut session = Session::new(model, spec);
+    for (index, text) in texts.iter().enumerate() {
+        let encoded = model.encode(index, text, LongInput::Reject)?;
+        let trace = model.forward(&TokenInput::from(&encoded))?;
+        session.push_text(model, text, &encoded, &trace)?;
+    }
+    Ok(session)
+}

@@ -1,0 +1,452 @@
+//! The attention heatmap on the GPU: a pipeline that draws one matrix from a storage buffer
+//! (shaders/heatmap.wgsl), the buffers it reads, and the egui paint callback that views place
+//! wherever a matrix should appear. The same callback draws in the window and offscreen.
+
+use super::colormap::{ColorMap, all_tables_rgba};
+use eframe::egui;
+use eframe::egui_wgpu::{CallbackResources, CallbackTrait, ScreenDescriptor, wgpu};
+use headwise_engine::analysis::aggregate::Reduce;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use wgpu::util::DeviceExt;
+
+const SHADER: &str = include_str!("../../../shaders/heatmap.wgsl");
+/// Uniform slots are this far apart (wgpu's largest required dynamic-offset alignment).
+const PARAMS_STRIDE: u64 = 256;
+
+/// Which attention matrix of a session to draw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Matrix {
+    Head { layer: usize, head: usize },
+    /// Mean or max over the heads of one layer.
+    Layer { layer: usize, reduce: Reduce },
+    /// Mean or max over every head of every layer.
+    Model { reduce: Reduce },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MatrixKey {
+    pub input: usize,
+    pub matrix: Matrix,
+    /// A max-pooled copy for long inputs in the overview, instead of the full matrix.
+    pub thumbnail: bool,
+}
+
+/// Where the heatmap's numbers come from (the app's open session). Called on the render thread
+/// the first time a matrix is drawn; its result stays on the GPU until the generation changes.
+pub trait MatrixSource: Send + Sync {
+    /// Changes whenever the data behind the keys changes (a new run, another session).
+    fn generation(&self) -> u64;
+    /// The matrix for `key`: its side and row-major values.
+    fn matrix(&self, key: MatrixKey) -> Option<(usize, Vec<f32>)>;
+    /// Which stored rows/columns to show, in order (all, or all but the special tokens).
+    fn visible_tokens(&self, key: MatrixKey, hide_special: bool) -> Vec<u32>;
+}
+
+/// How weights become colours.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HeatmapStyle {
+    pub colormap: ColorMap,
+    pub log_scale: bool,
+    /// The weight drawn with the top colour.
+    pub vmax: f32,
+    /// Log scale: the weight drawn with the bottom colour.
+    pub log_min: f32,
+}
+
+impl Default for HeatmapStyle {
+    fn default() -> Self {
+        Self {
+            colormap: ColorMap::Viridis,
+            log_scale: false,
+            vmax: 1.0,
+            log_min: 1e-4,
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rect_px: [f32; 4],
+    window: [f32; 4],
+    side: u32,
+    visible: u32,
+    log_scale: u32,
+    colormap: u32,
+    vmax: f32,
+    log_floor: f32,
+    _pad: [f32; 2],
+}
+
+struct GpuMatrix {
+    side: usize,
+    weights: wgpu::Buffer,
+}
+
+/// Everything the heatmap needs on the GPU; lives in egui_wgpu's callback resources.
+pub struct HeatmapResources {
+    pipeline: wgpu::RenderPipeline,
+    params_layout: wgpu::BindGroupLayout,
+    matrix_layout: wgpu::BindGroupLayout,
+    lut: wgpu::Buffer,
+    params_buffer: wgpu::Buffer,
+    params_bind_group: wgpu::BindGroup,
+    params_capacity: u64,
+    pending: Vec<Params>,
+    generation: Option<u64>,
+    matrices: HashMap<MatrixKey, Option<GpuMatrix>>,
+    bind_groups: HashMap<(MatrixKey, bool), (wgpu::BindGroup, u32)>,
+    max_binding: u64,
+    /// Bytes of attention on the GPU, for the status bar.
+    pub uploaded_bytes: u64,
+}
+
+impl HeatmapResources {
+    pub fn new(device: &wgpu::Device, target_format: wgpu::TextureFormat) -> Self {
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("heatmap"),
+            source: wgpu::ShaderSource::Wgsl(SHADER.into()),
+        });
+        let storage = |binding| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::FRAGMENT,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only: true },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        };
+        let params_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("heatmap params"),
+            entries: &[
+                wgpu::BindGroupLayoutEntry {
+                    binding: 0,
+                    visibility: wgpu::ShaderStages::FRAGMENT,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: true,
+                        min_binding_size: wgpu::BufferSize::new(size_of::<Params>() as u64),
+                    },
+                    count: None,
+                },
+                storage(1),
+            ],
+        });
+        let matrix_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("heatmap matrix"),
+            entries: &[storage(0), storage(1)],
+        });
+        let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("heatmap"),
+            bind_group_layouts: &[Some(&params_layout), Some(&matrix_layout)],
+            immediate_size: 0,
+        });
+        let pipeline = device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
+            label: Some("heatmap"),
+            layout: Some(&layout),
+            vertex: wgpu::VertexState {
+                module: &module,
+                entry_point: Some("vs_main"),
+                buffers: &[],
+                compilation_options: Default::default(),
+            },
+            fragment: Some(wgpu::FragmentState {
+                module: &module,
+                entry_point: Some("fs_main"),
+                targets: &[Some(wgpu::ColorTargetState {
+                    format: target_format,
+                    blend: None,
+                    write_mask: wgpu::ColorWrites::ALL,
+                })],
+                compilation_options: Default::default(),
+            }),
+            primitive: wgpu::PrimitiveState::default(),
+            depth_stencil: None,
+            multisample: wgpu::MultisampleState::default(),
+            multiview_mask: None,
+            cache: None,
+        });
+        let lut = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("colour maps"),
+            contents: bytemuck::cast_slice(&all_tables_rgba()),
+            usage: wgpu::BufferUsages::STORAGE,
+        });
+        let capacity = 64;
+        let (params_buffer, params_bind_group) =
+            Self::params_buffer(device, &params_layout, &lut, capacity);
+        let limits = device.limits();
+        Self {
+            pipeline,
+            params_layout,
+            matrix_layout,
+            lut,
+            params_buffer,
+            params_bind_group,
+            params_capacity: capacity,
+            pending: Vec::new(),
+            generation: None,
+            matrices: HashMap::new(),
+            bind_groups: HashMap::new(),
+            max_binding: limits.max_storage_buffer_binding_size.min(limits.max_buffer_size),
+            uploaded_bytes: 0,
+        }
+    }
+
+    fn params_buffer(
+        device: &wgpu::Device,
+        layout: &wgpu::BindGroupLayout,
+        lut: &wgpu::Buffer,
+        capacity: u64,
+    ) -> (wgpu::Buffer, wgpu::BindGroup) {
+        let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("heatmap params"),
+            size: capacity * PARAMS_STRIDE,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("heatmap params"),
+            layout,
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &buffer,
+                        offset: 0,
+                        size: wgpu::BufferSize::new(size_of::<Params>() as u64),
+                    }),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: lut.as_entire_binding(),
+                },
+            ],
+        });
+        (buffer, bind_group)
+    }
+
+    /// Registers the heatmap with an egui_wgpu renderer (the window's or an offscreen one).
+    pub fn install(
+        resources: &mut CallbackResources,
+        device: &wgpu::Device,
+        target_format: wgpu::TextureFormat,
+    ) {
+        resources.insert(Self::new(device, target_format));
+    }
+
+    /// The bind group for `key`, uploading the matrix on first use. None when the source has
+    /// no such matrix or it is too large for one GPU binding.
+    fn matrix_bind_group(
+        &mut self,
+        device: &wgpu::Device,
+        source: &dyn MatrixSource,
+        key: MatrixKey,
+        hide_special: bool,
+    ) -> Option<u32> {
+        if let Some((_, visible)) = self.bind_groups.get(&(key, hide_special)) {
+            return Some(*visible);
+        }
+        let max_binding = self.max_binding;
+        let mut uploaded = 0;
+        let gpu = self.matrices.entry(key).or_insert_with(|| {
+            let (side, values) = source.matrix(key)?;
+            let bytes = (values.len() * 4) as u64;
+            if bytes > max_binding || values.is_empty() {
+                return None;
+            }
+            uploaded = bytes;
+            Some(GpuMatrix {
+                side,
+                weights: device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("attention"),
+                    contents: bytemuck::cast_slice(&values),
+                    usage: wgpu::BufferUsages::STORAGE,
+                }),
+            })
+        });
+        self.uploaded_bytes += uploaded;
+        let gpu = gpu.as_ref()?;
+        let visible: Vec<u32> = if key.thumbnail {
+            (0..gpu.side as u32).collect()
+        } else {
+            source.visible_tokens(key, hide_special)
+        };
+        let visible = if visible.is_empty() { vec![0] } else { visible };
+        let tokens = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("visible tokens"),
+            contents: bytemuck::cast_slice(&visible),
+            usage: wgpu::BufferUsages::STORAGE,
+        });
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("attention"),
+            layout: &self.matrix_layout,
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: gpu.weights.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: tokens.as_entire_binding(),
+                },
+            ],
+        });
+        let count = visible.len() as u32;
+        self.bind_groups
+            .insert((key, hide_special), (bind_group, count));
+        Some(count)
+    }
+
+    fn side(&self, key: MatrixKey) -> usize {
+        self.matrices
+            .get(&key)
+            .and_then(|m| m.as_ref())
+            .map_or(0, |m| m.side)
+    }
+}
+
+/// One heatmap in a view: what to draw, where, and how.
+pub struct HeatmapCallback {
+    pub source: Arc<dyn MatrixSource>,
+    pub key: MatrixKey,
+    pub hide_special: bool,
+    /// The drawing's rectangle in points (the callback's rect may be clipped; this is not).
+    pub rect: egui::Rect,
+    /// The visible part in token units: first column, first row, columns, rows.
+    pub window: [f32; 4],
+    pub style: HeatmapStyle,
+    slot: AtomicU32,
+}
+
+impl HeatmapCallback {
+    pub fn new(
+        source: Arc<dyn MatrixSource>,
+        key: MatrixKey,
+        rect: egui::Rect,
+        window: [f32; 4],
+        hide_special: bool,
+        style: HeatmapStyle,
+    ) -> Self {
+        Self {
+            source,
+            key,
+            hide_special,
+            rect,
+            window,
+            style,
+            slot: AtomicU32::new(u32::MAX),
+        }
+    }
+
+    /// The shape to add to a painter: draws the matrix in `clip`, laid out over `self.rect`.
+    pub fn into_shape(self, clip: egui::Rect) -> egui::Shape {
+        egui::Shape::Callback(eframe::egui_wgpu::Callback::new_paint_callback(
+            clip.intersect(self.rect),
+            self,
+        ))
+    }
+}
+
+impl CallbackTrait for HeatmapCallback {
+    fn prepare(
+        &self,
+        device: &wgpu::Device,
+        _queue: &wgpu::Queue,
+        screen: &ScreenDescriptor,
+        _encoder: &mut wgpu::CommandEncoder,
+        resources: &mut CallbackResources,
+    ) -> Vec<wgpu::CommandBuffer> {
+        let Some(res) = resources.get_mut::<HeatmapResources>() else {
+            return Vec::new();
+        };
+        let generation = self.source.generation();
+        if res.generation != Some(generation) {
+            res.generation = Some(generation);
+            res.matrices.clear();
+            res.bind_groups.clear();
+            res.uploaded_bytes = 0;
+        }
+        let Some(visible) =
+            res.matrix_bind_group(device, self.source.as_ref(), self.key, self.hide_special)
+        else {
+            return Vec::new();
+        };
+        let ppp = screen.pixels_per_point;
+        let style = &self.style;
+        let params = Params {
+            rect_px: [
+                self.rect.min.x * ppp,
+                self.rect.min.y * ppp,
+                self.rect.width() * ppp,
+                self.rect.height() * ppp,
+            ],
+            window: self.window,
+            side: res.side(self.key) as u32,
+            visible,
+            log_scale: style.log_scale as u32,
+            colormap: style.colormap.index(),
+            vmax: style.vmax.max(1e-30),
+            log_floor: style.log_min.max(1e-30).log10(),
+            _pad: [0.0; 2],
+        };
+        self.slot.store(res.pending.len() as u32, Ordering::Relaxed);
+        res.pending.push(params);
+        Vec::new()
+    }
+
+    fn finish_prepare(
+        &self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        _encoder: &mut wgpu::CommandEncoder,
+        resources: &mut CallbackResources,
+    ) -> Vec<wgpu::CommandBuffer> {
+        // The first callback to get here writes every callback's parameters in one go.
+        let Some(res) = resources.get_mut::<HeatmapResources>() else {
+            return Vec::new();
+        };
+        if res.pending.is_empty() {
+            return Vec::new();
+        }
+        let needed = res.pending.len() as u64;
+        if needed > res.params_capacity {
+            let capacity = needed.next_power_of_two();
+            (res.params_buffer, res.params_bind_group) =
+                HeatmapResources::params_buffer(device, &res.params_layout, &res.lut, capacity);
+            res.params_capacity = capacity;
+        }
+        let mut bytes = vec![0u8; (needed * PARAMS_STRIDE) as usize];
+        for (i, p) in res.pending.iter().enumerate() {
+            let at = i * PARAMS_STRIDE as usize;
+            bytes[at..at + size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(p));
+        }
+        queue.write_buffer(&res.params_buffer, 0, &bytes);
+        res.pending.clear();
+        Vec::new()
+    }
+
+    fn paint(
+        &self,
+        _info: egui::PaintCallbackInfo,
+        render_pass: &mut wgpu::RenderPass<'static>,
+        resources: &CallbackResources,
+    ) {
+        let slot = self.slot.load(Ordering::Relaxed);
+        let Some(res) = resources.get::<HeatmapResources>() else {
+            return;
+        };
+        let Some((matrix, _)) = res.bind_groups.get(&(self.key, self.hide_special)) else {
+            return;
+        };
+        if slot == u32::MAX || slot as u64 >= res.params_capacity {
+            return;
+        }
+        render_pass.set_pipeline(&res.pipeline);
+        render_pass.set_bind_group(0, &res.params_bind_group, &[slot * PARAMS_STRIDE as u32]);
+        render_pass.set_bind_group(1, matrix, &[]);
+        render_pass.draw(0..3, 0..1);
+    }
+}

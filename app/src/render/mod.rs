@@ -1,0 +1,6 @@
+//! The renderer: owns the WGSL shaders (in shaders/), their GPU buffers, and the offscreen
+//! path that draws the same views into PNG files.
+
+pub mod colormap;
+pub mod heatmap;
+pub mod offscreen;

@@ -1,0 +1,209 @@
+//! The head view: one head's (or an aggregate's) full T x T heatmap with pan and zoom, query
+//! and key tokens on the axes, the weight under the mouse, a linear or log colour scale, and
+//! special tokens hidden on request. Decoders also list their most likely next tokens.
+
+use super::legend;
+use super::state::{Selection, ViewState};
+use crate::document::Document;
+use crate::render::colormap::ColorMap;
+use crate::render::heatmap::{HeatmapCallback, MatrixKey, MatrixSource};
+use eframe::egui;
+use headwise_engine::analysis::aggregate::Reduce;
+use std::sync::Arc;
+
+const AXIS: f32 = 90.0;
+
+pub fn controls(ui: &mut egui::Ui, doc: &Document, state: &mut ViewState) {
+    ui.horizontal_wrapped(|ui| {
+        let (layers, heads) = (doc.layers(), doc.heads());
+        ui.add(egui::DragValue::new(&mut state.layer).range(0..=layers.saturating_sub(1)).prefix("layer "));
+        ui.add(egui::DragValue::new(&mut state.head).range(0..=heads.saturating_sub(1)).prefix("head "));
+        egui::ComboBox::from_id_salt("matrix")
+            .selected_text(selection_label(state.selection))
+            .show_ui(ui, |ui| {
+                for s in [
+                    Selection::Head,
+                    Selection::Layer(Reduce::Mean),
+                    Selection::Layer(Reduce::Max),
+                    Selection::Model(Reduce::Mean),
+                    Selection::Model(Reduce::Max),
+                ] {
+                    ui.selectable_value(&mut state.selection, s, selection_label(s));
+                }
+            });
+        ui.separator();
+        ui.selectable_value(&mut state.style.log_scale, false, "linear");
+        ui.selectable_value(&mut state.style.log_scale, true, "log");
+        egui::ComboBox::from_id_salt("colour map")
+            .selected_text(state.style.colormap.label())
+            .show_ui(ui, |ui| {
+                for map in ColorMap::ALL {
+                    ui.selectable_value(&mut state.style.colormap, map, map.label());
+                }
+            });
+        ui.checkbox(&mut state.hide_special, "hide special tokens");
+        ui.checkbox(&mut state.show_lines, "token lines");
+        if ui.button("reset zoom").clicked() {
+            state.window = None;
+        }
+    });
+    let low = if state.style.log_scale {
+        format!("{:.0e}", state.style.log_min)
+    } else {
+        "0".to_string()
+    };
+    legend::show(ui, state.style.colormap, "weight", &low, &format!("{}", state.style.vmax));
+}
+
+pub fn selection_label(s: Selection) -> &'static str {
+    match s {
+        Selection::Head => "this head",
+        Selection::Layer(Reduce::Mean) => "mean of the layer's heads",
+        Selection::Layer(Reduce::Max) => "max of the layer's heads",
+        Selection::Model(Reduce::Mean) => "mean of all heads",
+        Selection::Model(Reduce::Max) => "max of all heads",
+    }
+}
+
+/// The title of what is drawn, e.g. "layer 3, head 5".
+pub fn title(state: &ViewState) -> String {
+    match state.selection {
+        Selection::Head => format!("layer {}, head {}", state.layer, state.head),
+        Selection::Layer(_) => format!("layer {}: {}", state.layer, selection_label(state.selection)),
+        Selection::Model(_) => selection_label(state.selection).to_string(),
+    }
+}
+
+/// The tokens the view shows (stored indices), after hiding special ones if asked.
+pub fn visible(doc: &Document, state: &ViewState) -> Vec<usize> {
+    let key = MatrixKey { input: state.input, matrix: state.matrix(), thumbnail: false };
+    doc.visible_tokens(key, state.hide_special).into_iter().map(|i| i as usize).collect()
+}
+
+/// Draws the heatmap with its axes in the space left in `ui`.
+pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
+    let visible = visible(doc, state);
+    let n = visible.len() as f32;
+    if visible.is_empty() {
+        ui.label("Nothing to show: every token of this input is a special token.");
+        return;
+    }
+    let tokens = doc.tokens(state.input);
+    let available = ui.available_size();
+    let side = (available.x - AXIS).min(available.y - AXIS).max(64.0);
+    let (outer, _) = ui.allocate_exact_size(egui::vec2(side + AXIS, side + AXIS), egui::Sense::hover());
+    let plot = egui::Rect::from_min_size(outer.min + egui::vec2(AXIS, AXIS), egui::vec2(side, side));
+    let response = ui.interact(plot, ui.id().with("head heatmap"), egui::Sense::click_and_drag());
+    let mut window = state.window.unwrap_or([0.0, 0.0, n, n]);
+
+    // Zoom about the pointer with the wheel or a pinch; pan by dragging.
+    if let Some(pointer) = response.hover_pos() {
+        let (scroll, zoom) = ui.input(|i| (i.smooth_scroll_delta.y, i.zoom_delta()));
+        let factor = zoom * (-scroll * 0.002).exp();
+        if (factor - 1.0).abs() > 1e-4 {
+            let u = (pointer - plot.min) / side;
+            let new_w = (window[2] / factor).clamp(4.0f32.min(n), n);
+            let new_h = (window[3] / factor).clamp(4.0f32.min(n), n);
+            window[0] += u.x * (window[2] - new_w);
+            window[1] += u.y * (window[3] - new_h);
+            window[2] = new_w;
+            window[3] = new_h;
+        }
+    }
+    if response.dragged() {
+        let d = response.drag_delta();
+        window[0] -= d.x / side * window[2];
+        window[1] -= d.y / side * window[3];
+    }
+    if response.double_clicked() {
+        window = [0.0, 0.0, n, n];
+    }
+    window[0] = window[0].clamp(0.0, (n - window[2]).max(0.0));
+    window[1] = window[1].clamp(0.0, (n - window[3]).max(0.0));
+    state.window = (window != [0.0, 0.0, n, n]).then_some(window);
+
+    let source: Arc<dyn MatrixSource> = doc.clone();
+    let key = MatrixKey { input: state.input, matrix: state.matrix(), thumbnail: false };
+    let painter = ui.painter_at(outer);
+    painter.add(
+        HeatmapCallback::new(source, key, plot, window, state.hide_special, state.style)
+            .into_shape(ui.clip_rect()),
+    );
+    painter.rect_stroke(plot, 0.0, ui.visuals().widgets.noninteractive.bg_stroke, egui::StrokeKind::Outside);
+
+    // Axis labels: every token when they fit, else every k-th.
+    let text = ui.visuals().text_color();
+    let per_token = side / window[2];
+    let font_size = per_token.clamp(7.0, 13.0);
+    let font = egui::FontId::monospace(font_size);
+    let every = ((font_size + 1.0) / per_token).ceil().max(1.0) as usize;
+    let first = window[0].floor() as usize;
+    let last = ((window[0] + window[2]).ceil() as usize).min(visible.len());
+    for v in (first..last).filter(|v| v % every == 0) {
+        let x = plot.left() + (v as f32 + 0.5 - window[0]) * per_token;
+        let label = clip_label(&tokens[visible[v]]);
+        let galley = painter.layout_no_wrap(label, font.clone(), text);
+        let pos = egui::pos2(x - galley.size().y / 2.0, plot.top() - 4.0);
+        painter.add(egui::epaint::TextShape::new(pos, galley, text).with_angle(-std::f32::consts::FRAC_PI_2));
+    }
+    let per_row = side / window[3];
+    let every_row = ((font_size + 1.0) / per_row).ceil().max(1.0) as usize;
+    let first_row = window[1].floor() as usize;
+    let last_row = ((window[1] + window[3]).ceil() as usize).min(visible.len());
+    for v in (first_row..last_row).filter(|v| v % every_row == 0) {
+        let y = plot.top() + (v as f32 + 0.5 - window[1]) * per_row;
+        painter.text(
+            egui::pos2(plot.left() - 4.0, y),
+            egui::Align2::RIGHT_CENTER,
+            clip_label(&tokens[visible[v]]),
+            font.clone(),
+            text,
+        );
+    }
+    let small = egui::FontId::proportional(11.0);
+    painter.text(outer.left_top() + egui::vec2(2.0, 2.0), egui::Align2::LEFT_TOP, "query ↓  key →", small, text);
+
+    if let Some(pointer) = response.hover_pos() {
+        let u = (pointer - plot.min) / side;
+        let col = (window[0] + u.x * window[2]) as usize;
+        let row = (window[1] + u.y * window[3]) as usize;
+        if let (Some(&q), Some(&k)) = (visible.get(row), visible.get(col)) {
+            if let Some(w) = doc.weight(state.input, state.matrix(), q, k) {
+                response.on_hover_ui_at_pointer(|ui| {
+                    ui.label(format!("query {q}: {:?}", tokens[q]));
+                    ui.label(format!("key {k}: {:?}", tokens[k]));
+                    ui.strong(format!("weight {w:.5}"));
+                });
+            }
+        }
+    }
+}
+
+fn clip_label(token: &str) -> String {
+    let shown: String = token.replace('\n', "⏎").chars().take(14).collect();
+    if shown.is_empty() { "␣".into() } else { shown }
+}
+
+/// Decoders: the most likely next tokens with their probabilities.
+pub fn next_tokens(ui: &mut egui::Ui, doc: &Document, input: usize) {
+    let Some(info) = doc.session.meta.inputs.get(input) else {
+        return;
+    };
+    if info.next_tokens.is_empty() {
+        return;
+    }
+    ui.strong("next token");
+    egui::Grid::new("next tokens").show(ui, |ui| {
+        for t in &info.next_tokens {
+            ui.monospace(format!("{:?}", t.token));
+            let (rect, _) = ui.allocate_exact_size(egui::vec2(80.0, 10.0), egui::Sense::hover());
+            ui.painter().rect_filled(
+                egui::Rect::from_min_size(rect.min, egui::vec2(80.0 * t.prob, 10.0)),
+                0.0,
+                ui.visuals().selection.bg_fill,
+            );
+            ui.label(format!("{:.3}", t.prob));
+            ui.end_row();
+        }
+    });
+}

@@ -1,0 +1,216 @@
+//! The head overview (Dodrio's overview, BertViz's model view): every head of every layer in a
+//! layer x head grid, as attention thumbnails drawn by the heatmap shader or coloured by a
+//! head metric. Hover tells a head's metrics; a click opens it in the head view.
+
+use super::legend;
+use super::state::{OverviewMode, ViewState};
+use crate::document::{Document, thumbnail_key};
+use crate::render::heatmap::{HeatmapCallback, Matrix, MatrixSource};
+use eframe::egui;
+use headwise_engine::analysis::metrics::HeadMetric;
+use std::sync::Arc;
+
+/// What the user asked for by clicking.
+pub enum OverviewAction {
+    OpenHead { layer: usize, head: usize },
+}
+
+const LABEL_WIDTH: f32 = 34.0;
+const HEADER_HEIGHT: f32 = 18.0;
+const GAP: f32 = 3.0;
+
+/// The controls above the grid.
+pub fn controls(ui: &mut egui::Ui, state: &mut ViewState) {
+    ui.horizontal_wrapped(|ui| {
+        ui.label("cells:");
+        ui.selectable_value(&mut state.overview_mode, OverviewMode::Thumbnails, "attention");
+        for metric in HeadMetric::ALL {
+            ui.selectable_value(
+                &mut state.overview_mode,
+                OverviewMode::Metric(metric),
+                short_label(metric),
+            )
+            .on_hover_text(metric.label());
+        }
+        ui.separator();
+        egui::ComboBox::from_id_salt("sort heads")
+            .selected_text(match state.sort_by {
+                None => "heads in order".to_string(),
+                Some(m) => format!("sorted by {}", short_label(m)),
+            })
+            .show_ui(ui, |ui| {
+                ui.selectable_value(&mut state.sort_by, None, "heads in order");
+                for metric in HeadMetric::ALL {
+                    ui.selectable_value(&mut state.sort_by, Some(metric), short_label(metric));
+                }
+            });
+    });
+}
+
+pub fn short_label(metric: HeadMetric) -> &'static str {
+    match metric {
+        HeadMetric::Entropy => "entropy",
+        HeadMetric::MeanDistance => "distance",
+        HeadMetric::PreviousToken => "previous",
+        HeadMetric::FirstToken => "first/sink",
+        HeadMetric::SelfToken => "self",
+        HeadMetric::SpecialTokens => "special",
+    }
+}
+
+/// Each layer's heads in display order.
+fn head_order(doc: &Document, input: usize, sort_by: Option<HeadMetric>) -> Vec<Vec<usize>> {
+    (0..doc.layers())
+        .map(|layer| {
+            let mut heads: Vec<usize> = (0..doc.heads()).collect();
+            if let (Some(metric), Some(m)) = (sort_by, doc.metrics.get(input).and_then(|m| m.get(layer))) {
+                heads.sort_by(|&a, &b| m[b].get(metric).total_cmp(&m[a].get(metric)));
+            }
+            heads
+        })
+        .collect()
+}
+
+/// The metric's range over every head of the input, for the colour scale.
+fn metric_range(doc: &Document, input: usize, metric: HeadMetric) -> (f32, f32) {
+    if metric.is_share() {
+        return (0.0, 1.0);
+    }
+    let values = doc
+        .metrics
+        .get(input)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|m| m.get(metric));
+    let (lo, hi) = values.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    if lo.is_finite() && hi > lo { (lo, hi) } else { (0.0, 1.0) }
+}
+
+/// The grid's cell size for an area: as large as fits, within reason.
+pub fn cell_size(available: egui::Vec2, layers: usize, heads: usize) -> f32 {
+    let w = (available.x - LABEL_WIDTH) / heads.max(1) as f32 - GAP;
+    let h = (available.y - HEADER_HEIGHT) / layers.max(1) as f32 - GAP;
+    w.min(h).clamp(14.0, 160.0)
+}
+
+/// The size the whole grid takes at a cell size.
+pub fn grid_size(cell: f32, layers: usize, heads: usize) -> egui::Vec2 {
+    egui::vec2(
+        LABEL_WIDTH + heads as f32 * (cell + GAP),
+        HEADER_HEIGHT + layers as f32 * (cell + GAP),
+    )
+}
+
+/// Draws the grid in the space left in `ui`.
+pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Option<OverviewAction> {
+    let (layers, heads) = (doc.layers(), doc.heads());
+    let input = state.input;
+    let t = doc.tokens(input).len();
+    if let OverviewMode::Metric(metric) = state.overview_mode {
+        let (lo, hi) = metric_range(doc, input, metric);
+        legend::show(ui, state.style.colormap, metric.label(), &format!("{lo:.2}"), &format!("{hi:.2}"));
+    }
+    let cell = cell_size(ui.available_size(), layers, heads);
+    let size = grid_size(cell, layers, heads);
+    let mut action = None;
+    egui::ScrollArea::both().auto_shrink([false, false]).show(ui, |ui| {
+        let (rect, response) = ui.allocate_exact_size(size, egui::Sense::click());
+        let painter = ui.painter_at(rect);
+        let clip = ui.clip_rect();
+        let text = ui.visuals().text_color();
+        let font = egui::FontId::proportional(11.0);
+        let order = head_order(doc, input, state.sort_by);
+        let source: Arc<dyn MatrixSource> = doc.clone();
+        for h in 0..heads {
+            let x = rect.left() + LABEL_WIDTH + h as f32 * (cell + GAP) + cell / 2.0;
+            let label = if state.sort_by.is_some() { format!("#{}", h + 1) } else { format!("H{h}") };
+            painter.text(egui::pos2(x, rect.top() + 2.0), egui::Align2::CENTER_TOP, label, font.clone(), text);
+        }
+        let range = match state.overview_mode {
+            OverviewMode::Metric(metric) => Some((metric, metric_range(doc, input, metric))),
+            OverviewMode::Thumbnails => None,
+        };
+        let mut hovered = None;
+        for (layer, row) in order.iter().enumerate() {
+            let y = rect.top() + HEADER_HEIGHT + layer as f32 * (cell + GAP);
+            painter.text(
+                egui::pos2(rect.left() + 2.0, y + cell / 2.0),
+                egui::Align2::LEFT_CENTER,
+                format!("L{layer}"),
+                font.clone(),
+                text,
+            );
+            for (column, &head) in row.iter().enumerate() {
+                let min = egui::pos2(rect.left() + LABEL_WIDTH + column as f32 * (cell + GAP), y);
+                let cell_rect = egui::Rect::from_min_size(min, egui::vec2(cell, cell));
+                if !clip.intersects(cell_rect) {
+                    continue;
+                }
+                match range {
+                    None => {
+                        let matrix = Matrix::Head { layer, head };
+                        let callback = HeatmapCallback::new(
+                            source.clone(),
+                            thumbnail_key(input, matrix, t),
+                            cell_rect,
+                            [0.0, 0.0, t as f32, t as f32],
+                            false,
+                            state.style,
+                        );
+                        painter.add(callback.into_shape(clip));
+                    }
+                    Some((metric, (lo, hi))) => {
+                        let value = doc.metrics[input][layer][head].get(metric);
+                        let colour = legend::colour(state.style.colormap, (value - lo) / (hi - lo));
+                        painter.rect_filled(cell_rect, 0.0, colour);
+                    }
+                }
+                if (layer, head) == (state.layer, state.head) {
+                    painter.rect_stroke(
+                        cell_rect.expand(1.5),
+                        0.0,
+                        egui::Stroke::new(2.0, ui.visuals().selection.stroke.color),
+                        egui::StrokeKind::Outside,
+                    );
+                }
+                if response.hover_pos().is_some_and(|p| cell_rect.contains(p)) {
+                    hovered = Some((layer, head));
+                }
+            }
+        }
+        if let Some((layer, head)) = hovered {
+            let metrics = doc.metrics[input][layer][head];
+            response.clone().on_hover_ui_at_pointer(|ui| {
+                ui.strong(format!("layer {layer}, head {head}"));
+                egui::Grid::new("head metrics").show(ui, |ui| {
+                    for metric in HeadMetric::ALL {
+                        ui.label(metric.label());
+                        ui.label(format!("{:.3}", metrics.get(metric)));
+                        ui.end_row();
+                    }
+                });
+            });
+            if response.clicked() {
+                action = Some(OverviewAction::OpenHead { layer, head });
+            }
+        }
+    });
+    action
+}
+
+/// The heads ranked by a metric over the whole model, highest first: (layer, head, value).
+pub fn ranking(doc: &Document, input: usize, metric: HeadMetric) -> Vec<(usize, usize, f32)> {
+    let mut all: Vec<(usize, usize, f32)> = doc
+        .metrics
+        .get(input)
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .flat_map(|(l, heads)| heads.iter().enumerate().map(move |(h, m)| (l, h, m.get(metric))))
+        .collect();
+    all.sort_by(|a, b| b.2.total_cmp(&a.2));
+    all
+}

@@ -1,0 +1,145 @@
+//! What the views show, as saved in a session's `view` metadata and restored on opening: the
+//! tab, the chosen input, layer and head, and each view's settings.
+
+use crate::render::heatmap::{HeatmapStyle, Matrix};
+use headwise_engine::analysis::aggregate::Reduce;
+use headwise_engine::analysis::metrics::HeadMetric;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Tab {
+    #[default]
+    Overview,
+    Head,
+}
+
+/// The head overview's cells: attention thumbnails, or one colour per head from a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum OverviewMode {
+    #[default]
+    Thumbnails,
+    Metric(HeadMetric),
+}
+
+/// What the head view draws: one head, or an aggregate over heads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Selection {
+    #[default]
+    Head,
+    Layer(Reduce),
+    Model(Reduce),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ViewState {
+    pub tab: Tab,
+    pub input: usize,
+    pub layer: usize,
+    pub head: usize,
+    pub overview_mode: OverviewMode,
+    /// Order each layer's heads by this metric, highest first.
+    pub sort_by: Option<HeadMetric>,
+    pub selection: Selection,
+    pub hide_special: bool,
+    /// The head view's zoom: first column, first row, columns, rows (None: everything).
+    pub window: Option<[f32; 4]>,
+    pub show_lines: bool,
+    /// Extra heads of the current layer drawn in the token lines, colour-coded.
+    pub line_heads: Vec<usize>,
+    pub style: HeatmapStyle,
+}
+
+impl Default for ViewState {
+    fn default() -> Self {
+        Self {
+            tab: Tab::Overview,
+            input: 0,
+            layer: 0,
+            head: 0,
+            overview_mode: OverviewMode::Thumbnails,
+            sort_by: None,
+            selection: Selection::Head,
+            hide_special: false,
+            window: None,
+            show_lines: false,
+            line_heads: Vec::new(),
+            style: HeatmapStyle::default(),
+        }
+    }
+}
+
+impl ViewState {
+    /// The matrix the head view shows.
+    pub fn matrix(&self) -> Matrix {
+        match self.selection {
+            Selection::Head => Matrix::Head {
+                layer: self.layer,
+                head: self.head,
+            },
+            Selection::Layer(reduce) => Matrix::Layer {
+                layer: self.layer,
+                reduce,
+            },
+            Selection::Model(reduce) => Matrix::Model { reduce },
+        }
+    }
+
+    /// Keeps indices inside a document of this shape (a session may come from another model).
+    pub fn clamp_to(&mut self, inputs: usize, layers: usize, heads: usize) {
+        self.input = self.input.min(inputs.saturating_sub(1));
+        self.layer = self.layer.min(layers.saturating_sub(1));
+        self.head = self.head.min(heads.saturating_sub(1));
+        self.line_heads.retain(|&h| h < heads);
+    }
+
+    /// Moves the selected head by `dh` heads and `dl` layers, staying on the grid.
+    pub fn step(&mut self, dl: isize, dh: isize, layers: usize, heads: usize) {
+        self.layer = (self.layer as isize + dl).clamp(0, layers as isize - 1).max(0) as usize;
+        self.head = (self.head as isize + dh).clamp(0, heads as isize - 1).max(0) as usize;
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The state saved in a session, or the default when there is none or it is unreadable
+    /// (a view state is a convenience, never a reason to refuse a session).
+    pub fn from_json(value: &serde_json::Value) -> Self {
+        serde_json::from_value(value.clone()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn view_state_survives_a_json_round_trip() {
+        let state = ViewState {
+            tab: Tab::Head,
+            layer: 3,
+            head: 7,
+            overview_mode: OverviewMode::Metric(HeadMetric::Entropy),
+            selection: Selection::Layer(Reduce::Max),
+            window: Some([1.0, 2.0, 3.0, 4.0]),
+            ..Default::default()
+        };
+        assert_eq!(ViewState::from_json(&state.to_json()), state);
+    }
+
+    #[test]
+    fn an_unreadable_view_state_falls_back_to_the_default() {
+        let state = ViewState::from_json(&serde_json::json!({"layer": "not a number"}));
+        assert_eq!(state, ViewState::default());
+    }
+
+    #[test]
+    fn stepping_stays_on_the_grid() {
+        let mut s = ViewState::default();
+        s.step(-1, -1, 6, 12);
+        assert_eq!((s.layer, s.head), (0, 0));
+        s.step(10, 20, 6, 12);
+        assert_eq!((s.layer, s.head), (5, 11));
+    }
+}

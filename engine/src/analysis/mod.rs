@@ -1,0 +1,5 @@
+//! Numbers computed from a captured trace for the views: per-head metrics and aggregates over
+//! heads and layers. Pure functions over host tensors, so the app and scripts share one definition.
+
+pub mod aggregate;
+pub mod metrics;

@@ -1,0 +1,100 @@
+//! `headwise render`: views drawn offscreen by the window's shaders, read back pixel by pixel.
+
+use headwise::render::colormap::ColorMap;
+use headwise_engine::session::Session;
+use headwise_tests::pixels::{bands, counts, decode_heatmap, heatmap_box, map_mask};
+use headwise_tests::{assert_clean_failure, assert_success, fixture, headwise, scratch};
+use std::path::{Path, PathBuf};
+
+const PROMPT: &str = "the quick brown fox jumps over the lazy dog";
+
+/// A session of the tiny GPT-2 fixture (2 layers x 4 heads).
+fn tiny_session(dir: &Path) -> PathBuf {
+    let out = dir.join("tiny.safetensors");
+    let model = fixture("tiny-gpt2");
+    let run = headwise(
+        &["trace", "--model", model.to_str().unwrap(), "--text", PROMPT, "--device", "cpu", "--out", out.to_str().unwrap()],
+        dir,
+    );
+    assert_success(&run);
+    out
+}
+
+fn render(dir: &Path, session: &Path, view: &str, name: &str) -> image::RgbaImage {
+    let png = dir.join(name);
+    let out = headwise(
+        &["render", session.to_str().unwrap(), "--view", view, "--out", png.to_str().unwrap()],
+        dir,
+    );
+    assert_success(&out);
+    image::open(&png).expect("a PNG").to_rgba8()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn a_rendered_head_decodes_back_to_that_heads_attention() {
+    let dir = scratch("render-head");
+    let session_path = tiny_session(&dir);
+    let session = Session::open(&session_path).unwrap();
+    // layers[input][layer]: input 0, layer 1, heads 1 and 2.
+    let attn = &session.layers[0][1].attn;
+    let t = attn.shape[1];
+    let head1 = &attn.data[t * t..2 * t * t];
+    let head2 = &attn.data[2 * t * t..3 * t * t];
+
+    let img = render(&dir, &session_path, "head:1.1", "head.png");
+    let mask = map_mask(&img, ColorMap::Viridis);
+    let bbox = heatmap_box(&mask);
+    let (w, h) = (bbox.2 - bbox.0, bbox.3 - bbox.1);
+    assert!(w > 200 && (w as i64 - h as i64).abs() <= 2, "heatmap box {bbox:?}");
+    let decoded = decode_heatmap(&img, bbox, t, ColorMap::Viridis);
+    // One step of the 256-entry table, plus ties between neighbouring entries.
+    let error = max_diff(&decoded, head1);
+    assert!(error <= 2.5 / 255.0, "decoded weights differ by {error}");
+    // And it is that head's picture, not any head's.
+    assert!(max_diff(head1, head2) > 0.05);
+    assert!(max_diff(&decoded, head2) > 0.05);
+}
+
+#[test]
+fn the_rendered_overview_shows_a_cell_per_head_of_every_layer() {
+    let dir = scratch("render-overview");
+    let session_path = tiny_session(&dir);
+    let img = render(&dir, &session_path, "overview", "overview.png");
+    let mask = map_mask(&img, ColorMap::Viridis);
+    let (rows, cols) = counts(&mask);
+    let row_bands = bands(&rows, rows.iter().max().unwrap() / 2);
+    let col_bands = bands(&cols, cols.iter().max().unwrap() / 2);
+    assert_eq!(row_bands.len(), 2, "one band of cells per layer: {row_bands:?}");
+    assert_eq!(col_bands.len(), 4, "one column of cells per head: {col_bands:?}");
+}
+
+#[test]
+fn rendering_a_head_that_does_not_exist_names_the_model_shape() {
+    let dir = scratch("render-bad-head");
+    let session_path = tiny_session(&dir);
+    let png = dir.join("x.png");
+    let out = headwise(
+        &["render", session_path.to_str().unwrap(), "--view", "head:9.0", "--out", png.to_str().unwrap()],
+        &dir,
+    );
+    assert_clean_failure(&out, &["head:9.0", "2 layers x 4 heads"]);
+    assert!(!png.exists());
+}
+
+#[test]
+fn rendering_a_corrupt_session_is_a_clear_error() {
+    let dir = scratch("render-corrupt");
+    let session_path = tiny_session(&dir);
+    let bytes = std::fs::read(&session_path).unwrap();
+    let broken = dir.join("broken.safetensors");
+    std::fs::write(&broken, &bytes[..bytes.len() / 2]).unwrap();
+    let out = headwise(
+        &["render", broken.to_str().unwrap(), "--view", "overview", "--out", dir.join("x.png").to_str().unwrap()],
+        &dir,
+    );
+    assert_clean_failure(&out, &["broken.safetensors"]);
+}

@@ -1,0 +1,95 @@
+//! The real window under Xvfb: it starts, opens a session given on the command line, and a
+//! screenshot of it shows the head overview grid; a broken session is reported in the window
+//! and on the command line without a panic. Skipped where Xvfb is missing unless
+//! HEADWISE_REQUIRE_WINDOW=1 (CI sets it).
+
+use headwise::render::colormap::ColorMap;
+use headwise_tests::pixels::{bands, counts, map_mask};
+use headwise_tests::{assert_success, fixture, headwise, headwise_bin, required, scratch};
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn xvfb_run() -> Option<&'static str> {
+    let found = Command::new("sh")
+        .args(["-c", "command -v xvfb-run"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        Some("xvfb-run")
+    } else if required("HEADWISE_REQUIRE_WINDOW") {
+        panic!("HEADWISE_REQUIRE_WINDOW=1 but xvfb-run is not installed");
+    } else {
+        eprintln!("skipping: xvfb-run is not installed");
+        None
+    }
+}
+
+/// Runs the window on a virtual display until it has saved its screenshot and quit.
+fn window(xvfb: &str, args: &[&str], home: &Path) -> Output {
+    Command::new("timeout")
+        .arg("300")
+        .arg(xvfb)
+        .args(["-a", "-s", "-screen 0 1400x900x24"])
+        .arg(headwise_bin())
+        .args(args)
+        .env("HEADWISE_HOME", home)
+        .output()
+        .expect("run the window")
+}
+
+fn tiny_session(dir: &Path) -> std::path::PathBuf {
+    let out = dir.join("tiny.safetensors");
+    let model = fixture("tiny-gpt2");
+    assert_success(&headwise(
+        &["trace", "--model", model.to_str().unwrap(), "--text", "the quick brown fox jumps over the lazy dog", "--device", "cpu", "--out", out.to_str().unwrap()],
+        dir,
+    ));
+    out
+}
+
+#[test]
+fn the_window_opens_a_session_and_shows_its_head_overview() {
+    let Some(xvfb) = xvfb_run() else { return };
+    let dir = scratch("window-overview");
+    let session = tiny_session(&dir);
+    let shot = dir.join("window.png");
+    let out = window(xvfb, &[session.to_str().unwrap(), "--screenshot", shot.to_str().unwrap()], &dir);
+    assert_success(&out);
+    let img = image::open(&shot).expect("the window saved a screenshot").to_rgba8();
+    assert!(img.width() >= 1000 && img.height() >= 600, "window is {}x{}", img.width(), img.height());
+    let mask = map_mask(&img, ColorMap::Viridis);
+    let (rows, cols) = counts(&mask);
+    let row_bands = bands(&rows, rows.iter().max().unwrap() / 2);
+    let col_bands = bands(&cols, cols.iter().max().unwrap() / 2);
+    assert_eq!(row_bands.len(), 2, "a row of thumbnails per layer: {row_bands:?}");
+    assert_eq!(col_bands.len(), 4, "a column of thumbnails per head: {col_bands:?}");
+    // The cells are real thumbnails, not flat blocks: many colours of the map.
+    let distinct: std::collections::HashSet<[u8; 4]> = img.pixels().map(|p| p.0).collect();
+    assert!(distinct.len() > 20);
+}
+
+#[test]
+fn a_corrupt_session_is_reported_in_the_window_and_on_the_command_line() {
+    let Some(xvfb) = xvfb_run() else { return };
+    let dir = scratch("window-corrupt");
+    let session = tiny_session(&dir);
+    let bytes = std::fs::read(&session).unwrap();
+    let broken = dir.join("broken.safetensors");
+    std::fs::write(&broken, &bytes[..bytes.len() / 3]).unwrap();
+    let shot = dir.join("window.png");
+    // The model is named so the window does not go fetching the default one.
+    let model = fixture("tiny-gpt2");
+    let out = window(
+        xvfb,
+        &[broken.to_str().unwrap(), "--screenshot", shot.to_str().unwrap(), "--model", model.to_str().unwrap()],
+        &dir,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("broken.safetensors"), "stderr names the file: {stderr}");
+    // The window still came up and showed no heatmap.
+    let img = image::open(&shot).expect("the window saved a screenshot").to_rgba8();
+    let mask = map_mask(&img, ColorMap::Viridis);
+    let (rows, _) = counts(&mask);
+    assert!(rows.iter().max().copied().unwrap_or(0) < 50);
+}
