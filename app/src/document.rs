@@ -107,7 +107,9 @@ impl Document {
             return None;
         }
         match matrix {
-            Matrix::Head { layer, head } => self.head(input, layer, head)?.get(row * t + col).copied(),
+            Matrix::Head { layer, head } => {
+                self.head(input, layer, head)?.get(row * t + col).copied()
+            }
             _ => self.reduced(input, matrix)?.get(row * t + col).copied(),
         }
     }

@@ -55,14 +55,12 @@ fn main() -> ExitCode {
         Some(Command::Render(a)) => cli::render::run(a),
         Some(Command::Models { command }) => cli::models::run(command),
         Some(Command::Bench { command }) => cli::bench::run(command),
-        None => {
-            gui::run(StartOptions {
-                session: args.session,
-                model: args.model,
-                device: args.device,
-                screenshot: args.screenshot,
-            })
-        }
+        None => gui::run(StartOptions {
+            session: args.session,
+            model: args.model,
+            device: args.device,
+            screenshot: args.screenshot,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -24,11 +24,20 @@ pub fn resolve_model(spec: &str, progress: Progress<'_>) -> Result<PathBuf> {
     Ok(match locate(spec)? {
         Located::Path(path) => path,
         Located::NotFetched(model) => {
-            progress(&format!("{} is not fetched yet; fetching it ({})", model.name, model.description), None);
+            progress(
+                &format!(
+                    "{} is not fetched yet; fetching it ({})",
+                    model.name, model.description
+                ),
+                None,
+            );
             fetch_known(model, &fetch_stage(progress, model.name))?
         }
         Located::NotCached(repo) => {
-            progress(&format!("{repo} is not in the Hugging Face cache; downloading it"), None);
+            progress(
+                &format!("{repo} is not in the Hugging Face cache; downloading it"),
+                None,
+            );
             fetch_hub_repo(&repo, &fetch_stage(progress, &repo))?
         }
     })

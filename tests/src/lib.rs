@@ -295,7 +295,10 @@ pub mod pixels {
 
     /// Per-row and per-column counts of mask pixels.
     pub fn counts(mask: &[Vec<bool>]) -> (Vec<usize>, Vec<usize>) {
-        let rows = mask.iter().map(|r| r.iter().filter(|b| **b).count()).collect();
+        let rows = mask
+            .iter()
+            .map(|r| r.iter().filter(|b| **b).count())
+            .collect();
         let width = mask.first().map_or(0, Vec::len);
         let cols = (0..width)
             .map(|x| mask.iter().filter(|r| r[x]).count())
@@ -311,7 +314,11 @@ pub mod pixels {
         let col_max = cols.iter().copied().max().unwrap_or(0);
         let r = bands(&rows, row_max * 3 / 4);
         let c = bands(&cols, col_max * 3 / 4);
-        let widest = |b: &[(usize, usize)]| *b.iter().max_by_key(|(s, e)| e - s).expect("a heatmap in the picture");
+        let widest = |b: &[(usize, usize)]| {
+            *b.iter()
+                .max_by_key(|(s, e)| e - s)
+                .expect("a heatmap in the picture")
+        };
         let (y0, y1) = widest(&r);
         let (x0, x1) = widest(&c);
         (x0, y0, x1, y1)

@@ -12,7 +12,19 @@ fn a_saved_session_reopens_with_identical_tensors_and_view() {
     let first = dir.join("first.safetensors");
     let model = fixture("tiny-llama");
     assert_success(&headwise(
-        &["trace", "--model", model.to_str().unwrap(), "--text", "one two three", "--text", "four five", "--device", "cpu", "--out", first.to_str().unwrap()],
+        &[
+            "trace",
+            "--model",
+            model.to_str().unwrap(),
+            "--text",
+            "one two three",
+            "--text",
+            "four five",
+            "--device",
+            "cpu",
+            "--out",
+            first.to_str().unwrap(),
+        ],
         &dir,
     ));
     let mut session = Session::open(&first).unwrap();

@@ -13,7 +13,17 @@ fn tiny_session(dir: &Path) -> PathBuf {
     let out = dir.join("tiny.safetensors");
     let model = fixture("tiny-gpt2");
     let run = headwise(
-        &["trace", "--model", model.to_str().unwrap(), "--text", PROMPT, "--device", "cpu", "--out", out.to_str().unwrap()],
+        &[
+            "trace",
+            "--model",
+            model.to_str().unwrap(),
+            "--text",
+            PROMPT,
+            "--device",
+            "cpu",
+            "--out",
+            out.to_str().unwrap(),
+        ],
         dir,
     );
     assert_success(&run);
@@ -23,7 +33,14 @@ fn tiny_session(dir: &Path) -> PathBuf {
 fn render(dir: &Path, session: &Path, view: &str, name: &str) -> image::RgbaImage {
     let png = dir.join(name);
     let out = headwise(
-        &["render", session.to_str().unwrap(), "--view", view, "--out", png.to_str().unwrap()],
+        &[
+            "render",
+            session.to_str().unwrap(),
+            "--view",
+            view,
+            "--out",
+            png.to_str().unwrap(),
+        ],
         dir,
     );
     assert_success(&out);
@@ -31,7 +48,10 @@ fn render(dir: &Path, session: &Path, view: &str, name: &str) -> image::RgbaImag
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -49,7 +69,10 @@ fn a_rendered_head_decodes_back_to_that_heads_attention() {
     let mask = map_mask(&img, ColorMap::Viridis);
     let bbox = heatmap_box(&mask);
     let (w, h) = (bbox.2 - bbox.0, bbox.3 - bbox.1);
-    assert!(w > 200 && (w as i64 - h as i64).abs() <= 2, "heatmap box {bbox:?}");
+    assert!(
+        w > 200 && (w as i64 - h as i64).abs() <= 2,
+        "heatmap box {bbox:?}"
+    );
     let decoded = decode_heatmap(&img, bbox, t, ColorMap::Viridis);
     // One step of the 256-entry table, plus ties between neighbouring entries.
     let error = max_diff(&decoded, head1);
@@ -68,8 +91,16 @@ fn the_rendered_overview_shows_a_cell_per_head_of_every_layer() {
     let (rows, cols) = counts(&mask);
     let row_bands = bands(&rows, rows.iter().max().unwrap() / 2);
     let col_bands = bands(&cols, cols.iter().max().unwrap() / 2);
-    assert_eq!(row_bands.len(), 2, "one band of cells per layer: {row_bands:?}");
-    assert_eq!(col_bands.len(), 4, "one column of cells per head: {col_bands:?}");
+    assert_eq!(
+        row_bands.len(),
+        2,
+        "one band of cells per layer: {row_bands:?}"
+    );
+    assert_eq!(
+        col_bands.len(),
+        4,
+        "one column of cells per head: {col_bands:?}"
+    );
 }
 
 #[test]
@@ -78,7 +109,14 @@ fn rendering_a_head_that_does_not_exist_names_the_model_shape() {
     let session_path = tiny_session(&dir);
     let png = dir.join("x.png");
     let out = headwise(
-        &["render", session_path.to_str().unwrap(), "--view", "head:9.0", "--out", png.to_str().unwrap()],
+        &[
+            "render",
+            session_path.to_str().unwrap(),
+            "--view",
+            "head:9.0",
+            "--out",
+            png.to_str().unwrap(),
+        ],
         &dir,
     );
     assert_clean_failure(&out, &["head:9.0", "2 layers x 4 heads"]);
@@ -93,7 +131,14 @@ fn rendering_a_corrupt_session_is_a_clear_error() {
     let broken = dir.join("broken.safetensors");
     std::fs::write(&broken, &bytes[..bytes.len() / 2]).unwrap();
     let out = headwise(
-        &["render", broken.to_str().unwrap(), "--view", "overview", "--out", dir.join("x.png").to_str().unwrap()],
+        &[
+            "render",
+            broken.to_str().unwrap(),
+            "--view",
+            "overview",
+            "--out",
+            dir.join("x.png").to_str().unwrap(),
+        ],
         &dir,
     );
     assert_clean_failure(&out, &["broken.safetensors"]);

@@ -41,7 +41,17 @@ fn tiny_session(dir: &Path) -> std::path::PathBuf {
     let out = dir.join("tiny.safetensors");
     let model = fixture("tiny-gpt2");
     assert_success(&headwise(
-        &["trace", "--model", model.to_str().unwrap(), "--text", "the quick brown fox jumps over the lazy dog", "--device", "cpu", "--out", out.to_str().unwrap()],
+        &[
+            "trace",
+            "--model",
+            model.to_str().unwrap(),
+            "--text",
+            "the quick brown fox jumps over the lazy dog",
+            "--device",
+            "cpu",
+            "--out",
+            out.to_str().unwrap(),
+        ],
         dir,
     ));
     out
@@ -53,16 +63,39 @@ fn the_window_opens_a_session_and_shows_its_head_overview() {
     let dir = scratch("window-overview");
     let session = tiny_session(&dir);
     let shot = dir.join("window.png");
-    let out = window(xvfb, &[session.to_str().unwrap(), "--screenshot", shot.to_str().unwrap()], &dir);
+    let out = window(
+        xvfb,
+        &[
+            session.to_str().unwrap(),
+            "--screenshot",
+            shot.to_str().unwrap(),
+        ],
+        &dir,
+    );
     assert_success(&out);
-    let img = image::open(&shot).expect("the window saved a screenshot").to_rgba8();
-    assert!(img.width() >= 1000 && img.height() >= 600, "window is {}x{}", img.width(), img.height());
+    let img = image::open(&shot)
+        .expect("the window saved a screenshot")
+        .to_rgba8();
+    assert!(
+        img.width() >= 1000 && img.height() >= 600,
+        "window is {}x{}",
+        img.width(),
+        img.height()
+    );
     let mask = map_mask(&img, ColorMap::Viridis);
     let (rows, cols) = counts(&mask);
     let row_bands = bands(&rows, rows.iter().max().unwrap() / 2);
     let col_bands = bands(&cols, cols.iter().max().unwrap() / 2);
-    assert_eq!(row_bands.len(), 2, "a row of thumbnails per layer: {row_bands:?}");
-    assert_eq!(col_bands.len(), 4, "a column of thumbnails per head: {col_bands:?}");
+    assert_eq!(
+        row_bands.len(),
+        2,
+        "a row of thumbnails per layer: {row_bands:?}"
+    );
+    assert_eq!(
+        col_bands.len(),
+        4,
+        "a column of thumbnails per head: {col_bands:?}"
+    );
     // The cells are real thumbnails, not flat blocks: many colours of the map.
     let distinct: std::collections::HashSet<[u8; 4]> = img.pixels().map(|p| p.0).collect();
     assert!(distinct.len() > 20);
@@ -81,14 +114,25 @@ fn a_corrupt_session_is_reported_in_the_window_and_on_the_command_line() {
     let model = fixture("tiny-gpt2");
     let out = window(
         xvfb,
-        &[broken.to_str().unwrap(), "--screenshot", shot.to_str().unwrap(), "--model", model.to_str().unwrap()],
+        &[
+            broken.to_str().unwrap(),
+            "--screenshot",
+            shot.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+        ],
         &dir,
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(stderr.contains("broken.safetensors"), "stderr names the file: {stderr}");
+    assert!(
+        stderr.contains("broken.safetensors"),
+        "stderr names the file: {stderr}"
+    );
     // The window still came up and showed no heatmap.
-    let img = image::open(&shot).expect("the window saved a screenshot").to_rgba8();
+    let img = image::open(&shot)
+        .expect("the window saved a screenshot")
+        .to_rgba8();
     let mask = map_mask(&img, ColorMap::Viridis);
     let (rows, _) = counts(&mask);
     assert!(rows.iter().max().copied().unwrap_or(0) < 50);

@@ -55,7 +55,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 40) as f32 / (1u64 << 24) as f32
     }
 }
@@ -71,7 +74,12 @@ pub fn synthetic_session(layers: usize, heads: usize, tokens: usize, head_dim: u
             attn.extend(row.iter().map(|v| v / sum));
         }
         let qk = |n: usize, rng: &mut Lcg| {
-            HostTensor::new(vec![n, tokens, head_dim], (0..n * tokens * head_dim).map(|_| rng.next() - 0.5).collect())
+            HostTensor::new(
+                vec![n, tokens, head_dim],
+                (0..n * tokens * head_dim)
+                    .map(|_| rng.next() - 0.5)
+                    .collect(),
+            )
         };
         LayerTensors {
             attn: HostTensor::new(vec![heads, tokens, tokens], attn),
@@ -122,7 +130,12 @@ pub fn render(args: RenderBench) -> Result<()> {
     let adapter = setup.adapter.get_info();
     // The head view needs one layer only; the overview every head.
     let layers = if tab == Tab::Head { 1 } else { args.layers };
-    let doc = Arc::new(Document::new(synthetic_session(layers, args.heads, args.tokens, 8)));
+    let doc = Arc::new(Document::new(synthetic_session(
+        layers,
+        args.heads,
+        args.tokens,
+        8,
+    )));
     let mut offscreen = Offscreen::new(setup.device, setup.queue, egui::Visuals::dark());
     let mut state = ViewState {
         tab,
@@ -164,10 +177,9 @@ pub fn open(args: OpenBench) -> Result<()> {
     let (heads, tokens, head_dim) = (12usize, 512usize, 32usize);
     let per_layer = 4 * heads * tokens * (tokens + 2 * head_dim);
     let layers = (args.megabytes * 1_000_000).div_ceil(per_layer);
-    let path = args
-        .file
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("headwise-bench-{}.safetensors", std::process::id())));
+    let path = args.file.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("headwise-bench-{}.safetensors", std::process::id()))
+    });
     synthetic_session(layers, heads, tokens, head_dim).save(&path, StoreDtype::F32)?;
     let bytes = std::fs::metadata(&path)?.len();
     let mut times = Vec::with_capacity(args.runs);

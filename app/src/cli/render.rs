@@ -57,12 +57,18 @@ pub fn parse_view(spec: &str) -> Result<ViewSpec> {
         let (l, h) = rest
             .split_once('.')
             .with_context(|| format!("--view {spec}: expected head:LAYER.HEAD, e.g. head:3.5"))?;
-        let layer = l.parse().with_context(|| format!("--view {spec}: '{l}' is not a layer number"))?;
-        let head = h.parse().with_context(|| format!("--view {spec}: '{h}' is not a head number"))?;
+        let layer = l
+            .parse()
+            .with_context(|| format!("--view {spec}: '{l}' is not a layer number"))?;
+        let head = h
+            .parse()
+            .with_context(|| format!("--view {spec}: '{h}' is not a head number"))?;
         return Ok(ViewSpec::Head { layer, head });
     }
     if spec.starts_with("qk:") || spec.starts_with("image:") {
-        bail!("--view {spec}: this view is not in this version of headwise yet (overview and head:L.H are)");
+        bail!(
+            "--view {spec}: this view is not in this version of headwise yet (overview and head:L.H are)"
+        );
     }
     bail!("--view {spec}: unknown view (overview or head:L.H)")
 }
@@ -75,7 +81,11 @@ pub fn run(args: RenderArgs) -> Result<()> {
     state.window = None;
     if let Some(input) = args.input {
         if input >= doc.inputs() {
-            bail!("--input {input}: {} has {} inputs", args.session.display(), doc.inputs());
+            bail!(
+                "--input {input}: {} has {} inputs",
+                args.session.display(),
+                doc.inputs()
+            );
         }
         state.input = input;
     }
@@ -107,8 +117,9 @@ pub fn run(args: RenderArgs) -> Result<()> {
     if args.log {
         state.style.log_scale = true;
     }
-    let setup = shared_wgpu_setup()
-        .context("no wgpu adapter: rendering needs a GPU or a software Vulkan driver (Mesa lavapipe)")?;
+    let setup = shared_wgpu_setup().context(
+        "no wgpu adapter: rendering needs a GPU or a software Vulkan driver (Mesa lavapipe)",
+    )?;
     let mut offscreen = Offscreen::new(setup.device, setup.queue, egui::Visuals::dark());
     let natural = natural_size(&doc, &state);
     let size = egui::vec2(
@@ -117,7 +128,12 @@ pub fn run(args: RenderArgs) -> Result<()> {
     );
     let image = offscreen.render(size, args.scale, |ui| draw_view(ui, &doc, &mut state))?;
     save_png(&image, &args.out)?;
-    eprintln!("wrote {} ({}x{})", args.out.display(), image.width(), image.height());
+    eprintln!(
+        "wrote {} ({}x{})",
+        args.out.display(),
+        image.width(),
+        image.height()
+    );
     Ok(())
 }
 
@@ -128,9 +144,17 @@ mod tests {
     #[test]
     fn view_names_parse_to_views() {
         assert_eq!(parse_view("overview").unwrap(), ViewSpec::Overview);
-        assert_eq!(parse_view("head:3.5").unwrap(), ViewSpec::Head { layer: 3, head: 5 });
+        assert_eq!(
+            parse_view("head:3.5").unwrap(),
+            ViewSpec::Head { layer: 3, head: 5 }
+        );
         assert!(parse_view("head:3").is_err());
         assert!(parse_view("head:x.1").is_err());
-        assert!(parse_view("qk:1.1").unwrap_err().to_string().contains("not in this version"));
+        assert!(
+            parse_view("qk:1.1")
+                .unwrap_err()
+                .to_string()
+                .contains("not in this version")
+        );
     }
 }

@@ -80,8 +80,15 @@ pub struct HeadwiseApp {
     close_confirmed: bool,
     show_help: bool,
     export: Option<ExportJob>,
-    render_device: Option<(eframe::egui_wgpu::wgpu::Device, eframe::egui_wgpu::wgpu::Queue)>,
+    render_device: Option<(
+        eframe::egui_wgpu::wgpu::Device,
+        eframe::egui_wgpu::wgpu::Queue,
+    )>,
     screenshot: Option<ScreenshotRequest>,
+    screenshots: (
+        std::sync::mpsc::Sender<Arc<egui::ColorImage>>,
+        std::sync::mpsc::Receiver<Arc<egui::ColorImage>>,
+    ),
     frames: u32,
 }
 
@@ -129,6 +136,7 @@ impl HeadwiseApp {
                 requested: false,
             }),
             frames: 0,
+            screenshots: std::sync::mpsc::channel(),
         };
         let session = options.session.clone().or_else(|| {
             (options.model.is_none())
@@ -146,7 +154,11 @@ impl HeadwiseApp {
         let model = options
             .model
             .clone()
-            .or_else(|| app.doc.as_ref().map(|d| d.session.meta.model.source.clone()))
+            .or_else(|| {
+                app.doc
+                    .as_ref()
+                    .map(|d| d.session.meta.model.source.clone())
+            })
             .or_else(|| app.settings.last_model.clone())
             .unwrap_or_else(|| DEFAULT_MODEL.to_string());
         // With a session on screen, the model loads in the background for new prompts but the
@@ -324,7 +336,8 @@ impl HeadwiseApp {
                         self.busy = None;
                         self.error = None;
                         let tokens = session.meta.inputs.first().map_or(0, |i| i.tokens.len());
-                        self.info = format!("{tokens} tokens in {:.0} ms", took.as_secs_f64() * 1000.0);
+                        self.info =
+                            format!("{tokens} tokens in {:.0} ms", took.as_secs_f64() * 1000.0);
                         self.set_document(session, None);
                         self.dirty = true;
                         self.settings.last_prompt = Some(self.prompt.clone());
@@ -395,7 +408,9 @@ impl HeadwiseApp {
         if pressed(Key::Num2) || pressed(Key::Enter) {
             self.view.tab = Tab::Head;
         }
-        if ctx.input(|i| i.key_pressed(Key::Questionmark) || (i.modifiers.shift && i.key_pressed(Key::Slash))) {
+        if ctx.input(|i| {
+            i.key_pressed(Key::Questionmark) || (i.modifiers.shift && i.key_pressed(Key::Slash))
+        }) {
             self.show_help = !self.show_help;
         }
         if pressed(Key::Escape) {
@@ -420,7 +435,11 @@ impl HeadwiseApp {
 
     fn offscreen(&self, ctx: &egui::Context) -> Option<Offscreen> {
         let (device, queue) = self.render_device.clone()?;
-        Some(Offscreen::new(device, queue, ctx.style().visuals.clone()))
+        Some(Offscreen::new(
+            device,
+            queue,
+            ctx.global_style().visuals.clone(),
+        ))
     }
 
     /// The current view as a PNG at twice the screen's resolution.
@@ -457,8 +476,20 @@ impl HeadwiseApp {
                 quit_after: false,
                 requested: true,
             });
-            ctx.send_viewport_cmd(egui::ViewportCommand::Screenshot(Default::default()));
+            self.ask_screenshot(ctx);
         }
+    }
+
+    /// Asks eframe for a picture of the window; it arrives in a later frame.
+    fn ask_screenshot(&self, ctx: &egui::Context) {
+        let send = self.screenshots.0.clone();
+        let repaint = ctx.clone();
+        ctx.send_viewport_cmd(egui::ViewportCommand::Screenshot(
+            egui::ScreenshotCallback::new(move |image| {
+                let _ = send.send(image);
+                repaint.request_repaint();
+            }),
+        ));
     }
 
     fn export_heads_dialog(&mut self, ctx: &egui::Context, whole_model: bool) {
@@ -471,23 +502,24 @@ impl HeadwiseApp {
             } else {
                 vec![self.view.layer]
             };
-            self.export = Some(ExportJob::start(offscreen, doc, self.view.clone(), layers, dir));
+            self.export = Some(ExportJob::start(
+                offscreen,
+                doc,
+                self.view.clone(),
+                layers,
+                dir,
+            ));
         }
     }
 
     fn take_screenshots(&mut self, ctx: &egui::Context) {
-        let shots: Vec<Arc<egui::ColorImage>> = ctx.input(|i| {
-            i.raw
-                .events
-                .iter()
-                .filter_map(|e| match e {
-                    egui::Event::Screenshot { image, .. } => Some(image.clone()),
-                    _ => None,
-                })
-                .collect()
-        });
+        let shots: Vec<Arc<egui::ColorImage>> = self.screenshots.1.try_iter().collect();
         if let (Some(image), Some(request)) = (shots.last(), self.screenshot.clone()) {
-            let ScreenshotRequest { path, quit_after: quit, .. } = request;
+            let ScreenshotRequest {
+                path,
+                quit_after: quit,
+                ..
+            } = request;
             let rgba = image::RgbaImage::from_raw(
                 image.width() as u32,
                 image.height() as u32,
@@ -531,7 +563,11 @@ impl HeadwiseApp {
         ui.horizontal_wrapped(|ui| {
             for m in KNOWN_MODELS {
                 let fetched = fetched_path(m).exists();
-                let label = if fetched { m.name.to_string() } else { format!("{} (fetch)", m.name) };
+                let label = if fetched {
+                    m.name.to_string()
+                } else {
+                    format!("{} (fetch)", m.name)
+                };
                 if ui.button(label).on_hover_text(m.description).clicked() {
                     self.open_model_spec(m.name.to_string());
                 }
@@ -606,10 +642,16 @@ impl HeadwiseApp {
             if ui.button("Open…").clicked() {
                 self.ask_open_session();
             }
-            if ui.add_enabled(self.doc.is_some(), egui::Button::new("Save")).clicked() {
+            if ui
+                .add_enabled(self.doc.is_some(), egui::Button::new("Save"))
+                .clicked()
+            {
                 self.save();
             }
-            if ui.add_enabled(self.doc.is_some(), egui::Button::new("Save as…")).clicked() {
+            if ui
+                .add_enabled(self.doc.is_some(), egui::Button::new("Save as…"))
+                .clicked()
+            {
                 self.save_as();
             }
         });
@@ -617,8 +659,16 @@ impl HeadwiseApp {
         if !recent.is_empty() {
             ui.collapsing("recent sessions", |ui| {
                 for p in recent {
-                    let name = p.file_name().unwrap_or_default().to_string_lossy().to_string();
-                    if ui.small_button(name).on_hover_text(p.display().to_string()).clicked() {
+                    let name = p
+                        .file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .to_string();
+                    if ui
+                        .small_button(name)
+                        .on_hover_text(p.display().to_string())
+                        .clicked()
+                    {
                         self.open_session_checked(p);
                     }
                 }
@@ -739,7 +789,9 @@ impl HeadwiseApp {
                 .resizable(false)
                 .anchor(egui::Align2::CENTER_CENTER, egui::Vec2::ZERO)
                 .show(ctx, |ui| {
-                    ui.label(format!("The current results are not saved. Save them before {what}?"));
+                    ui.label(format!(
+                        "The current results are not saved. Save them before {what}?"
+                    ));
                     ui.horizontal(|ui| {
                         if ui.button("Save").clicked() {
                             choice = Some(0);
@@ -803,7 +855,10 @@ pub const SHORTCUTS: &[(&str, &str)] = &[
     ("Ctrl+E", "export the view as PNG (2x)"),
     ("Ctrl+Shift+E", "export the window as PNG"),
     ("F1 or ?", "this help"),
-    ("wheel / drag", "zoom / pan the heatmap (double-click resets)"),
+    (
+        "wheel / drag",
+        "zoom / pan the heatmap (double-click resets)",
+    ),
 ];
 
 impl eframe::App for HeadwiseApp {
@@ -831,14 +886,28 @@ impl eframe::App for HeadwiseApp {
                         self.error = Some("The prompt is empty.".into());
                     } else {
                         self.request_run();
-                        self.busy = Some(Status { message: "running".into(), fraction: None });
+                        self.busy = Some(Status {
+                            message: "running".into(),
+                            fraction: None,
+                        });
                     }
                 }
             } else {
-                ctx.request_repaint_after(DEBOUNCE.saturating_sub(waited).max(Duration::from_millis(20)));
+                ctx.request_repaint_after(
+                    DEBOUNCE
+                        .saturating_sub(waited)
+                        .max(Duration::from_millis(20)),
+                );
             }
         }
-        let dropped: Vec<PathBuf> = ctx.input(|i| i.raw.dropped_files.iter().filter_map(|f| f.path.clone()).collect());
+        let dropped: Vec<PathBuf> = ctx.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_path_buf())
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        });
         for path in dropped {
             self.open_path(path);
         }
@@ -867,7 +936,11 @@ impl eframe::App for HeadwiseApp {
                 ui.small(&self.info);
                 if let Some(export) = &self.export {
                     ui.separator();
-                    ui.add(egui::ProgressBar::new(export.fraction()).desired_width(160.0).text("exporting"));
+                    ui.add(
+                        egui::ProgressBar::new(export.fraction())
+                            .desired_width(160.0)
+                            .text("exporting"),
+                    );
                 }
             });
         });
@@ -882,11 +955,17 @@ impl eframe::App for HeadwiseApp {
 
         // A few frames let the layout settle and the GPU uploads finish before the picture.
         self.frames += 1;
-        if let Some(request) = &mut self.screenshot {
-            if !request.requested && self.frames >= 5 {
+        let due = self
+            .screenshot
+            .as_ref()
+            .is_some_and(|r| !r.requested && self.frames >= 5);
+        if due {
+            if let Some(request) = &mut self.screenshot {
                 request.requested = true;
-                ctx.send_viewport_cmd(egui::ViewportCommand::Screenshot(Default::default()));
             }
+            self.ask_screenshot(&ctx);
+        }
+        if self.screenshot.is_some() {
             ctx.request_repaint();
         }
     }

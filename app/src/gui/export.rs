@@ -44,7 +44,11 @@ pub fn draw_view(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) 
 pub fn natural_size(doc: &Document, state: &ViewState) -> egui::Vec2 {
     match state.tab {
         Tab::Overview => {
-            let cell = if doc.layers() * doc.heads() > 150 { 40.0 } else { 64.0 };
+            let cell = if doc.layers() * doc.heads() > 150 {
+                40.0
+            } else {
+                64.0
+            };
             overview::grid_size(cell, doc.layers(), doc.heads()) + egui::vec2(40.0, 80.0)
         }
         Tab::Head => egui::vec2(900.0, 940.0),
@@ -109,7 +113,8 @@ impl ExportJob {
                             window: None,
                             ..view.clone()
                         };
-                        let image = render_view(&mut offscreen, &doc, &mut state, natural_size(&doc, &state), 1.0)?;
+                        let size = natural_size(&doc, &state);
+                        let image = render_view(&mut offscreen, &doc, &mut state, size, 1.0)?;
                         save_png(&image, &dir.join(format!("L{layer:02}_H{h:02}.png")))?;
                         counter.fetch_add(1, Ordering::Relaxed);
                     }

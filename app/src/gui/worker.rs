@@ -16,11 +16,28 @@ pub enum Job {
 }
 
 pub enum Report {
-    Progress { message: String, fraction: Option<f32> },
-    Loaded { spec: String, summary: String, device: String },
-    LoadFailed { spec: String, error: String },
-    Ran { id: u64, session: Session, took: Duration },
-    RunFailed { id: u64, error: String },
+    Progress {
+        message: String,
+        fraction: Option<f32>,
+    },
+    Loaded {
+        spec: String,
+        summary: String,
+        device: String,
+    },
+    LoadFailed {
+        spec: String,
+        error: String,
+    },
+    Ran {
+        id: u64,
+        session: Session,
+        took: Duration,
+    },
+    RunFailed {
+        id: u64,
+        error: String,
+    },
 }
 
 pub struct Worker {
@@ -122,7 +139,11 @@ fn work(jobs: Receiver<Job>, reports: Sender<Report>, ctx: egui::Context, choice
     }
 }
 
-fn load(spec: &str, choice: DeviceChoice, report: &dyn Fn(Report)) -> anyhow::Result<(Model, String)> {
+fn load(
+    spec: &str,
+    choice: DeviceChoice,
+    report: &dyn Fn(Report),
+) -> anyhow::Result<(Model, String)> {
     let progress = |message: &str, fraction: Option<f32>| {
         report(Report::Progress {
             message: message.to_string(),
@@ -132,8 +153,10 @@ fn load(spec: &str, choice: DeviceChoice, report: &dyn Fn(Report)) -> anyhow::Re
     let path = resolve_model(spec, &progress)?;
     let device = create_device(choice)?;
     progress(&format!("loading {spec}"), Some(0.0));
-    let model = Model::load(&path, &device.device, &|f| progress(&format!("loading {spec}"), Some(f)))
-        .map_err(|e| anyhow::anyhow!("loading model {spec}: {e}"))?;
+    let model = Model::load(&path, &device.device, &|f| {
+        progress(&format!("loading {spec}"), Some(f))
+    })
+    .map_err(|e| anyhow::anyhow!("loading model {spec}: {e}"))?;
     Ok((model, device.description))
 }
 

@@ -72,7 +72,14 @@ pub fn all_tables_rgba() -> Vec<[f32; 4]> {
     ColorMap::ALL
         .iter()
         .flat_map(|m| m.table())
-        .map(|c| [c[0] as f32 / 255.0, c[1] as f32 / 255.0, c[2] as f32 / 255.0, 1.0])
+        .map(|c| {
+            [
+                c[0] as f32 / 255.0,
+                c[1] as f32 / 255.0,
+                c[2] as f32 / 255.0,
+                1.0,
+            ]
+        })
         .collect()
 }
 
@@ -115,7 +122,10 @@ mod tests {
                 let (t, d) = map.decode(*c);
                 assert_eq!(d, 0);
                 // Neighbouring entries may share a colour; they decode to the first of them.
-                assert!((t - i as f32 / 255.0).abs() <= 2.0 / 255.0, "{map:?} entry {i}");
+                assert!(
+                    (t - i as f32 / 255.0).abs() <= 2.0 / 255.0,
+                    "{map:?} entry {i}"
+                );
             }
         }
     }

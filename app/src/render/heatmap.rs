@@ -18,11 +18,19 @@ const PARAMS_STRIDE: u64 = 256;
 /// Which attention matrix of a session to draw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Matrix {
-    Head { layer: usize, head: usize },
+    Head {
+        layer: usize,
+        head: usize,
+    },
     /// Mean or max over the heads of one layer.
-    Layer { layer: usize, reduce: Reduce },
+    Layer {
+        layer: usize,
+        reduce: Reduce,
+    },
     /// Mean or max over every head of every layer.
-    Model { reduce: Reduce },
+    Model {
+        reduce: Reduce,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -190,7 +198,9 @@ impl HeatmapResources {
             generation: None,
             matrices: HashMap::new(),
             bind_groups: HashMap::new(),
-            max_binding: limits.max_storage_buffer_binding_size.min(limits.max_buffer_size),
+            max_binding: limits
+                .max_storage_buffer_binding_size
+                .min(limits.max_buffer_size),
             uploaded_bytes: 0,
         }
     }

@@ -81,28 +81,42 @@ impl Offscreen {
             .native_pixels_per_point = Some(pixels_per_point);
         // egui sizes some widgets from the previous pass; a few passes settle the layout. Every
         // pass's texture changes (the font atlas first) must reach the renderer in order.
-        let mut deltas = Vec::new();
+        let mut delta = egui::TexturesDelta::default();
         let mut output = None;
         for _ in 0..3 {
-            let out = self.ctx.run_ui(input.clone(), |root| {
+            let mut out = self.ctx.run_ui(input.clone(), |root| {
                 egui::CentralPanel::default()
                     .frame(egui::Frame::central_panel(root.style()))
                     .show(root, &mut ui);
             });
-            deltas.push(out.textures_delta.clone());
+            delta.append(std::mem::take(&mut out.textures_delta));
             output = Some(out);
         }
-        let output = output.context("no egui pass ran")?;
+        let painted = self.paint(&delta, output, size, readback);
+        self.free_textures(&mut delta);
+        painted
+    }
+
+    /// Tessellates and draws a finished egui pass, optionally reading the pixels back.
+    fn paint(
+        &mut self,
+        delta: &egui::TexturesDelta,
+        output: Option<egui::FullOutput>,
+        size: egui::Vec2,
+        readback: bool,
+    ) -> Result<Option<image::RgbaImage>> {
+        let mut output = output.context("no egui pass ran")?;
+        let shapes = std::mem::take(&mut output.shapes);
         let ppp = output.pixels_per_point;
-        let jobs = self.ctx.tessellate(output.shapes, ppp);
+        let jobs = self.ctx.tessellate(shapes, ppp);
         let width = (size.x * ppp).round().max(1.0) as u32;
         let height = (size.y * ppp).round().max(1.0) as u32;
         let screen = ScreenDescriptor {
             size_in_pixels: [width, height],
             pixels_per_point: ppp,
         };
-        for delta in &deltas {
-            for (id, image) in &delta.set {
+        for (id, images) in &delta.set {
+            for image in images {
                 self.renderer
                     .update_texture(&self.device, &self.queue, *id, image);
             }
@@ -131,7 +145,7 @@ impl Offscreen {
             self.renderer
                 .update_buffers(&self.device, &self.queue, &mut encoder, &jobs, &screen);
         {
-            let fill = self.ctx.style().visuals.panel_fill;
+            let fill = self.ctx.global_style().visuals.panel_fill;
             let [r, g, b, a] = fill.to_normalized_gamma_f32();
             let pass = encoder.begin_render_pass(&wgpu::RenderPassDescriptor {
                 label: Some("offscreen"),
@@ -163,7 +177,6 @@ impl Offscreen {
             self.device
                 .poll(wgpu::PollType::wait_indefinitely())
                 .context("waiting for the GPU")?;
-            self.free_textures(&deltas);
             return Ok(None);
         }
         let bytes_per_row = (width * 4).div_ceil(256) * 256;
@@ -208,7 +221,9 @@ impl Offscreen {
             .recv()
             .context("the GPU never finished")?
             .context("reading the image back")?;
-        let mapped = slice.get_mapped_range();
+        let mapped = slice
+            .get_mapped_range()
+            .map_err(|e| anyhow::anyhow!("reading the image back: {e:?}"))?;
         let mut pixels = Vec::with_capacity((width * height * 4) as usize);
         for row in 0..height as usize {
             let start = row * bytes_per_row as usize;
@@ -216,17 +231,16 @@ impl Offscreen {
         }
         drop(mapped);
         readback.unmap();
-        self.free_textures(&deltas);
         image::RgbaImage::from_raw(width, height, pixels)
             .context("image size")
             .map(Some)
     }
 
-    fn free_textures(&mut self, deltas: &[egui::TexturesDelta]) {
-        for delta in deltas {
-            for id in &delta.free {
-                self.renderer.free_texture(id);
-            }
+    /// Frees what egui asked to free and marks the changes as handled.
+    fn free_textures(&mut self, delta: &mut egui::TexturesDelta) {
+        for id in &delta.free {
+            self.renderer.free_texture(id);
         }
+        delta.clear();
     }
 }

@@ -16,8 +16,16 @@ const AXIS: f32 = 90.0;
 pub fn controls(ui: &mut egui::Ui, doc: &Document, state: &mut ViewState) {
     ui.horizontal_wrapped(|ui| {
         let (layers, heads) = (doc.layers(), doc.heads());
-        ui.add(egui::DragValue::new(&mut state.layer).range(0..=layers.saturating_sub(1)).prefix("layer "));
-        ui.add(egui::DragValue::new(&mut state.head).range(0..=heads.saturating_sub(1)).prefix("head "));
+        ui.add(
+            egui::DragValue::new(&mut state.layer)
+                .range(0..=layers.saturating_sub(1))
+                .prefix("layer "),
+        );
+        ui.add(
+            egui::DragValue::new(&mut state.head)
+                .range(0..=heads.saturating_sub(1))
+                .prefix("head "),
+        );
         egui::ComboBox::from_id_salt("matrix")
             .selected_text(selection_label(state.selection))
             .show_ui(ui, |ui| {
@@ -52,7 +60,13 @@ pub fn controls(ui: &mut egui::Ui, doc: &Document, state: &mut ViewState) {
     } else {
         "0".to_string()
     };
-    legend::show(ui, state.style.colormap, "weight", &low, &format!("{}", state.style.vmax));
+    legend::show(
+        ui,
+        state.style.colormap,
+        "weight",
+        &low,
+        &format!("{}", state.style.vmax),
+    );
 }
 
 pub fn selection_label(s: Selection) -> &'static str {
@@ -69,15 +83,26 @@ pub fn selection_label(s: Selection) -> &'static str {
 pub fn title(state: &ViewState) -> String {
     match state.selection {
         Selection::Head => format!("layer {}, head {}", state.layer, state.head),
-        Selection::Layer(_) => format!("layer {}: {}", state.layer, selection_label(state.selection)),
+        Selection::Layer(_) => format!(
+            "layer {}: {}",
+            state.layer,
+            selection_label(state.selection)
+        ),
         Selection::Model(_) => selection_label(state.selection).to_string(),
     }
 }
 
 /// The tokens the view shows (stored indices), after hiding special ones if asked.
 pub fn visible(doc: &Document, state: &ViewState) -> Vec<usize> {
-    let key = MatrixKey { input: state.input, matrix: state.matrix(), thumbnail: false };
-    doc.visible_tokens(key, state.hide_special).into_iter().map(|i| i as usize).collect()
+    let key = MatrixKey {
+        input: state.input,
+        matrix: state.matrix(),
+        thumbnail: false,
+    };
+    doc.visible_tokens(key, state.hide_special)
+        .into_iter()
+        .map(|i| i as usize)
+        .collect()
 }
 
 /// Draws the heatmap with its axes in the space left in `ui`.
@@ -91,9 +116,15 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
     let tokens = doc.tokens(state.input);
     let available = ui.available_size();
     let side = (available.x - AXIS).min(available.y - AXIS).max(64.0);
-    let (outer, _) = ui.allocate_exact_size(egui::vec2(side + AXIS, side + AXIS), egui::Sense::hover());
-    let plot = egui::Rect::from_min_size(outer.min + egui::vec2(AXIS, AXIS), egui::vec2(side, side));
-    let response = ui.interact(plot, ui.id().with("head heatmap"), egui::Sense::click_and_drag());
+    let (outer, _) =
+        ui.allocate_exact_size(egui::vec2(side + AXIS, side + AXIS), egui::Sense::hover());
+    let plot =
+        egui::Rect::from_min_size(outer.min + egui::vec2(AXIS, AXIS), egui::vec2(side, side));
+    let response = ui.interact(
+        plot,
+        ui.make_persistent_id("head heatmap"),
+        egui::Sense::click_and_drag(),
+    );
     let mut window = state.window.unwrap_or([0.0, 0.0, n, n]);
 
     // Zoom about the pointer with the wheel or a pinch; pan by dragging.
@@ -123,13 +154,22 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
     state.window = (window != [0.0, 0.0, n, n]).then_some(window);
 
     let source: Arc<dyn MatrixSource> = doc.clone();
-    let key = MatrixKey { input: state.input, matrix: state.matrix(), thumbnail: false };
+    let key = MatrixKey {
+        input: state.input,
+        matrix: state.matrix(),
+        thumbnail: false,
+    };
     let painter = ui.painter_at(outer);
     painter.add(
         HeatmapCallback::new(source, key, plot, window, state.hide_special, state.style)
             .into_shape(ui.clip_rect()),
     );
-    painter.rect_stroke(plot, 0.0, ui.visuals().widgets.noninteractive.bg_stroke, egui::StrokeKind::Outside);
+    painter.rect_stroke(
+        plot,
+        0.0,
+        ui.visuals().widgets.noninteractive.bg_stroke,
+        egui::StrokeKind::Outside,
+    );
 
     // Axis labels: every token when they fit, else every k-th.
     let text = ui.visuals().text_color();
@@ -144,7 +184,10 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
         let label = clip_label(&tokens[visible[v]]);
         let galley = painter.layout_no_wrap(label, font.clone(), text);
         let pos = egui::pos2(x - galley.size().y / 2.0, plot.top() - 4.0);
-        painter.add(egui::epaint::TextShape::new(pos, galley, text).with_angle(-std::f32::consts::FRAC_PI_2));
+        painter.add(
+            egui::epaint::TextShape::new(pos, galley, text)
+                .with_angle(-std::f32::consts::FRAC_PI_2),
+        );
     }
     let per_row = side / window[3];
     let every_row = ((font_size + 1.0) / per_row).ceil().max(1.0) as usize;
@@ -161,7 +204,13 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
         );
     }
     let small = egui::FontId::proportional(11.0);
-    painter.text(outer.left_top() + egui::vec2(2.0, 2.0), egui::Align2::LEFT_TOP, "query ↓  key →", small, text);
+    painter.text(
+        outer.left_top() + egui::vec2(2.0, 2.0),
+        egui::Align2::LEFT_TOP,
+        "query ↓  key →",
+        small,
+        text,
+    );
 
     if let Some(pointer) = response.hover_pos() {
         let u = (pointer - plot.min) / side;
@@ -181,7 +230,11 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
 
 fn clip_label(token: &str) -> String {
     let shown: String = token.replace('\n', "⏎").chars().take(14).collect();
-    if shown.is_empty() { "␣".into() } else { shown }
+    if shown.is_empty() {
+        "␣".into()
+    } else {
+        shown
+    }
 }
 
 /// Decoders: the most likely next tokens with their probabilities.

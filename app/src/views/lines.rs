@@ -31,7 +31,11 @@ pub fn controls(ui: &mut egui::Ui, doc: &Document, state: &mut ViewState) {
         ui.label("heads:");
         for h in 0..doc.heads() {
             let on = h == state.head || state.line_heads.contains(&h);
-            let text = egui::RichText::new(format!("{h}")).color(if on { head_colour(h) } else { ui.visuals().weak_text_color() });
+            let text = egui::RichText::new(format!("{h}")).color(if on {
+                head_colour(h)
+            } else {
+                ui.visuals().weak_text_color()
+            });
             if ui.selectable_label(on, text).clicked() && h != state.head {
                 if on {
                     state.line_heads.retain(|&x| x != h);
@@ -54,7 +58,13 @@ pub fn show(ui: &mut egui::Ui, doc: &Document, state: &ViewState) {
         return;
     }
     let mut heads = vec![state.head];
-    heads.extend(state.line_heads.iter().copied().filter(|&h| h != state.head));
+    heads.extend(
+        state
+            .line_heads
+            .iter()
+            .copied()
+            .filter(|&h| h != state.head),
+    );
     let row_h = 16.0;
     let width = ui.available_width().clamp(300.0, 700.0);
     let (rect, response) = ui.allocate_exact_size(
@@ -72,12 +82,27 @@ pub fn show(ui: &mut egui::Ui, doc: &Document, state: &ViewState) {
     });
     for (v, &t) in visible.iter().enumerate() {
         let label: String = tokens[t].chars().take(16).collect();
-        painter.text(egui::pos2(left_x - 6.0, y(v)), egui::Align2::RIGHT_CENTER, &label, font.clone(), text);
-        painter.text(egui::pos2(right_x + 6.0, y(v)), egui::Align2::LEFT_CENTER, &label, font.clone(), text);
+        painter.text(
+            egui::pos2(left_x - 6.0, y(v)),
+            egui::Align2::RIGHT_CENTER,
+            &label,
+            font.clone(),
+            text,
+        );
+        painter.text(
+            egui::pos2(right_x + 6.0, y(v)),
+            egui::Align2::LEFT_CENTER,
+            &label,
+            font.clone(),
+            text,
+        );
     }
     for &head in &heads {
         let colour = head_colour(head);
-        let matrix = Matrix::Head { layer: state.layer, head };
+        let matrix = Matrix::Head {
+            layer: state.layer,
+            head,
+        };
         for (qv, &q) in visible.iter().enumerate() {
             if hovered_query.is_some_and(|h| h != qv) {
                 continue;
@@ -90,7 +115,15 @@ pub fn show(ui: &mut egui::Ui, doc: &Document, state: &ViewState) {
                 let alpha = (w.sqrt() * 255.0) as u8;
                 painter.line_segment(
                     [egui::pos2(left_x, y(qv)), egui::pos2(right_x, y(kv))],
-                    egui::Stroke::new(1.0 + 2.0 * w, egui::Color32::from_rgba_unmultiplied(colour.r(), colour.g(), colour.b(), alpha)),
+                    egui::Stroke::new(
+                        1.0 + 2.0 * w,
+                        egui::Color32::from_rgba_unmultiplied(
+                            colour.r(),
+                            colour.g(),
+                            colour.b(),
+                            alpha,
+                        ),
+                    ),
                 );
             }
         }

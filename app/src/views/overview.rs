@@ -23,7 +23,11 @@ const GAP: f32 = 3.0;
 pub fn controls(ui: &mut egui::Ui, state: &mut ViewState) {
     ui.horizontal_wrapped(|ui| {
         ui.label("cells:");
-        ui.selectable_value(&mut state.overview_mode, OverviewMode::Thumbnails, "attention");
+        ui.selectable_value(
+            &mut state.overview_mode,
+            OverviewMode::Thumbnails,
+            "attention",
+        );
         for metric in HeadMetric::ALL {
             ui.selectable_value(
                 &mut state.overview_mode,
@@ -63,7 +67,9 @@ fn head_order(doc: &Document, input: usize, sort_by: Option<HeadMetric>) -> Vec<
     (0..doc.layers())
         .map(|layer| {
             let mut heads: Vec<usize> = (0..doc.heads()).collect();
-            if let (Some(metric), Some(m)) = (sort_by, doc.metrics.get(input).and_then(|m| m.get(layer))) {
+            if let (Some(metric), Some(m)) =
+                (sort_by, doc.metrics.get(input).and_then(|m| m.get(layer)))
+            {
                 heads.sort_by(|&a, &b| m[b].get(metric).total_cmp(&m[a].get(metric)));
             }
             heads
@@ -86,7 +92,11 @@ fn metric_range(doc: &Document, input: usize, metric: HeadMetric) -> (f32, f32) 
     let (lo, hi) = values.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
         (lo.min(v), hi.max(v))
     });
-    if lo.is_finite() && hi > lo { (lo, hi) } else { (0.0, 1.0) }
+    if lo.is_finite() && hi > lo {
+        (lo, hi)
+    } else {
+        (0.0, 1.0)
+    }
 }
 
 /// The grid's cell size for an area: as large as fits, within reason.
@@ -105,99 +115,138 @@ pub fn grid_size(cell: f32, layers: usize, heads: usize) -> egui::Vec2 {
 }
 
 /// Draws the grid in the space left in `ui`.
-pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Option<OverviewAction> {
+pub fn show(
+    ui: &mut egui::Ui,
+    doc: &Arc<Document>,
+    state: &mut ViewState,
+) -> Option<OverviewAction> {
     let (layers, heads) = (doc.layers(), doc.heads());
     let input = state.input;
     let t = doc.tokens(input).len();
     if let OverviewMode::Metric(metric) = state.overview_mode {
         let (lo, hi) = metric_range(doc, input, metric);
-        legend::show(ui, state.style.colormap, metric.label(), &format!("{lo:.2}"), &format!("{hi:.2}"));
+        legend::show(
+            ui,
+            state.style.colormap,
+            metric.label(),
+            &format!("{lo:.2}"),
+            &format!("{hi:.2}"),
+        );
+    }
+    if let Some(metric) = state.sort_by {
+        ui.collapsing(format!("heads ranked by {}", metric.label()), |ui| {
+            ui.horizontal_wrapped(|ui| {
+                for (rank, (layer, head, value)) in
+                    ranking(doc, input, metric).into_iter().take(12).enumerate()
+                {
+                    let label = format!("#{} L{layer}.H{head} ({value:.3})", rank + 1);
+                    if ui.small_button(label).clicked() {
+                        state.layer = layer;
+                        state.head = head;
+                    }
+                }
+            });
+        });
     }
     let cell = cell_size(ui.available_size(), layers, heads);
     let size = grid_size(cell, layers, heads);
     let mut action = None;
-    egui::ScrollArea::both().auto_shrink([false, false]).show(ui, |ui| {
-        let (rect, response) = ui.allocate_exact_size(size, egui::Sense::click());
-        let painter = ui.painter_at(rect);
-        let clip = ui.clip_rect();
-        let text = ui.visuals().text_color();
-        let font = egui::FontId::proportional(11.0);
-        let order = head_order(doc, input, state.sort_by);
-        let source: Arc<dyn MatrixSource> = doc.clone();
-        for h in 0..heads {
-            let x = rect.left() + LABEL_WIDTH + h as f32 * (cell + GAP) + cell / 2.0;
-            let label = if state.sort_by.is_some() { format!("#{}", h + 1) } else { format!("H{h}") };
-            painter.text(egui::pos2(x, rect.top() + 2.0), egui::Align2::CENTER_TOP, label, font.clone(), text);
-        }
-        let range = match state.overview_mode {
-            OverviewMode::Metric(metric) => Some((metric, metric_range(doc, input, metric))),
-            OverviewMode::Thumbnails => None,
-        };
-        let mut hovered = None;
-        for (layer, row) in order.iter().enumerate() {
-            let y = rect.top() + HEADER_HEIGHT + layer as f32 * (cell + GAP);
-            painter.text(
-                egui::pos2(rect.left() + 2.0, y + cell / 2.0),
-                egui::Align2::LEFT_CENTER,
-                format!("L{layer}"),
-                font.clone(),
-                text,
-            );
-            for (column, &head) in row.iter().enumerate() {
-                let min = egui::pos2(rect.left() + LABEL_WIDTH + column as f32 * (cell + GAP), y);
-                let cell_rect = egui::Rect::from_min_size(min, egui::vec2(cell, cell));
-                if !clip.intersects(cell_rect) {
-                    continue;
-                }
-                match range {
-                    None => {
-                        let matrix = Matrix::Head { layer, head };
-                        let callback = HeatmapCallback::new(
-                            source.clone(),
-                            thumbnail_key(input, matrix, t),
-                            cell_rect,
-                            [0.0, 0.0, t as f32, t as f32],
-                            false,
-                            state.style,
+    egui::ScrollArea::both()
+        .auto_shrink([false, false])
+        .show(ui, |ui| {
+            let (rect, response) = ui.allocate_exact_size(size, egui::Sense::click());
+            let painter = ui.painter_at(rect);
+            let clip = ui.clip_rect();
+            let text = ui.visuals().text_color();
+            let font = egui::FontId::proportional(11.0);
+            let order = head_order(doc, input, state.sort_by);
+            let source: Arc<dyn MatrixSource> = doc.clone();
+            for h in 0..heads {
+                let x = rect.left() + LABEL_WIDTH + h as f32 * (cell + GAP) + cell / 2.0;
+                let label = if state.sort_by.is_some() {
+                    format!("#{}", h + 1)
+                } else {
+                    format!("H{h}")
+                };
+                painter.text(
+                    egui::pos2(x, rect.top() + 2.0),
+                    egui::Align2::CENTER_TOP,
+                    label,
+                    font.clone(),
+                    text,
+                );
+            }
+            let range = match state.overview_mode {
+                OverviewMode::Metric(metric) => Some((metric, metric_range(doc, input, metric))),
+                OverviewMode::Thumbnails => None,
+            };
+            let mut hovered = None;
+            for (layer, row) in order.iter().enumerate() {
+                let y = rect.top() + HEADER_HEIGHT + layer as f32 * (cell + GAP);
+                painter.text(
+                    egui::pos2(rect.left() + 2.0, y + cell / 2.0),
+                    egui::Align2::LEFT_CENTER,
+                    format!("L{layer}"),
+                    font.clone(),
+                    text,
+                );
+                for (column, &head) in row.iter().enumerate() {
+                    let min =
+                        egui::pos2(rect.left() + LABEL_WIDTH + column as f32 * (cell + GAP), y);
+                    let cell_rect = egui::Rect::from_min_size(min, egui::vec2(cell, cell));
+                    if !clip.intersects(cell_rect) {
+                        continue;
+                    }
+                    match range {
+                        None => {
+                            let matrix = Matrix::Head { layer, head };
+                            let callback = HeatmapCallback::new(
+                                source.clone(),
+                                thumbnail_key(input, matrix, t),
+                                cell_rect,
+                                [0.0, 0.0, t as f32, t as f32],
+                                false,
+                                state.style,
+                            );
+                            painter.add(callback.into_shape(clip));
+                        }
+                        Some((metric, (lo, hi))) => {
+                            let value = doc.metrics[input][layer][head].get(metric);
+                            let colour =
+                                legend::colour(state.style.colormap, (value - lo) / (hi - lo));
+                            painter.rect_filled(cell_rect, 0.0, colour);
+                        }
+                    }
+                    if (layer, head) == (state.layer, state.head) {
+                        painter.rect_stroke(
+                            cell_rect.expand(1.5),
+                            0.0,
+                            egui::Stroke::new(2.0, ui.visuals().selection.stroke.color),
+                            egui::StrokeKind::Outside,
                         );
-                        painter.add(callback.into_shape(clip));
                     }
-                    Some((metric, (lo, hi))) => {
-                        let value = doc.metrics[input][layer][head].get(metric);
-                        let colour = legend::colour(state.style.colormap, (value - lo) / (hi - lo));
-                        painter.rect_filled(cell_rect, 0.0, colour);
+                    if response.hover_pos().is_some_and(|p| cell_rect.contains(p)) {
+                        hovered = Some((layer, head));
                     }
-                }
-                if (layer, head) == (state.layer, state.head) {
-                    painter.rect_stroke(
-                        cell_rect.expand(1.5),
-                        0.0,
-                        egui::Stroke::new(2.0, ui.visuals().selection.stroke.color),
-                        egui::StrokeKind::Outside,
-                    );
-                }
-                if response.hover_pos().is_some_and(|p| cell_rect.contains(p)) {
-                    hovered = Some((layer, head));
                 }
             }
-        }
-        if let Some((layer, head)) = hovered {
-            let metrics = doc.metrics[input][layer][head];
-            response.clone().on_hover_ui_at_pointer(|ui| {
-                ui.strong(format!("layer {layer}, head {head}"));
-                egui::Grid::new("head metrics").show(ui, |ui| {
-                    for metric in HeadMetric::ALL {
-                        ui.label(metric.label());
-                        ui.label(format!("{:.3}", metrics.get(metric)));
-                        ui.end_row();
-                    }
+            if let Some((layer, head)) = hovered {
+                let metrics = doc.metrics[input][layer][head];
+                response.clone().on_hover_ui_at_pointer(|ui| {
+                    ui.strong(format!("layer {layer}, head {head}"));
+                    egui::Grid::new("head metrics").show(ui, |ui| {
+                        for metric in HeadMetric::ALL {
+                            ui.label(metric.label());
+                            ui.label(format!("{:.3}", metrics.get(metric)));
+                            ui.end_row();
+                        }
+                    });
                 });
-            });
-            if response.clicked() {
-                action = Some(OverviewAction::OpenHead { layer, head });
+                if response.clicked() {
+                    action = Some(OverviewAction::OpenHead { layer, head });
+                }
             }
-        }
-    });
+        });
     action
 }
 
@@ -209,7 +258,12 @@ pub fn ranking(doc: &Document, input: usize, metric: HeadMetric) -> Vec<(usize, 
         .into_iter()
         .flatten()
         .enumerate()
-        .flat_map(|(l, heads)| heads.iter().enumerate().map(move |(h, m)| (l, h, m.get(metric))))
+        .flat_map(|(l, heads)| {
+            heads
+                .iter()
+                .enumerate()
+                .map(move |(h, m)| (l, h, m.get(metric)))
+        })
         .collect();
     all.sort_by(|a, b| b.2.total_cmp(&a.2));
     all

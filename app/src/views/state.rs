@@ -95,8 +95,12 @@ impl ViewState {
 
     /// Moves the selected head by `dh` heads and `dl` layers, staying on the grid.
     pub fn step(&mut self, dl: isize, dh: isize, layers: usize, heads: usize) {
-        self.layer = (self.layer as isize + dl).clamp(0, layers as isize - 1).max(0) as usize;
-        self.head = (self.head as isize + dh).clamp(0, heads as isize - 1).max(0) as usize;
+        self.layer = (self.layer as isize + dl)
+            .clamp(0, layers as isize - 1)
+            .max(0) as usize;
+        self.head = (self.head as isize + dh)
+            .clamp(0, heads as isize - 1)
+            .max(0) as usize;
     }
 
     pub fn to_json(&self) -> serde_json::Value {

@@ -10,7 +10,10 @@ pub enum Reduce {
 }
 
 /// Reduces [heads, T, T] tensors (one per layer) over all their heads into one [T, T].
-pub fn reduce_heads<'a>(layers: impl IntoIterator<Item = &'a HostTensor>, reduce: Reduce) -> HostTensor {
+pub fn reduce_heads<'a>(
+    layers: impl IntoIterator<Item = &'a HostTensor>,
+    reduce: Reduce,
+) -> HostTensor {
     let mut out: Option<Vec<f32>> = None;
     let mut count = 0usize;
     let mut t = 0;

@@ -53,7 +53,10 @@ pub struct HeadMetrics(pub [f32; 6]);
 
 impl HeadMetrics {
     pub fn get(&self, metric: HeadMetric) -> f32 {
-        self.0[HeadMetric::ALL.iter().position(|m| *m == metric).unwrap_or(0)]
+        self.0[HeadMetric::ALL
+            .iter()
+            .position(|m| *m == metric)
+            .unwrap_or(0)]
     }
 }
 
