@@ -207,7 +207,7 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
     painter.text(
         outer.left_top() + egui::vec2(2.0, 2.0),
         egui::Align2::LEFT_TOP,
-        "query ↓  key →",
+        "rows: query, columns: key",
         small,
         text,
     );
