@@ -15,6 +15,9 @@ pub const THUMBNAIL_ABOVE: usize = 512;
 /// The side of that copy.
 pub const THUMBNAIL_SIDE: usize = 256;
 
+/// Aggregates over heads by (input, matrix).
+type ReducedCache = HashMap<(usize, Matrix), Arc<Vec<f32>>>;
+
 static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 
 pub struct Document {
@@ -25,7 +28,7 @@ pub struct Document {
     /// `special[input][token]`
     pub special: Vec<Vec<bool>>,
     /// Aggregates over heads, worked out on first use.
-    reduced: Mutex<HashMap<(usize, Matrix), Arc<Vec<f32>>>>,
+    reduced: Mutex<ReducedCache>,
 }
 
 impl Document {
@@ -181,7 +184,7 @@ mod tests {
     fn max_pooling_keeps_the_largest_weight_of_each_block() {
         let t = 4;
         let mut m = vec![0.0; 16];
-        m[1 * t + 3] = 0.9;
+        m[t + 3] = 0.9;
         m[2 * t] = 0.5;
         let pooled = max_pool(&m, t, 2);
         assert_eq!(pooled, vec![0.0, 0.9, 0.5, 0.0]);

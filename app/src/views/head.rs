@@ -216,14 +216,14 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
         let u = (pointer - plot.min) / side;
         let col = (window[0] + u.x * window[2]) as usize;
         let row = (window[1] + u.y * window[3]) as usize;
-        if let (Some(&q), Some(&k)) = (visible.get(row), visible.get(col)) {
-            if let Some(w) = doc.weight(state.input, state.matrix(), q, k) {
-                response.on_hover_ui_at_pointer(|ui| {
-                    ui.label(format!("query {q}: {:?}", tokens[q]));
-                    ui.label(format!("key {k}: {:?}", tokens[k]));
-                    ui.strong(format!("weight {w:.5}"));
-                });
-            }
+        if let (Some(&q), Some(&k)) = (visible.get(row), visible.get(col))
+            && let Some(w) = doc.weight(state.input, state.matrix(), q, k)
+        {
+            response.on_hover_ui_at_pointer(|ui| {
+                ui.label(format!("query {q}: {:?}", tokens[q]));
+                ui.label(format!("key {k}: {:?}", tokens[k]));
+                ui.strong(format!("weight {w:.5}"));
+            });
         }
     }
 }
