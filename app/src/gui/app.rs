@@ -90,6 +90,7 @@ pub struct HeadwiseApp {
         std::sync::mpsc::Receiver<Arc<egui::ColorImage>>,
     ),
     frames: u32,
+    started: Instant,
 }
 
 impl HeadwiseApp {
@@ -136,6 +137,7 @@ impl HeadwiseApp {
                 requested: false,
             }),
             frames: 0,
+            started: Instant::now(),
             screenshots: std::sync::mpsc::channel(),
         };
         let session = options.session.clone().or_else(|| {
@@ -958,7 +960,10 @@ impl eframe::App for HeadwiseApp {
         let due = self
             .screenshot
             .as_ref()
-            .is_some_and(|r| !r.requested && self.frames >= 5);
+            .is_some_and(|r| !r.requested && self.frames >= 5)
+            // Wait for a model that is loading or a run under way, but not forever.
+            && ((self.busy.is_none() && self.last_edit.is_none())
+                || self.started.elapsed() > Duration::from_secs(120));
         if due {
             if let Some(request) = &mut self.screenshot {
                 request.requested = true;
