@@ -172,6 +172,16 @@ def save_expected(folder, per_prompt, prompts, token_ids, extra_meta=None, extra
     save_file(tensors, str(folder / "expected.safetensors"), metadata={"fixture": json.dumps(meta)})
 
 
+def trace_prompts(folder, tok, model, trace):
+    """Runs a decoder on every prompt, one at a time, and saves the expected tensors."""
+    per_prompt, ids = [], []
+    for text in PROMPTS:
+        enc = tok.encode(text).ids
+        ids.append(enc)
+        per_prompt.append(trace(model, torch.tensor([enc])))
+    save_expected(folder, per_prompt, PROMPTS, ids)
+
+
 def make_bert():
     folder = FIXTURES / "tiny-bert"
     folder.mkdir(parents=True, exist_ok=True)
@@ -220,12 +230,7 @@ def make_gpt2():
     model = GPT2LMHeadModel(cfg).eval()
     sharpen(model)
     model.save_pretrained(folder, safe_serialization=True)
-    per_prompt, ids = [], []
-    for text in PROMPTS:
-        enc = tok.encode(text).ids
-        ids.append(enc)
-        per_prompt.append(gpt2_trace(model, torch.tensor([enc])))
-    save_expected(folder, per_prompt, PROMPTS, ids)
+    trace_prompts(folder, tok, model, gpt2_trace)
 
 
 def make_llama():
@@ -239,12 +244,7 @@ def make_llama():
     model = LlamaForCausalLM(cfg).eval()
     sharpen(model)
     model.save_pretrained(folder, safe_serialization=True)
-    per_prompt, ids = [], []
-    for text in PROMPTS:
-        enc = tok.encode(text).ids
-        ids.append(enc)
-        per_prompt.append(llama_trace(model, torch.tensor([enc])))
-    save_expected(folder, per_prompt, PROMPTS, ids)
+    trace_prompts(folder, tok, model, llama_trace)
 
 
 def make_qwen2():
@@ -260,12 +260,7 @@ def make_qwen2():
     model = Qwen2ForCausalLM(cfg).eval()
     sharpen(model)
     model.save_pretrained(folder, safe_serialization=True)
-    per_prompt, ids = [], []
-    for text in PROMPTS:
-        enc = tok.encode(text).ids
-        ids.append(enc)
-        per_prompt.append(llama_trace(model, torch.tensor([enc])))
-    save_expected(folder, per_prompt, PROMPTS, ids)
+    trace_prompts(folder, tok, model, llama_trace)
 
 
 GGUF_TYPES = ["F32", "F16", "Q8_0", "Q4_0", "Q4_1"]
