@@ -229,6 +229,34 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// Runs `headwise trace` on the CPU with a fixture model over `texts` and returns the session
+/// it wrote to `dir/name`.
+pub fn traced_session(dir: &Path, model: &str, texts: &[&str], name: &str) -> PathBuf {
+    let out = dir.join(name);
+    let model = fixture(model);
+    let mut args = vec!["trace", "--model", model.to_str().unwrap()];
+    for text in texts {
+        args.extend(["--text", text]);
+    }
+    args.extend(["--device", "cpu", "--out", out.to_str().unwrap()]);
+    assert_success(&headwise(&args, dir));
+    out
+}
+
+/// A copy of `path` cut to `numerator / denominator` of its length, as `dir/name`.
+pub fn truncated_copy(
+    path: &Path,
+    numerator: usize,
+    denominator: usize,
+    dir: &Path,
+    name: &str,
+) -> PathBuf {
+    let bytes = std::fs::read(path).unwrap();
+    let broken = dir.join(name);
+    std::fs::write(&broken, &bytes[..bytes.len() * numerator / denominator]).unwrap();
+    broken
+}
+
 /// Asserts a command succeeded, showing its stderr if it did not.
 pub fn assert_success(out: &Output) {
     assert!(
@@ -276,8 +304,11 @@ pub mod pixels {
             .collect()
     }
 
+    /// Runs of indices as (start, end exclusive).
+    pub type Bands = Vec<(usize, usize)>;
+
     /// Runs of consecutive indices whose count is at least `min`: (start, end exclusive).
-    pub fn bands(counts: &[usize], min: usize) -> Vec<(usize, usize)> {
+    pub fn bands(counts: &[usize], min: usize) -> Bands {
         let mut out = Vec::new();
         let mut start = None;
         for (i, &c) in counts.iter().chain(std::iter::once(&0)).enumerate() {
@@ -304,6 +335,14 @@ pub mod pixels {
             .map(|x| mask.iter().filter(|r| r[x]).count())
             .collect();
         (rows, cols)
+    }
+
+    /// The bands of rows and of columns that are at least half as full of colour-map pixels
+    /// as the fullest: in a grid of heatmaps, one band per grid row and per grid column.
+    pub fn grid_bands(mask: &[Vec<bool>]) -> (Bands, Bands) {
+        let (rows, cols) = counts(mask);
+        let half = |c: &[usize]| c.iter().copied().max().unwrap_or(0) / 2;
+        (bands(&rows, half(&rows)), bands(&cols, half(&cols)))
     }
 
     /// The single largest heatmap in a picture: the bounding box of the rows and columns that

@@ -4,29 +4,17 @@ use headwise::views::state::{OverviewMode, Selection, Tab, ViewState};
 use headwise_engine::analysis::aggregate::Reduce;
 use headwise_engine::analysis::metrics::HeadMetric;
 use headwise_engine::session::{Session, StoreDtype};
-use headwise_tests::{assert_success, fixture, headwise, scratch};
+use headwise_tests::{scratch, traced_session};
 
 #[test]
 fn a_saved_session_reopens_with_identical_tensors_and_view() {
     let dir = scratch("app-session");
-    let first = dir.join("first.safetensors");
-    let model = fixture("tiny-llama");
-    assert_success(&headwise(
-        &[
-            "trace",
-            "--model",
-            model.to_str().unwrap(),
-            "--text",
-            "one two three",
-            "--text",
-            "four five",
-            "--device",
-            "cpu",
-            "--out",
-            first.to_str().unwrap(),
-        ],
+    let first = traced_session(
         &dir,
-    ));
+        "tiny-llama",
+        &["one two three", "four five"],
+        "first.safetensors",
+    );
     let mut session = Session::open(&first).unwrap();
     let view = ViewState {
         tab: Tab::Head,

@@ -2,33 +2,13 @@
 
 use headwise::render::colormap::ColorMap;
 use headwise_engine::session::Session;
-use headwise_tests::pixels::{bands, counts, decode_heatmap, heatmap_box, map_mask};
-use headwise_tests::{assert_clean_failure, assert_success, fixture, headwise, scratch};
-use std::path::{Path, PathBuf};
+use headwise_tests::pixels::{decode_heatmap, grid_bands, heatmap_box, map_mask};
+use headwise_tests::{
+    assert_clean_failure, assert_success, headwise, scratch, traced_session, truncated_copy,
+};
+use std::path::Path;
 
 const PROMPT: &str = "the quick brown fox jumps over the lazy dog";
-
-/// A session of the tiny GPT-2 fixture (2 layers x 4 heads).
-fn tiny_session(dir: &Path) -> PathBuf {
-    let out = dir.join("tiny.safetensors");
-    let model = fixture("tiny-gpt2");
-    let run = headwise(
-        &[
-            "trace",
-            "--model",
-            model.to_str().unwrap(),
-            "--text",
-            PROMPT,
-            "--device",
-            "cpu",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        dir,
-    );
-    assert_success(&run);
-    out
-}
 
 fn render(dir: &Path, session: &Path, view: &str, name: &str) -> image::RgbaImage {
     let png = dir.join(name);
@@ -57,7 +37,7 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn a_rendered_head_decodes_back_to_that_heads_attention() {
     let dir = scratch("render-head");
-    let session_path = tiny_session(&dir);
+    let session_path = traced_session(&dir, "tiny-gpt2", &[PROMPT], "tiny.safetensors");
     let session = Session::open(&session_path).unwrap();
     // layers[input][layer]: input 0, layer 1, heads 1 and 2.
     let attn = &session.layers[0][1].attn;
@@ -85,12 +65,9 @@ fn a_rendered_head_decodes_back_to_that_heads_attention() {
 #[test]
 fn the_rendered_overview_shows_a_cell_per_head_of_every_layer() {
     let dir = scratch("render-overview");
-    let session_path = tiny_session(&dir);
+    let session_path = traced_session(&dir, "tiny-gpt2", &[PROMPT], "tiny.safetensors");
     let img = render(&dir, &session_path, "overview", "overview.png");
-    let mask = map_mask(&img, ColorMap::Viridis);
-    let (rows, cols) = counts(&mask);
-    let row_bands = bands(&rows, rows.iter().max().unwrap() / 2);
-    let col_bands = bands(&cols, cols.iter().max().unwrap() / 2);
+    let (row_bands, col_bands) = grid_bands(&map_mask(&img, ColorMap::Viridis));
     assert_eq!(
         row_bands.len(),
         2,
@@ -106,7 +83,7 @@ fn the_rendered_overview_shows_a_cell_per_head_of_every_layer() {
 #[test]
 fn rendering_a_head_that_does_not_exist_names_the_model_shape() {
     let dir = scratch("render-bad-head");
-    let session_path = tiny_session(&dir);
+    let session_path = traced_session(&dir, "tiny-gpt2", &[PROMPT], "tiny.safetensors");
     let png = dir.join("x.png");
     let out = headwise(
         &[
@@ -126,10 +103,8 @@ fn rendering_a_head_that_does_not_exist_names_the_model_shape() {
 #[test]
 fn rendering_a_corrupt_session_is_a_clear_error() {
     let dir = scratch("render-corrupt");
-    let session_path = tiny_session(&dir);
-    let bytes = std::fs::read(&session_path).unwrap();
-    let broken = dir.join("broken.safetensors");
-    std::fs::write(&broken, &bytes[..bytes.len() / 2]).unwrap();
+    let session_path = traced_session(&dir, "tiny-gpt2", &[PROMPT], "tiny.safetensors");
+    let broken = truncated_copy(&session_path, 1, 2, &dir, "broken.safetensors");
     let out = headwise(
         &[
             "render",

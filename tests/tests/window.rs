@@ -4,10 +4,14 @@
 //! HEADWISE_REQUIRE_WINDOW=1 (CI sets it).
 
 use headwise::render::colormap::ColorMap;
-use headwise_tests::pixels::{bands, counts, map_mask};
-use headwise_tests::{assert_success, fixture, headwise, headwise_bin, required, scratch};
+use headwise_tests::pixels::{counts, grid_bands, map_mask};
+use headwise_tests::{
+    assert_success, fixture, headwise_bin, required, scratch, traced_session, truncated_copy,
+};
 use std::path::Path;
 use std::process::{Command, Output};
+
+const PROMPT: &str = "the quick brown fox jumps over the lazy dog";
 
 fn xvfb_run() -> Option<&'static str> {
     let found = Command::new("sh")
@@ -37,31 +41,11 @@ fn window(xvfb: &str, args: &[&str], home: &Path) -> Output {
         .expect("run the window")
 }
 
-fn tiny_session(dir: &Path) -> std::path::PathBuf {
-    let out = dir.join("tiny.safetensors");
-    let model = fixture("tiny-gpt2");
-    assert_success(&headwise(
-        &[
-            "trace",
-            "--model",
-            model.to_str().unwrap(),
-            "--text",
-            "the quick brown fox jumps over the lazy dog",
-            "--device",
-            "cpu",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        dir,
-    ));
-    out
-}
-
 #[test]
 fn the_window_opens_a_session_and_shows_its_head_overview() {
     let Some(xvfb) = xvfb_run() else { return };
     let dir = scratch("window-overview");
-    let session = tiny_session(&dir);
+    let session = traced_session(&dir, "tiny-gpt2", &[PROMPT], "tiny.safetensors");
     let shot = dir.join("window.png");
     let out = window(
         xvfb,
@@ -83,9 +67,7 @@ fn the_window_opens_a_session_and_shows_its_head_overview() {
         img.height()
     );
     let mask = map_mask(&img, ColorMap::Viridis);
-    let (rows, cols) = counts(&mask);
-    let row_bands = bands(&rows, rows.iter().max().unwrap() / 2);
-    let col_bands = bands(&cols, cols.iter().max().unwrap() / 2);
+    let (row_bands, col_bands) = grid_bands(&mask);
     assert_eq!(
         row_bands.len(),
         2,
@@ -96,19 +78,22 @@ fn the_window_opens_a_session_and_shows_its_head_overview() {
         4,
         "a column of thumbnails per head: {col_bands:?}"
     );
-    // The cells are real thumbnails, not flat blocks: many colours of the map.
-    let distinct: std::collections::HashSet<[u8; 4]> = img.pixels().map(|p| p.0).collect();
-    assert!(distinct.len() > 20);
+    // The cells are real thumbnails, not flat blocks: many colours of the map itself (text
+    // antialiasing alone would give many colours, but not the map's).
+    let distinct: std::collections::HashSet<[u8; 4]> = img
+        .enumerate_pixels()
+        .filter(|(x, y, _)| mask[*y as usize][*x as usize])
+        .map(|(_, _, p)| p.0)
+        .collect();
+    assert!(distinct.len() > 20, "{} colours of the map", distinct.len());
 }
 
 #[test]
 fn a_corrupt_session_is_reported_in_the_window_and_on_the_command_line() {
     let Some(xvfb) = xvfb_run() else { return };
     let dir = scratch("window-corrupt");
-    let session = tiny_session(&dir);
-    let bytes = std::fs::read(&session).unwrap();
-    let broken = dir.join("broken.safetensors");
-    std::fs::write(&broken, &bytes[..bytes.len() / 3]).unwrap();
+    let session = traced_session(&dir, "tiny-gpt2", &[PROMPT], "tiny.safetensors");
+    let broken = truncated_copy(&session, 1, 3, &dir, "broken.safetensors");
     let shot = dir.join("window.png");
     // The model is named so the window does not go fetching the default one.
     let model = fixture("tiny-gpt2");
