@@ -2,6 +2,7 @@
 //! layer's attention, queries and keys; reads and writes session files. No UI, no printing.
 
 pub mod analysis;
+pub mod atomic_file;
 pub mod device;
 pub mod error;
 pub mod fetch;

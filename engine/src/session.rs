@@ -2,6 +2,7 @@
 //! plus JSON metadata under the key `headwise`. Other programs read it (it is a contract; see
 //! DESIGN.md), so names, shapes and metadata fields are fixed here and checked on reading.
 
+use crate::atomic_file::write_atomically;
 use crate::error::{EngineError, Result};
 use crate::host::HostTensor;
 use crate::model::safetensors_file::decode_floats;
@@ -215,8 +216,7 @@ impl Session {
         Ok(())
     }
 
-    /// Writes the session atomically: to a temporary file beside `path`, then renamed over it,
-    /// so a crash or a full disk never leaves a half-written session behind.
+    /// Writes the session atomically (see [`write_atomically`]).
     pub fn save(&self, path: &Path, dtype: StoreDtype) -> Result<()> {
         let encode = |t: &HostTensor| -> (Dtype, Vec<u8>) {
             match dtype {
@@ -264,18 +264,14 @@ impl Session {
             .collect::<Result<Vec<_>>>()?;
         let meta_json = serde_json::to_string(&self.meta).map_err(|e| bad(e.to_string()))?;
         let metadata = HashMap::from([(METADATA_KEY.to_string(), meta_json)]);
-        let file_name = path
-            .file_name()
-            .ok_or_else(|| bad("not a file path".into()))?
-            .to_string_lossy();
-        let tmp = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
-        let written = safetensors::serialize_to_file(views, Some(metadata), &tmp)
-            .map_err(|e| bad(format!("writing: {e:?}")))
-            .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| EngineError::io(path, e)));
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        written
+        write_atomically(
+            path,
+            |tmp| {
+                safetensors::serialize_to_file(views, Some(metadata), tmp)
+                    .map_err(|e| bad(format!("writing: {e:?}")))
+            },
+            |e| EngineError::io(path, e),
+        )
     }
 
     /// Reads and validates a session file. A newer format, a truncated or corrupt file, or a

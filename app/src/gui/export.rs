@@ -8,6 +8,7 @@ use crate::views::state::{Selection, Tab, ViewState};
 use crate::views::{head, overview};
 use anyhow::{Context, Result};
 use eframe::egui;
+use headwise_engine::atomic_file::write_atomically;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -64,22 +65,12 @@ pub fn view_file_name(state: &ViewState) -> String {
 
 /// Writes a PNG atomically (temporary file, then rename).
 pub fn save_png(image: &image::RgbaImage, path: &Path) -> Result<()> {
-    let name = path
-        .file_name()
-        .context("not a file path")?
-        .to_string_lossy()
-        .to_string();
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let written = image
-        .save_with_format(&tmp, image::ImageFormat::Png)
-        .with_context(|| format!("writing {}", path.display()))
-        .and_then(|()| {
-            std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
-        });
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    write_atomically(
+        path,
+        |tmp| Ok(image.save_with_format(tmp, image::ImageFormat::Png)?),
+        anyhow::Error::from,
+    )
+    .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Every head of some layers, one PNG each, rendered in the background.

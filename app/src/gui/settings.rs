@@ -1,6 +1,7 @@
 //! What the app remembers between starts (last model and session, recent files), kept as JSON
 //! in headwise's cache directory and written atomically.
 
+use headwise_engine::atomic_file::write_atomically;
 use headwise_engine::locate::cache_dir;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -35,9 +36,8 @@ impl Settings {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
-        std::fs::rename(&tmp, &path)
+        let json = serde_json::to_vec_pretty(self)?;
+        write_atomically(&path, |tmp| std::fs::write(tmp, &json), |e| e)
     }
 
     pub fn remember_model(&mut self, spec: &str) {
