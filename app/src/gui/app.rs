@@ -90,6 +90,8 @@ pub struct HeadwiseApp {
         std::sync::mpsc::Receiver<Arc<egui::ColorImage>>,
     ),
     frames: u32,
+    /// The window title last sent, so it is only sent again when it changes.
+    title: String,
     started: Instant,
 }
 
@@ -137,6 +139,7 @@ impl HeadwiseApp {
                 requested: false,
             }),
             frames: 0,
+            title: String::new(),
             started: Instant::now(),
             screenshots: std::sync::mpsc::channel(),
         };
@@ -928,7 +931,10 @@ impl eframe::App for HeadwiseApp {
                 .map_or("untitled".into(), |n| n.to_string_lossy().to_string()),
             if self.dirty { " *" } else { "" }
         );
-        ctx.send_viewport_cmd(egui::ViewportCommand::Title(title));
+        if title != self.title {
+            ctx.send_viewport_cmd(egui::ViewportCommand::Title(title.clone()));
+            self.title = title;
+        }
 
         egui::Panel::top("menu").show(ui, |ui| self.menu(ui));
         egui::Panel::bottom("status").show(ui, |ui| {

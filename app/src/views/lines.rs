@@ -4,7 +4,6 @@
 
 use super::state::ViewState;
 use crate::document::Document;
-use crate::render::heatmap::Matrix;
 use eframe::egui;
 
 /// Past this many tokens the lines are an unreadable wall, so the view says so instead.
@@ -97,18 +96,18 @@ pub fn show(ui: &mut egui::Ui, doc: &Document, state: &ViewState) {
             text,
         );
     }
+    let t = tokens.len();
     for &head in &heads {
         let colour = head_colour(head);
-        let matrix = Matrix::Head {
-            layer: state.layer,
-            head,
+        let Some(weights) = doc.head(state.input, state.layer, head) else {
+            continue;
         };
         for (qv, &q) in visible.iter().enumerate() {
             if hovered_query.is_some_and(|h| h != qv) {
                 continue;
             }
             for (kv, &k) in visible.iter().enumerate() {
-                let w = doc.weight(state.input, matrix, q, k).unwrap_or(0.0);
+                let w = weights[q * t + k];
                 if w < 0.01 {
                     continue;
                 }

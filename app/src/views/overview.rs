@@ -123,8 +123,11 @@ pub fn show(
     let (layers, heads) = (doc.layers(), doc.heads());
     let input = state.input;
     let t = doc.tokens(input).len();
-    if let OverviewMode::Metric(metric) = state.overview_mode {
-        let (lo, hi) = metric_range(doc, input, metric);
+    let range = match state.overview_mode {
+        OverviewMode::Metric(metric) => Some((metric, metric_range(doc, input, metric))),
+        OverviewMode::Thumbnails => None,
+    };
+    if let Some((metric, (lo, hi))) = range {
         legend::show(
             ui,
             state.style.colormap,
@@ -176,10 +179,6 @@ pub fn show(
                     text,
                 );
             }
-            let range = match state.overview_mode {
-                OverviewMode::Metric(metric) => Some((metric, metric_range(doc, input, metric))),
-                OverviewMode::Thumbnails => None,
-            };
             let mut hovered = None;
             for (layer, row) in order.iter().enumerate() {
                 let y = rect.top() + HEADER_HEIGHT + layer as f32 * (cell + GAP);
