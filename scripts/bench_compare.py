@@ -3,10 +3,12 @@
 
 For each model and length, transformers (eager attention, output_attentions=True, no_grad,
 float32) and `headwise bench trace` run on the same machine, one after the other, on the same
-text cut to the same number of tokens; the table gives both medians and their ratio.
+text cut to the same number of tokens (image models: the same photograph resized to the same
+square size); the table gives both medians and their ratio.
 
 Usage: python3 scripts/bench_compare.py [--headwise PATH] [--device cpu|gpu|auto] [--runs R]
-The real models must be fetched (`headwise models fetch minilm smollm2`).
+                                       [--models minilm,smollm2,dinov2-s]
+The real models are fetched on first use (`headwise models fetch NAME`).
 """
 import argparse
 import json
@@ -36,6 +38,9 @@ def model_path(headwise, name):
 
 
 def load_hf(name, path):
+    if name == "dinov2-s":
+        from transformers import Dinov2Model
+        return None, Dinov2Model.from_pretrained(path, attn_implementation="eager").eval()
     if name == "minilm":
         tok = AutoTokenizer.from_pretrained(path)
         model = BertModel.from_pretrained(path, attn_implementation="eager", add_pooling_layer=False)
@@ -62,8 +67,27 @@ def time_hf(tok, model, tokens, runs):
     return statistics.median(times)
 
 
-def time_headwise(headwise, name, tokens, device, runs):
-    out = subprocess.run([headwise, "bench", "trace", "--model", name, "--tokens", str(tokens),
+def time_hf_image(model, size, runs):
+    """The sample photograph resized (bicubic) to size x size and normalised, as headwise's bench
+    does; the values do not change the time, the shape does."""
+    from PIL import Image
+    picture = Image.open(Path(__file__).resolve().parent.parent / "assets" / "chelsea.png").convert("RGB")
+    pixels = torch.tensor(list(picture.resize((size, size), Image.Resampling.BICUBIC).getdata()),
+                          dtype=torch.float32).view(1, size, size, 3).permute(0, 3, 1, 2) / 255.0
+    with torch.no_grad():
+        model(pixel_values=pixels, output_attentions=True)  # warm-up
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            out = model(pixel_values=pixels, output_attentions=True)
+            _ = [a.sum().item() for a in out.attentions[:1]]
+            times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def time_headwise(headwise, name, tokens, device, runs, image_size=None):
+    size = ["--image-size", str(image_size)] if image_size else ["--tokens", str(tokens)]
+    out = subprocess.run([headwise, "bench", "trace", "--model", name, *size,
                           "--device", device, "--runs", str(runs)], check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
 
@@ -75,12 +99,22 @@ def main():
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--models", default="minilm,smollm2")
     ap.add_argument("--tokens", default="32,128,512")
+    ap.add_argument("--image-sizes", default="224,448")
     args = ap.parse_args()
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), transformers {transformers.__version__}",
           file=sys.stderr)
     rows = []
     for name in args.models.split(","):
         tok, model = load_hf(name, model_path(args.headwise, name))
+        if tok is None:
+            for size in [int(s) for s in args.image_sizes.split(",")]:
+                hf = time_hf_image(model, size, args.runs)
+                ours = time_headwise(args.headwise, name, None, args.device, args.runs, image_size=size)
+                label = f"{ours['tokens']} ({size} px)"
+                rows.append((name, label, ours["device"], ours["median_ms"], hf, hf / ours["median_ms"]))
+                print(f"{name} {size} px: headwise {ours['median_ms']:.1f} ms, transformers {hf:.1f} ms",
+                      file=sys.stderr)
+            continue
         for tokens in [int(t) for t in args.tokens.split(",")]:
             hf = time_hf(tok, model, tokens, args.runs)
             ours = time_headwise(args.headwise, name, tokens, args.device, args.runs)

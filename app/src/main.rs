@@ -23,6 +23,9 @@ struct Args {
     /// The model to open in the window (a folder, .gguf, fetched name or repo id).
     #[arg(long)]
     model: Option<String>,
+    /// A picture to run an image model on (PNG, JPEG or WebP).
+    #[arg(long)]
+    image: Option<PathBuf>,
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
     /// Save a screenshot of the window here once it shows a session, then quit.
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         None => gui::run(StartOptions {
             session: args.session,
             model: args.model,
+            image: args.image,
             device: args.device,
             screenshot: args.screenshot,
         }),

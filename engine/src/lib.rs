@@ -7,6 +7,7 @@ pub mod device;
 pub mod error;
 pub mod fetch;
 pub mod host;
+pub mod imaging;
 pub mod locate;
 pub mod model;
 pub mod session;
@@ -14,5 +15,5 @@ pub mod tokenizer;
 pub mod trace;
 
 pub use error::{EngineError, Result};
-pub use model::{LongInput, Model, TokenInput};
+pub use model::{LongInput, Model, PixelInput, TokenInput};
 pub use trace::{LayerTrace, Trace};

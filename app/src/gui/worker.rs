@@ -5,14 +5,23 @@
 use crate::model_source::resolve_model;
 use eframe::egui;
 use headwise_engine::device::{DeviceChoice, create_device};
+use headwise_engine::imaging::load_image;
 use headwise_engine::session::Session;
-use headwise_engine::{LongInput, Model, TokenInput};
+use headwise_engine::{LongInput, Model, PixelInput, TokenInput};
+use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant};
 
 pub enum Job {
-    Load { spec: String },
-    Run { id: u64, texts: Vec<String> },
+    Load {
+        spec: String,
+    },
+    /// Texts for a text model, pictures for an image model.
+    Run {
+        id: u64,
+        texts: Vec<String>,
+        images: Vec<PathBuf>,
+    },
 }
 
 pub enum Report {
@@ -24,6 +33,7 @@ pub enum Report {
         spec: String,
         summary: String,
         device: String,
+        takes_images: bool,
     },
     LoadFailed {
         spec: String,
@@ -104,6 +114,7 @@ fn work(jobs: Receiver<Job>, reports: Sender<Report>, ctx: egui::Context, choice
                                     c.model_type, c.layers, c.heads, c.kv_heads, c.head_dim
                                 ),
                                 device,
+                                takes_images: model.takes_images(),
                             });
                             loaded = Some(Loaded { spec, model });
                         }
@@ -113,14 +124,19 @@ fn work(jobs: Receiver<Job>, reports: Sender<Report>, ctx: egui::Context, choice
                         }),
                     }
                 }
-                Some(Job::Run { id, texts }) => match &loaded {
+                Some(Job::Run { id, texts, images }) => match &loaded {
                     None => report(Report::RunFailed {
                         id,
                         error: "no model is loaded".into(),
                     }),
                     Some(l) => {
                         let start = Instant::now();
-                        match run(&l.model, &l.spec, &texts) {
+                        let ran = if l.model.takes_images() {
+                            run_images(&l.model, &l.spec, &images)
+                        } else {
+                            run(&l.model, &l.spec, &texts)
+                        };
+                        match ran {
                             Ok(session) => report(Report::Ran {
                                 id,
                                 session,
@@ -166,6 +182,24 @@ fn run(model: &Model, spec: &str, texts: &[String]) -> anyhow::Result<Session> {
         let encoded = model.encode(index, text, LongInput::Reject)?;
         let trace = model.forward(&TokenInput::from(&encoded))?;
         session.push_text(model, text, &encoded, &trace)?;
+    }
+    Ok(session)
+}
+
+fn run_images(model: &Model, spec: &str, images: &[PathBuf]) -> anyhow::Result<Session> {
+    if images.is_empty() {
+        anyhow::bail!("{spec} is an image model: open a picture or drop one on the window");
+    }
+    let mut session = Session::new(model, spec);
+    for (index, path) in images.iter().enumerate() {
+        let picture = load_image(path)?;
+        let prepared = model.prepare_image(index, &picture)?;
+        let trace = model.forward_image(&PixelInput::from(&prepared))?;
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into(),
+        );
+        session.push_image(model, &name, &prepared, &trace)?;
     }
     Ok(session)
 }

@@ -13,6 +13,8 @@ pub enum Architecture {
     Bert,
     Gpt2,
     Llama,
+    /// ViT, DeiT and DINOv2: pre-norm encoders over image patches.
+    Vit,
 }
 
 /// The `model_type` values headwise understands, and the forward pass each one uses.
@@ -24,6 +26,10 @@ pub const SUPPORTED_MODEL_TYPES: &[(&str, Architecture)] = &[
     ("qwen2", Architecture::Llama),
     ("smollm", Architecture::Llama),
     ("smollm3", Architecture::Llama),
+    ("vit", Architecture::Vit),
+    ("deit", Architecture::Vit),
+    ("dinov2", Architecture::Vit),
+    ("dinov2_with_registers", Architecture::Vit),
 ];
 
 pub fn supported_model_types() -> Vec<&'static str> {
@@ -73,8 +79,97 @@ pub struct ModelConfig {
     pub rope_theta: f64,
     pub type_vocab_size: usize,
     pub tie_word_embeddings: bool,
-    /// Qwen2 (and `attention_bias: true` llamas) put biases on q, k and v.
+    /// Qwen2 (and `attention_bias: true` llamas) put biases on q, k and v; ViTs (`qkv_bias`) do
+    /// unless told not to.
     pub attention_bias: bool,
+    /// Image models only.
+    pub vision: Option<VisionConfig>,
+}
+
+/// What an image model adds to the config: its patch geometry and the tokens before the patches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VisionConfig {
+    /// The [height, width] its position embeddings were trained for.
+    pub image_size: [usize; 2],
+    /// [height, width] of one patch in pixels.
+    pub patch_size: [usize; 2],
+    pub channels: usize,
+    /// DeiT's distillation token, after CLS.
+    pub distillation_token: bool,
+    /// DINOv2 with registers: learned tokens between CLS and the patches.
+    pub register_tokens: usize,
+    /// DINOv2 scales each residual branch by a learned vector.
+    pub layer_scale: bool,
+    /// ViTForImageClassification and friends: the class names, by index.
+    pub labels: Vec<String>,
+}
+
+impl VisionConfig {
+    /// Tokens before the patches: CLS, then the distillation token or the registers.
+    pub fn prefix_tokens(&self) -> usize {
+        1 + usize::from(self.distillation_token) + self.register_tokens
+    }
+
+    /// The patch grid [rows, cols] the position embeddings were trained for.
+    pub fn trained_grid(&self) -> [usize; 2] {
+        [
+            self.image_size[0] / self.patch_size[0],
+            self.image_size[1] / self.patch_size[1],
+        ]
+    }
+}
+
+/// `image_size` and `patch_size` are a number or a [height, width] pair in config.json.
+fn pair(value: Option<&Value>) -> Option<[usize; 2]> {
+    match value? {
+        Value::Number(n) => n.as_u64().map(|v| [v as usize; 2]),
+        Value::Array(a) if a.len() == 2 => Some([a[0].as_u64()? as usize, a[1].as_u64()? as usize]),
+        _ => None,
+    }
+}
+
+fn vision_config(json: &Value, model_type: &str) -> std::result::Result<VisionConfig, String> {
+    let default_patch = if model_type.starts_with("dinov2") {
+        14
+    } else {
+        16
+    };
+    let image_size = pair(field(json, &["image_size"])).unwrap_or([224, 224]);
+    let patch_size = pair(field(json, &["patch_size"])).unwrap_or([default_patch; 2]);
+    if patch_size.contains(&0) || image_size[0] < patch_size[0] || image_size[1] < patch_size[1] {
+        return Err(format!(
+            "image_size {image_size:?} and patch_size {patch_size:?} give no patches"
+        ));
+    }
+    if field(json, &["use_swiglu_ffn"]).and_then(Value::as_bool) == Some(true) {
+        return Err("DINOv2's SwiGLU feed-forward (use_swiglu_ffn) is not supported yet".into());
+    }
+    let mut labels: Vec<(usize, String)> = field(json, &["id2label"])
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.parse().ok()?, v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    labels.sort();
+    Ok(VisionConfig {
+        image_size,
+        patch_size,
+        channels: field(json, &["num_channels"])
+            .and_then(Value::as_u64)
+            .unwrap_or(3) as usize,
+        distillation_token: model_type == "deit",
+        register_tokens: if model_type == "dinov2_with_registers" {
+            field(json, &["num_register_tokens"])
+                .and_then(Value::as_u64)
+                .unwrap_or(4) as usize
+        } else {
+            0
+        },
+        layer_scale: model_type.starts_with("dinov2"),
+        labels: labels.into_iter().map(|(_, name)| name).collect(),
+    })
 }
 
 fn field<'a>(json: &'a Value, names: &[&str]) -> Option<&'a Value> {
@@ -133,19 +228,42 @@ impl ModelConfig {
             )));
         }
         let head_dim = usize_of(&["head_dim"]).unwrap_or(hidden / heads);
-        let intermediate = usize_of(&["intermediate_size", "n_inner"]).unwrap_or(4 * hidden);
-        let vocab = usize_of(&["vocab_size"])?;
-        let max_positions = usize_of(&["max_position_embeddings", "n_positions", "n_ctx"])?;
+        let mlp_ratio = field(json, &["mlp_ratio"])
+            .and_then(Value::as_f64)
+            .unwrap_or(4.0);
+        let intermediate = usize_of(&["intermediate_size", "n_inner"])
+            .unwrap_or((mlp_ratio * hidden as f64) as usize);
+        let vision = if architecture == Architecture::Vit {
+            Some(vision_config(json, &model_type).map_err(bad)?)
+        } else {
+            None
+        };
+        // Image models have no vocabulary, and their positions are the trained patch grid
+        // (which DINOv2 interpolates to other grids).
+        let (vocab, max_positions) = match &vision {
+            Some(v) => {
+                let [rows, cols] = v.trained_grid();
+                (0, rows * cols + v.prefix_tokens())
+            }
+            None => (
+                usize_of(&["vocab_size"])?,
+                usize_of(&["max_position_embeddings", "n_positions", "n_ctx"])?,
+            ),
+        };
         let norm_eps = field(
             json,
             &["layer_norm_eps", "layer_norm_epsilon", "rms_norm_eps"],
         )
         .and_then(Value::as_f64)
-        .unwrap_or(1e-5);
+        .unwrap_or(match model_type.as_str() {
+            "vit" | "deit" => 1e-12,
+            "dinov2" | "dinov2_with_registers" => 1e-6,
+            _ => 1e-5,
+        });
         let act_name = field(json, &["hidden_act", "activation_function"])
             .and_then(Value::as_str)
             .unwrap_or(match architecture {
-                Architecture::Bert => "gelu",
+                Architecture::Bert | Architecture::Vit => "gelu",
                 Architecture::Gpt2 => "gelu_new",
                 Architecture::Llama => "silu",
             });
@@ -188,9 +306,10 @@ impl ModelConfig {
             tie_word_embeddings: field(json, &["tie_word_embeddings"])
                 .and_then(Value::as_bool)
                 .unwrap_or(architecture != Architecture::Llama),
-            attention_bias: field(json, &["attention_bias"])
+            attention_bias: field(json, &["attention_bias", "qkv_bias"])
                 .and_then(Value::as_bool)
-                .unwrap_or(model_type == "qwen2"),
+                .unwrap_or(model_type == "qwen2" || architecture == Architecture::Vit),
+            vision,
             model_type,
         })
     }
@@ -256,6 +375,7 @@ impl ModelConfig {
             type_vocab_size: 0,
             tie_word_embeddings: !file.has_tensor("output.weight"),
             attention_bias: file.has_tensor("blk.0.attn_q.bias"),
+            vision: None,
         })
     }
 }

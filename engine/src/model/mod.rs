@@ -1,4 +1,5 @@
-//! Loading a model (Hugging Face folder or GGUF file) and running it to get a [`Trace`].
+//! Loading a model (Hugging Face folder, GGUF file or ONNX graph) and running it to get a
+//! [`Trace`].
 
 pub mod bert;
 pub mod config;
@@ -6,10 +7,13 @@ pub mod gguf_file;
 pub mod gpt2;
 pub mod layers;
 pub mod llama;
+pub mod onnx_file;
 pub mod safetensors_file;
+pub mod vit;
 pub mod weights;
 
 use crate::error::{EngineError, Result};
+use crate::imaging::{ImageProcessor, PreparedImage, RgbImage};
 use crate::tokenizer::{Encoded, TextTokenizer};
 use crate::trace::Trace;
 use burn::tensor::{Device, Tensor};
@@ -36,17 +40,46 @@ impl From<&Encoded> for TokenInput {
     }
 }
 
+/// An image ready for a forward pass: normalised pixel values, channels first.
+#[derive(Debug, Clone)]
+pub struct PixelInput {
+    pub pixels: Vec<f32>,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl From<&PreparedImage> for PixelInput {
+    fn from(p: &PreparedImage) -> Self {
+        Self {
+            pixels: p.pixels.clone(),
+            channels: 3,
+            height: p.view.height,
+            width: p.view.width,
+        }
+    }
+}
+
 /// The on-disk form a model came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ModelFormat {
     HuggingFaceFolder,
     Gguf,
+    Onnx,
+}
+
+/// What turns a user's input into model input: a tokenizer for text, an image processor for
+/// pictures.
+pub enum Preprocessor {
+    Text(Box<TextTokenizer>),
+    Image(ImageProcessor),
 }
 
 enum Network {
     Bert(bert::Bert),
     Gpt2(gpt2::Gpt2),
     Llama(llama::Llama),
+    Vit(Box<vit::Vit>),
 }
 
 /// What the caller asks of a too-long prompt.
@@ -62,7 +95,7 @@ pub enum LongInput {
 /// A loaded model: its config, tokenizer and weights on a device.
 pub struct Model {
     pub config: ModelConfig,
-    pub tokenizer: TextTokenizer,
+    pub preprocessor: Preprocessor,
     pub source: PathBuf,
     pub format: ModelFormat,
     network: Network,
@@ -70,7 +103,8 @@ pub struct Model {
 }
 
 impl Model {
-    /// Loads a Hugging Face model folder or a GGUF file. `progress` receives 0..=1.
+    /// Loads a Hugging Face model folder, a GGUF file or an ONNX graph of a ViT. `progress`
+    /// receives 0..=1.
     pub fn load(path: &Path, device: &Device, progress: &dyn Fn(f32)) -> Result<Self> {
         if !path.exists() {
             return Err(EngineError::NotAModel {
@@ -82,14 +116,73 @@ impl Model {
             Self::load_folder(path, device, progress)
         } else if is_gguf(path) {
             Self::load_gguf(path, device, progress)
+        } else if is_onnx(path) {
+            Self::load_onnx(path, device, progress)
         } else {
             Err(EngineError::NotAModel {
                 path: path.to_path_buf(),
                 reason: "expected a Hugging Face model folder (config.json, model.safetensors, \
-                         tokenizer.json) or a .gguf file"
+                         tokenizer.json or preprocessor_config.json), a .gguf or an .onnx file"
                     .into(),
             })
         }
+    }
+
+    /// The tokenizer or image processor a folder (or the folder beside an ONNX file) holds.
+    fn preprocessor_in(folder: &Path, config: &ModelConfig) -> Result<Preprocessor> {
+        if let Some(vision) = &config.vision {
+            let path = folder.join("preprocessor_config.json");
+            if path.exists() {
+                return Ok(Preprocessor::Image(ImageProcessor::from_json_file(&path)?));
+            }
+            if vision.channels != 3 {
+                return Err(EngineError::BadConfig {
+                    path: folder.to_path_buf(),
+                    reason: format!("{} image channels; only RGB is supported", vision.channels),
+                });
+            }
+            return Err(EngineError::Missing {
+                path: folder.to_path_buf(),
+                what: "preprocessor_config.json (how images are resized and normalised)".into(),
+            });
+        }
+        let tokenizer_path = folder.join("tokenizer.json");
+        if !tokenizer_path.exists() {
+            return Err(EngineError::Missing {
+                path: folder.to_path_buf(),
+                what: "tokenizer.json".into(),
+            });
+        }
+        let tokenizer = TextTokenizer::from_file(&tokenizer_path)?;
+        Ok(Preprocessor::Text(Box::new(tokenizer)))
+    }
+
+    fn load_onnx(path: &Path, device: &Device, progress: &dyn Fn(f32)) -> Result<Self> {
+        let weights = onnx_file::OnnxWeights::open(path)?;
+        let folder = path.parent().unwrap_or(Path::new("."));
+        let beside = folder.join("config.json");
+        let config = if beside.exists() {
+            ModelConfig::from_json_file(&beside)?
+        } else {
+            ModelConfig::from_json(&weights.infer_config()?, path)?
+        };
+        let preprocessor = match Self::preprocessor_in(folder, &config) {
+            Ok(p) => p,
+            // A bare graph: the usual preprocessing of its model type.
+            Err(EngineError::Missing { .. }) if config.vision.is_some() => {
+                Preprocessor::Image(ImageProcessor::default_for(&config.model_type))
+            }
+            Err(e) => return Err(e),
+        };
+        let network = build(&config, &weights, device, progress)?;
+        Ok(Self {
+            config,
+            preprocessor,
+            source: path.to_path_buf(),
+            format: ModelFormat::Onnx,
+            network,
+            device: device.clone(),
+        })
     }
 
     fn load_folder(folder: &Path, device: &Device, progress: &dyn Fn(f32)) -> Result<Self> {
@@ -101,19 +194,12 @@ impl Model {
             });
         }
         let config = ModelConfig::from_json_file(&config_path)?;
-        let tokenizer_path = folder.join("tokenizer.json");
-        if !tokenizer_path.exists() {
-            return Err(EngineError::Missing {
-                path: folder.to_path_buf(),
-                what: "tokenizer.json".into(),
-            });
-        }
-        let tokenizer = TextTokenizer::from_file(&tokenizer_path)?;
+        let preprocessor = Self::preprocessor_in(folder, &config)?;
         let weights = safetensors_file::SafetensorsWeights::open_folder(folder)?;
         let network = build(&config, &weights, device, progress)?;
         Ok(Self {
             config,
-            tokenizer,
+            preprocessor,
             source: folder.to_path_buf(),
             format: ModelFormat::HuggingFaceFolder,
             network,
@@ -129,7 +215,7 @@ impl Model {
         let network = build(&config, &weights, device, progress)?;
         Ok(Self {
             config,
-            tokenizer,
+            preprocessor: Preprocessor::Text(Box::new(tokenizer)),
             source: path.to_path_buf(),
             format: ModelFormat::Gguf,
             network,
@@ -141,15 +227,78 @@ impl Model {
         &self.device
     }
 
+    /// Does this model take pictures (rather than text)?
+    pub fn takes_images(&self) -> bool {
+        matches!(self.preprocessor, Preprocessor::Image(_))
+    }
+
+    /// The text tokenizer, or an error saying this model takes images.
+    pub fn tokenizer(&self) -> Result<&TextTokenizer> {
+        match &self.preprocessor {
+            Preprocessor::Text(t) => Ok(t),
+            Preprocessor::Image(_) => Err(EngineError::BadInput {
+                index: 0,
+                reason: format!(
+                    "{} is an image model ({}): give it an image, not text",
+                    self.source.display(),
+                    self.config.model_type
+                ),
+            }),
+        }
+    }
+
+    /// Turns input `index`, a picture, into what the model sees: resized, cropped, normalised.
+    pub fn prepare_image(&self, index: usize, image: &RgbImage) -> Result<PreparedImage> {
+        let Preprocessor::Image(processor) = &self.preprocessor else {
+            return Err(EngineError::BadInput {
+                index,
+                reason: format!(
+                    "{} is a text model ({}): give it text, not an image",
+                    self.source.display(),
+                    self.config.model_type
+                ),
+            });
+        };
+        Ok(processor.prepare(image))
+    }
+
+    /// The patch grid [rows, cols] of a prepared picture, and the tokens before the patches.
+    pub fn patch_layout(&self, height: usize, width: usize) -> Option<([usize; 2], usize)> {
+        let v = self.config.vision.as_ref()?;
+        Some((
+            [height / v.patch_size[0], width / v.patch_size[1]],
+            v.prefix_tokens(),
+        ))
+    }
+
+    /// Runs an image model on one picture and captures every layer.
+    pub fn forward_image(&self, input: &PixelInput) -> Result<Trace> {
+        match &self.network {
+            Network::Vit(m) => m.forward(input, &self.device),
+            _ => Err(EngineError::BadInput {
+                index: 0,
+                reason: format!(
+                    "{} is a text model ({}): give it text, not an image",
+                    self.source.display(),
+                    self.config.model_type
+                ),
+            }),
+        }
+    }
+
     /// Tokenises input `index` of a run, checking it against the model's limits.
     pub fn encode(&self, index: usize, text: &str, long: LongInput) -> Result<Encoded> {
+        let tokenizer = self.tokenizer().map_err(|e| match e {
+            EngineError::BadInput { reason, .. } => EngineError::BadInput { index, reason },
+            other => other,
+        })?;
         if text.trim().is_empty() {
             return Err(EngineError::BadInput {
                 index,
                 reason: "the prompt is empty".into(),
             });
         }
-        let mut encoded = self.tokenizer.encode(text)?;
+        let mut encoded = tokenizer.encode(text)?;
         let max = self.config.max_positions;
         if encoded.ids.len() > max {
             match long {
@@ -175,6 +324,7 @@ impl Model {
 
     /// Runs the model on one input and captures every layer.
     pub fn forward(&self, input: &TokenInput) -> Result<Trace> {
+        self.tokenizer()?;
         if input.ids.is_empty() {
             return Err(EngineError::BadInput {
                 index: 0,
@@ -208,6 +358,10 @@ impl Model {
             Network::Bert(m) => m.forward(input, &self.device),
             Network::Gpt2(m) => m.forward(input, &self.device),
             Network::Llama(m) => m.forward(input, &self.device),
+            Network::Vit(_) => Err(EngineError::BadInput {
+                index: 0,
+                reason: "an image model takes pixels, not token ids".into(),
+            }),
         }
     }
 }
@@ -224,7 +378,15 @@ fn build(
         Architecture::Llama => {
             Network::Llama(llama::Llama::load(config, weights, device, progress)?)
         }
+        Architecture::Vit => {
+            Network::Vit(Box::new(vit::Vit::load(config, weights, device, progress)?))
+        }
     })
+}
+
+pub fn is_onnx(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
 }
 
 pub fn is_gguf(path: &Path) -> bool {

@@ -1,0 +1,431 @@
+//! Vision transformers: tiny random ViT, DeiT and DINOv2 checkpoints (and an ONNX export) give
+//! the attention, queries, keys and class probabilities transformers computes for the same pixel
+//! values; the preprocessing gives the pixels Hugging Face's image processors give; image files
+//! in any mode decode upright; and `headwise trace --image` writes image sessions.
+
+use headwise_engine::device::DeviceChoice;
+use headwise_engine::host::HostTensor;
+use headwise_engine::imaging::{ImageProcessor, load_image};
+use headwise_engine::session::{InputKind, LayerTensors, Session};
+use headwise_engine::{Model, PixelInput};
+use headwise_tests::*;
+use std::path::Path;
+
+const TOL: f32 = 1e-5;
+
+/// The pixel values a fixture was run on, as a forward pass takes them.
+fn fixture_pixels(expected: &Expected) -> PixelInput {
+    let pixels = expected.get("pixels");
+    let [channels, height, width] = pixels.shape[..] else {
+        panic!("pixels are [3, H, W]")
+    };
+    PixelInput {
+        pixels: pixels.data.clone(),
+        channels,
+        height,
+        width,
+    }
+}
+
+/// Runs `model` on the fixture's pixels and compares every layer (and the class probabilities
+/// where the fixture has them).
+fn check_image_model(model: &Model, expected: &Expected, tol: f32) {
+    let trace = model
+        .forward_image(&fixture_pixels(expected))
+        .expect("forward");
+    assert_eq!(trace.layers.len(), model.config.layers);
+    for (l, layer) in trace.layers.iter().enumerate() {
+        let ours = LayerTensors::from_trace(layer).expect("read back");
+        for (name, t) in [("attn", &ours.attn), ("q", &ours.q), ("k", &ours.k)] {
+            let key = format!("{name}/{l}");
+            assert_close(&key, t, expected.get(&key), tol);
+        }
+    }
+    if let Some(probs) = expected.tensors.get("class_probs") {
+        let ours = trace.next_token_probs.expect("class probabilities");
+        assert_close(
+            "class probabilities",
+            &HostTensor::new(vec![ours.len()], ours),
+            probs,
+            tol,
+        );
+    }
+}
+
+fn check_fixture(name: &str, device: DeviceChoice) -> Model {
+    let folder = fixture(name);
+    let model = load(&folder, device);
+    check_image_model(&model, &Expected::load(&folder), TOL);
+    model
+}
+
+#[test]
+fn tiny_vit_classifier_matches_transformers() {
+    let model = check_fixture("tiny-vit", DeviceChoice::Cpu);
+    let vision = model.config.vision.as_ref().unwrap();
+    assert_eq!(vision.labels[0], "tabby cat", "labels from id2label");
+    assert_eq!(vision.prefix_tokens(), 1);
+}
+
+#[test]
+fn tiny_deit_with_distillation_token_matches_transformers() {
+    let model = check_fixture("tiny-deit", DeviceChoice::Cpu);
+    assert_eq!(model.config.vision.as_ref().unwrap().prefix_tokens(), 2);
+}
+
+#[test]
+fn tiny_dinov2_interpolates_positions_to_a_non_square_grid_as_transformers_does() {
+    let model = check_fixture("tiny-dinov2", DeviceChoice::Cpu);
+    let vision = model.config.vision.as_ref().unwrap();
+    assert_eq!(vision.trained_grid(), [5, 5]);
+    assert_eq!(model.patch_layout(32, 48), Some(([4, 6], 1)));
+}
+
+#[test]
+fn tiny_dinov2_with_registers_puts_them_after_cls_and_antialiases_positions() {
+    let model = check_fixture("tiny-dinov2-registers", DeviceChoice::Cpu);
+    assert_eq!(model.patch_layout(24, 40), Some(([3, 5], 3)));
+}
+
+#[test]
+fn onnx_export_loads_with_weights_named_through_its_nodes() {
+    // torch's exporter leaves the linear weights anonymous (onnx::MatMul_*) and folds the
+    // position embeddings; there is no config.json beside the graph.
+    let folder = fixture("tiny-dinov2-onnx");
+    let model = load(&folder.join("model.onnx"), DeviceChoice::Cpu);
+    assert_eq!(model.config.model_type, "dinov2");
+    assert_eq!(
+        (model.config.layers, model.config.heads, model.config.hidden),
+        (2, 4, 32),
+        "layers and hidden size from the weights, heads from the graph's reshapes"
+    );
+    check_image_model(&model, &Expected::load(&folder), TOL);
+}
+
+#[test]
+fn tiny_vision_models_match_transformers_on_wgpu() {
+    if headwise_engine::device::create_device(DeviceChoice::Gpu).is_err() {
+        assert!(
+            !required("HEADWISE_REQUIRE_WGPU"),
+            "no wgpu adapter, but HEADWISE_REQUIRE_WGPU=1"
+        );
+        eprintln!("skipped: no wgpu adapter on this machine");
+        return;
+    }
+    for name in [
+        "tiny-vit",
+        "tiny-deit",
+        "tiny-dinov2",
+        "tiny-dinov2-registers",
+    ] {
+        check_fixture(name, DeviceChoice::Gpu);
+    }
+}
+
+/// Pillow's fixed-point resampling is reproduced step for step, so the only differences left
+/// are f32 rounding in the normalisation: one unit in the last place of values up to ~2.6.
+const PIXEL_TOL: f32 = 1e-6;
+
+#[test]
+fn preprocessing_gives_the_pixels_of_hugging_face_image_processors() {
+    let expected = Expected::load(&fixture("images"));
+    let cases = expected.meta["cases"].as_object().expect("cases");
+    assert_eq!(cases.len(), 3);
+    for (name, case) in cases {
+        let processor = ImageProcessor::from_json(&case["config"], Path::new(name)).unwrap();
+        let file = case["file"].as_str().unwrap();
+        let picture = load_image(
+            &Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../assets")
+                .join(file),
+        )
+        .unwrap();
+        let prepared = processor.prepare(&picture);
+        let reference = expected.get(&format!("pil/{name}"));
+        let ours = HostTensor::new(
+            vec![3, prepared.view.height, prepared.view.width],
+            prepared.pixels,
+        );
+        assert_close(&format!("{name} pixels"), &ours, reference, PIXEL_TOL);
+    }
+}
+
+fn image_fixture(name: &str) -> std::path::PathBuf {
+    fixture("images").join(name)
+}
+
+#[test]
+fn grayscale_rgba_and_16_bit_images_become_the_same_rgb() {
+    let rgb = load_image(&image_fixture("small.png")).unwrap();
+    let gray = load_image(&image_fixture("gray.png")).unwrap();
+    let gray16 = load_image(&image_fixture("gray16.png")).unwrap();
+    let rgba = load_image(&image_fixture("rgba.png")).unwrap();
+    assert_eq!((gray.width, gray.height), (90, 60));
+    assert!(
+        gray.pixels.chunks(3).all(|p| p[0] == p[1] && p[1] == p[2]),
+        "grayscale spreads to three equal channels"
+    );
+    assert_eq!(
+        gray16, gray,
+        "16-bit samples scale to the same 8-bit values"
+    );
+    assert_eq!(rgba, rgb, "alpha is dropped, colour kept");
+}
+
+#[test]
+fn exif_orientation_turns_the_picture_upright() {
+    let upright = load_image(&image_fixture("rotated.jpg")).unwrap();
+    let expected = Expected::load(&fixture("images"));
+    let reference = expected.get("upright_rotated");
+    assert_eq!(
+        [upright.height, upright.width, 3],
+        reference.shape[..],
+        "a 90×60 picture taken sideways shows as 60×90"
+    );
+    // Two JPEG decoders differ by a few levels; a wrong rotation differs by far more.
+    let mean_diff: f32 = upright
+        .pixels
+        .iter()
+        .zip(&reference.data)
+        .map(|(a, b)| (f32::from(*a) - b).abs())
+        .sum::<f32>()
+        / reference.data.len() as f32;
+    assert!(
+        mean_diff < 3.0,
+        "mean difference {mean_diff} from Pillow's upright picture"
+    );
+}
+
+#[test]
+fn trace_writes_an_image_session_that_opens_without_the_picture() {
+    let dir = scratch("trace-image");
+    let out = dir.join("cat.safetensors");
+    let model = fixture("tiny-dinov2");
+    let picture = dir.join("cat.png");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/chelsea.png"),
+        &picture,
+    )
+    .unwrap();
+    assert_success(&headwise(
+        &[
+            "trace",
+            "--model",
+            model.to_str().unwrap(),
+            "--image",
+            picture.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &dir,
+    ));
+    std::fs::remove_file(&picture).unwrap();
+    let session = Session::open(&out).unwrap();
+    let input = &session.meta.inputs[0];
+    assert_eq!(input.kind, InputKind::Image);
+    assert_eq!(input.image.as_deref(), Some("cat.png"));
+    // The fixture's preprocessing: short side to 40, centre crop 40 × 40, 8-pixel patches.
+    assert_eq!(input.patch_grid, Some([5, 5]));
+    assert_eq!(input.prefix_tokens, Some(1));
+    assert_eq!(input.tokens.len(), 26);
+    assert_eq!(input.tokens[0], "[CLS]");
+    assert_eq!(input.tokens[1], "(0,0)");
+    assert_eq!(input.special_tokens, vec![0]);
+    assert_eq!(input.next_tokens.len(), 5, "the classifier's top classes");
+    let image = session.image(0).expect("the picture is in the session");
+    assert_eq!((image.width, image.height), (40, 40));
+    assert_eq!(session.layers[0][0].attn.shape, vec![4, 26, 26]);
+}
+
+#[test]
+fn trace_runs_every_picture_of_a_folder() {
+    let dir = scratch("trace-images");
+    let pictures = dir.join("pictures");
+    std::fs::create_dir_all(&pictures).unwrap();
+    for name in ["chelsea.png", "coffee.png"] {
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../assets")
+                .join(name),
+            pictures.join(name),
+        )
+        .unwrap();
+    }
+    std::fs::write(pictures.join("notes.txt"), "not a picture").unwrap();
+    let out = dir.join("both.safetensors");
+    assert_success(&headwise(
+        &[
+            "trace",
+            "--model",
+            fixture("tiny-vit").to_str().unwrap(),
+            "--images",
+            pictures.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &dir,
+    ));
+    let session = Session::open(&out).unwrap();
+    let names: Vec<_> = session
+        .meta
+        .inputs
+        .iter()
+        .map(|i| i.image.clone().unwrap())
+        .collect();
+    assert_eq!(names, ["chelsea.png", "coffee.png"]);
+}
+
+#[test]
+fn a_file_that_is_not_an_image_is_named_in_the_error() {
+    let dir = scratch("not-an-image");
+    let file = image_fixture("not-an-image.png");
+    let out = headwise(
+        &[
+            "trace",
+            "--model",
+            fixture("tiny-vit").to_str().unwrap(),
+            "--image",
+            file.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ],
+        &dir,
+    );
+    assert_clean_failure(&out, &["not-an-image.png", "not an image"]);
+}
+
+#[test]
+fn a_truncated_image_is_named_in_the_error() {
+    let dir = scratch("truncated-image");
+    let out = headwise(
+        &[
+            "trace",
+            "--model",
+            fixture("tiny-vit").to_str().unwrap(),
+            "--image",
+            image_fixture("truncated.png").to_str().unwrap(),
+            "--device",
+            "cpu",
+        ],
+        &dir,
+    );
+    assert_clean_failure(&out, &["truncated.png", "truncated or corrupt"]);
+}
+
+#[test]
+fn an_image_given_to_a_text_model_is_refused_clearly() {
+    let dir = scratch("image-to-text-model");
+    let out = headwise(
+        &[
+            "trace",
+            "--model",
+            fixture("tiny-bert").to_str().unwrap(),
+            "--image",
+            image_fixture("small.png").to_str().unwrap(),
+            "--device",
+            "cpu",
+        ],
+        &dir,
+    );
+    assert_clean_failure(&out, &["tiny-bert", "text model", "not an image"]);
+}
+
+#[test]
+fn text_given_to_an_image_model_is_refused_clearly() {
+    let dir = scratch("text-to-image-model");
+    let out = headwise(
+        &[
+            "trace",
+            "--model",
+            fixture("tiny-vit").to_str().unwrap(),
+            "--text",
+            "a cat",
+            "--device",
+            "cpu",
+        ],
+        &dir,
+    );
+    assert_clean_failure(&out, &["tiny-vit", "image model", "not text"]);
+}
+
+#[test]
+fn an_onnx_graph_that_is_not_a_vit_is_refused_clearly() {
+    let dir = scratch("not-a-vit");
+    let out = headwise(
+        &[
+            "trace",
+            "--model",
+            fixture("not-a-vit.onnx").to_str().unwrap(),
+            "--image",
+            image_fixture("small.png").to_str().unwrap(),
+        ],
+        &dir,
+    );
+    assert_clean_failure(&out, &["not-a-vit.onnx", "not an exported ViT"]);
+}
+
+#[test]
+fn a_corrupt_onnx_file_is_refused_clearly() {
+    let dir = scratch("corrupt-onnx");
+    let graph = truncated_copy(
+        &fixture("tiny-dinov2-onnx").join("model.onnx"),
+        1,
+        2,
+        &dir,
+        "cut.onnx",
+    );
+    let out = headwise(
+        &[
+            "trace",
+            "--model",
+            graph.to_str().unwrap(),
+            "--image",
+            image_fixture("small.png").to_str().unwrap(),
+        ],
+        &dir,
+    );
+    assert_clean_failure(&out, &["cut.onnx", "ONNX"]);
+}
+
+#[test]
+fn an_image_session_renders_in_the_overview_and_head_view() {
+    let dir = scratch("render-image-session");
+    let session = dir.join("cat.safetensors");
+    assert_success(&headwise(
+        &[
+            "trace",
+            "--model",
+            fixture("tiny-vit").to_str().unwrap(),
+            "--image",
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../assets/chelsea.png")
+                .to_str()
+                .unwrap(),
+            "--device",
+            "cpu",
+            "--out",
+            session.to_str().unwrap(),
+        ],
+        &dir,
+    ));
+    for view in ["overview", "head:1.3"] {
+        let png = dir.join(format!("{}.png", view.replace(':', "-")));
+        assert_success(&headwise(
+            &[
+                "render",
+                session.to_str().unwrap(),
+                "--view",
+                view,
+                "--out",
+                png.to_str().unwrap(),
+            ],
+            &dir,
+        ));
+        let picture = image::open(&png).unwrap();
+        assert!(picture.width() > 100 && picture.height() > 100, "{view}");
+    }
+}
