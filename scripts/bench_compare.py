@@ -72,8 +72,9 @@ def time_hf_image(model, size, runs):
     does; the values do not change the time, the shape does."""
     from PIL import Image
     picture = Image.open(Path(__file__).resolve().parent.parent / "assets" / "chelsea.png").convert("RGB")
-    pixels = torch.tensor(list(picture.resize((size, size), Image.Resampling.BICUBIC).getdata()),
-                          dtype=torch.float32).view(1, size, size, 3).permute(0, 3, 1, 2) / 255.0
+    import numpy as np
+    square = np.asarray(picture.resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32)
+    pixels = torch.from_numpy(square).permute(2, 0, 1).unsqueeze(0) / 255.0
     with torch.no_grad():
         model(pixel_values=pixels, output_attentions=True)  # warm-up
         times = []
