@@ -193,6 +193,7 @@ def make_images():
     small = Image.open(ASSETS / "chelsea.png").convert("RGB").resize((90, 60), Image.Resampling.BOX)
     small.save(folder / "small.png")
     small.convert("L").save(folder / "gray.png")
+    small.save(folder / "lossless.webp", lossless=True)
     rgba = small.copy()
     rgba.putalpha(Image.linear_gradient("L").resize(small.size))
     rgba.save(folder / "rgba.png")

@@ -155,8 +155,10 @@ fn image_fixture(name: &str) -> std::path::PathBuf {
 }
 
 #[test]
-fn grayscale_rgba_and_16_bit_images_become_the_same_rgb() {
+fn grayscale_rgba_16_bit_and_webp_images_become_the_same_rgb() {
     let rgb = load_image(&image_fixture("small.png")).unwrap();
+    let webp = load_image(&image_fixture("lossless.webp")).unwrap();
+    assert_eq!(webp, rgb, "lossless WebP decodes to the PNG's pixels");
     let gray = load_image(&image_fixture("gray.png")).unwrap();
     let gray16 = load_image(&image_fixture("gray16.png")).unwrap();
     let rgba = load_image(&image_fixture("rgba.png")).unwrap();
