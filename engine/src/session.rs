@@ -65,6 +65,10 @@ pub struct InputInfo {
     /// Images: tokens before the patches (CLS, distillation, registers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix_tokens: Option<usize>,
+    /// Images: one patch's [height, width] in the stored picture's pixels (the grid covers
+    /// rows × height by cols × width of it; a remainder at the right or bottom is unused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch_size: Option<[usize; 2]>,
     /// Decoders: the most likely next tokens after the input; image classifiers: the most
     /// likely classes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -76,6 +80,24 @@ pub struct InputInfo {
 }
 
 impl InputInfo {
+    /// Images: the token of the patch under a point of the stored picture (in its pixels), or
+    /// None outside the patch grid. Patches come after the prefix tokens, row by row.
+    pub fn token_at(&self, x: f32, y: f32) -> Option<usize> {
+        let ([rows, cols], [ph, pw]) = (self.patch_grid?, self.patch_size?);
+        if x < 0.0 || y < 0.0 {
+            return None;
+        }
+        let (row, col) = ((y / ph as f32) as usize, (x / pw as f32) as usize);
+        (row < rows && col < cols).then(|| self.prefix_tokens.unwrap_or(0) + row * cols + col)
+    }
+
+    /// Images: the [row, col] of a patch token, or None for a prefix token.
+    pub fn patch_of(&self, token: usize) -> Option<[usize; 2]> {
+        let [rows, cols] = self.patch_grid?;
+        let patch = token.checked_sub(self.prefix_tokens.unwrap_or(0))?;
+        (patch < rows * cols).then(|| [patch / cols, patch % cols])
+    }
+
     /// One flag per token: is it one of the tokenizer's special tokens?
     pub fn special_mask(&self) -> Vec<bool> {
         let mut mask = vec![false; self.tokens.len()];
@@ -85,6 +107,70 @@ impl InputInfo {
             }
         }
         mask
+    }
+}
+
+#[cfg(test)]
+mod patch_geometry {
+    use super::*;
+
+    fn image_input(grid: [usize; 2], patch: [usize; 2], prefix: usize) -> InputInfo {
+        InputInfo {
+            kind: InputKind::Image,
+            text: None,
+            image: Some("picture.png".into()),
+            tokens: Vec::new(),
+            token_ids: Vec::new(),
+            patch_grid: Some(grid),
+            prefix_tokens: Some(prefix),
+            patch_size: Some(patch),
+            next_tokens: Vec::new(),
+            special_tokens: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_point_maps_to_its_patch_on_a_non_square_grid_after_the_prefix_tokens() {
+        // DINOv2 with 4 registers: CLS + 4 prefix tokens; a 3 × 5 grid of 14-pixel patches.
+        let input = image_input([3, 5], [14, 14], 5);
+        assert_eq!(input.token_at(0.0, 0.0), Some(5));
+        assert_eq!(input.token_at(13.9, 13.9), Some(5));
+        assert_eq!(input.token_at(14.0, 0.0), Some(6));
+        assert_eq!(
+            input.token_at(69.9, 0.0),
+            Some(9),
+            "last column of the first row"
+        );
+        assert_eq!(
+            input.token_at(0.0, 14.0),
+            Some(10),
+            "first column of the second row"
+        );
+        assert_eq!(input.token_at(69.9, 41.9), Some(19), "last patch");
+        assert_eq!(input.patch_of(19), Some([2, 4]));
+        assert_eq!(input.patch_of(10), Some([1, 0]));
+    }
+
+    #[test]
+    fn points_outside_the_grid_and_prefix_tokens_have_no_patch() {
+        // DeiT: CLS and distillation token; 16-pixel patches on a 2 × 3 grid, with a strip of
+        // the picture to the right that no patch covers.
+        let input = image_input([2, 3], [16, 16], 2);
+        assert_eq!(input.token_at(48.0, 0.0), None, "past the last column");
+        assert_eq!(input.token_at(0.0, 32.0), None, "past the last row");
+        assert_eq!(input.token_at(-1.0, 5.0), None);
+        assert_eq!(input.patch_of(0), None, "CLS");
+        assert_eq!(input.patch_of(1), None, "distillation token");
+        assert_eq!(input.patch_of(2), Some([0, 0]));
+        assert_eq!(input.patch_of(8), None, "past the grid");
+    }
+
+    #[test]
+    fn rectangular_patches_map_rows_and_columns_separately() {
+        let input = image_input([2, 2], [10, 20], 1);
+        assert_eq!(input.token_at(19.0, 9.0), Some(1));
+        assert_eq!(input.token_at(20.0, 9.0), Some(2));
+        assert_eq!(input.token_at(19.0, 10.0), Some(3));
     }
 }
 
@@ -203,6 +289,7 @@ impl Session {
             token_ids: encoded.ids.clone(),
             patch_grid: None,
             prefix_tokens: None,
+            patch_size: None,
             next_tokens,
             special_tokens: encoded
                 .ids
@@ -273,6 +360,7 @@ impl Session {
             tokens,
             patch_grid: Some([rows, cols]),
             prefix_tokens: Some(prefix),
+            patch_size: vision.map(|v| v.patch_size),
             next_tokens,
             special_tokens: (0..prefix).collect(),
         });
@@ -291,6 +379,15 @@ impl Session {
             .collect::<Result<_>>()?;
         self.layers.push(layers);
         Ok(())
+    }
+
+    /// The [width, height] of image input `index`'s picture, without copying it.
+    pub fn image_size(&self, index: usize) -> Option<[usize; 2]> {
+        let extra = self.extras.get(&format!("image/{index}"))?;
+        match extra.shape[..] {
+            [height, width, 3] if extra.dtype == Dtype::U8 => Some([width, height]),
+            _ => None,
+        }
     }
 
     /// The picture of image input `index`, as the model saw it.

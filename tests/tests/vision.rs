@@ -431,3 +431,90 @@ fn an_image_session_renders_in_the_overview_and_head_view() {
         assert!(picture.width() > 100 && picture.height() > 100, "{view}");
     }
 }
+
+#[test]
+fn rollout_equals_the_reference_for_each_fusion_discard_ratio_and_start_layer() {
+    use headwise_engine::analysis::rollout::{Fusion, RolloutSettings, rollout, rollout_row};
+    let attention = Expected::load(&fixture("tiny-dinov2"));
+    let layers: Vec<HostTensor> = (0..2)
+        .map(|l| attention.get(&format!("attn/{l}")).clone())
+        .collect();
+    let t = layers[0].shape[1];
+    let expected = Expected::load(&fixture("rollout"));
+    let settings = expected.meta["settings"].as_array().unwrap();
+    assert_eq!(settings.len(), 3);
+    for (i, s) in settings.iter().enumerate() {
+        let settings = RolloutSettings {
+            fusion: match s["fusion"].as_str().unwrap() {
+                "mean" => Fusion::Mean,
+                "max" => Fusion::Max,
+                _ => Fusion::Min,
+            },
+            discard_ratio: s["discard_ratio"].as_f64().unwrap() as f32,
+            start_layer: s["start_layer"].as_u64().unwrap() as usize,
+        };
+        let ours = HostTensor::new(vec![t, t], rollout(&layers, &settings));
+        let reference = expected.get(&format!("rollout/{i}"));
+        assert_close(&format!("rollout {s}"), &ours, reference, 1e-6);
+        let cls = rollout_row(&layers, &settings, 0);
+        assert_close(
+            &format!("CLS row of rollout {s}"),
+            &HostTensor::new(vec![t], cls),
+            &HostTensor::new(vec![t], reference.data[..t].to_vec()),
+            1e-6,
+        );
+    }
+}
+
+#[test]
+fn render_draws_the_image_view_of_a_picture_and_refuses_it_for_text() {
+    let dir = scratch("render-image-view");
+    let session = dir.join("cat.safetensors");
+    let picture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/chelsea.png");
+    assert_success(&headwise(
+        &[
+            "trace",
+            "--model",
+            fixture("tiny-dinov2").to_str().unwrap(),
+            "--image",
+            picture.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--out",
+            session.to_str().unwrap(),
+        ],
+        &dir,
+    ));
+    let png = dir.join("image.png");
+    assert_success(&headwise(
+        &[
+            "render",
+            session.to_str().unwrap(),
+            "--view",
+            "image:1.2",
+            "--out",
+            png.to_str().unwrap(),
+        ],
+        &dir,
+    ));
+    let img = image::open(&png).unwrap().to_rgba8();
+    let distinct: std::collections::HashSet<[u8; 4]> = img.pixels().map(|p| p.0).collect();
+    assert!(
+        distinct.len() > 5_000,
+        "the photograph shows under the heatmap: {} colours",
+        distinct.len()
+    );
+    let text = traced_session(&dir, "tiny-bert", &["a cat"], "text.safetensors");
+    let out = headwise(
+        &[
+            "render",
+            text.to_str().unwrap(),
+            "--view",
+            "image:0.0",
+            "--out",
+            dir.join("no.png").to_str().unwrap(),
+        ],
+        &dir,
+    );
+    assert_clean_failure(&out, &["image:0.0", "not an image"]);
+}

@@ -122,3 +122,87 @@ fn a_corrupt_session_is_reported_in_the_window_and_on_the_command_line() {
     let (rows, _) = counts(&mask);
     assert!(rows.iter().max().copied().unwrap_or(0) < 50);
 }
+
+/// Horizontal bands of "busy" rows (many pixels differing from their left neighbour, as in a
+/// photograph), with gaps under 12 rows closed: (first row, height).
+fn busy_bands(img: &image::RgbaImage, min_changes: usize) -> Vec<(u32, u32)> {
+    let mut bands: Vec<(u32, u32)> = Vec::new();
+    for y in 0..img.height() {
+        let changes = (1..img.width())
+            .filter(|&x| img.get_pixel(x, y) != img.get_pixel(x - 1, y))
+            .count();
+        if changes <= min_changes {
+            continue;
+        }
+        match bands.last_mut() {
+            Some((start, height)) if y - (*start + *height) < 12 => *height = y - *start + 1,
+            _ => bands.push((y, 1)),
+        }
+    }
+    bands
+}
+
+#[test]
+fn the_window_shows_a_photograph_under_dinov2_s_patch_heatmaps() {
+    let Some(xvfb) = xvfb_run() else { return };
+    let model = match headwise_engine::locate::locate("dinov2-s").unwrap() {
+        headwise_engine::locate::Located::Path(p) => p,
+        _ => {
+            assert!(
+                !required("HEADWISE_REQUIRE_REAL_MODELS"),
+                "dinov2-s is not fetched, but HEADWISE_REQUIRE_REAL_MODELS=1"
+            );
+            eprintln!("skipped: dinov2-s is not fetched");
+            return;
+        }
+    };
+    let dir = scratch("window-image");
+    let session = dir.join("cat.safetensors");
+    let picture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/chelsea.png");
+    assert_success(&headwise_tests::headwise(
+        &[
+            "trace",
+            "--model",
+            model.to_str().unwrap(),
+            "--image",
+            picture.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--out",
+            session.to_str().unwrap(),
+        ],
+        &dir,
+    ));
+    let shot = dir.join("window.png");
+    let out = window(
+        xvfb,
+        &[
+            session.to_str().unwrap(),
+            "--screenshot",
+            shot.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+        ],
+        &dir,
+    );
+    assert_success(&out);
+    let img = image::open(&shot)
+        .expect("the window saved a screenshot")
+        .to_rgba8();
+    // A photograph under a heatmap: tens of thousands of colours (the text views show a few
+    // hundred: the colour map's and antialiased text's).
+    let distinct: std::collections::HashSet<[u8; 4]> = img.pixels().map(|p| p.0).collect();
+    assert!(distinct.len() > 10_000, "{} colours", distinct.len());
+    // The image view opens by itself on a picture: the picture drawn about 520 points wide and
+    // as tall, and under it one row of six small overlays, one per head of the layer.
+    let bands = busy_bands(&img, 250);
+    let main = bands
+        .iter()
+        .position(|&(_, h)| h >= 450)
+        .unwrap_or_else(|| panic!("no picture-sized band of busy rows: {bands:?}"));
+    let thumbs = &bands[main + 1..];
+    assert!(
+        thumbs.iter().any(|&(_, h)| (100..=200).contains(&h)),
+        "no row of small overlays under the picture: {bands:?}"
+    );
+}

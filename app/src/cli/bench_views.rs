@@ -107,6 +107,7 @@ pub fn synthetic_session(layers: usize, heads: usize, tokens: usize, head_dim: u
                 token_ids: (0..tokens as u32).collect(),
                 patch_grid: None,
                 prefix_tokens: None,
+                patch_size: None,
                 next_tokens: Vec::new(),
                 special_tokens: Vec::new(),
             }],

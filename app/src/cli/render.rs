@@ -5,7 +5,8 @@ use crate::document::Document;
 use crate::gui::export::{draw_view, natural_size, save_png};
 use crate::render::colormap::ColorMap;
 use crate::render::offscreen::Offscreen;
-use crate::views::state::{Selection, Tab, ViewState};
+use crate::views::image;
+use crate::views::state::{PatchSource, Selection, Tab, ViewState};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use eframe::egui;
@@ -18,7 +19,8 @@ use std::sync::Arc;
 pub struct RenderArgs {
     /// The session file to draw.
     pub session: PathBuf,
-    /// overview, or head:L.H (layer L, head H).
+    /// overview, head:L.H (layer L, head H), or image:L.H (that head's attention from CLS over
+    /// the picture of an image input).
     #[arg(long, default_value = "overview")]
     pub view: String,
     #[arg(long)]
@@ -47,6 +49,21 @@ pub struct RenderArgs {
 pub enum ViewSpec {
     Overview,
     Head { layer: usize, head: usize },
+    Image { layer: usize, head: usize },
+}
+
+/// `L.H` after a view's prefix.
+fn layer_head(spec: &str, rest: &str, prefix: &str) -> Result<(usize, usize)> {
+    let (l, h) = rest
+        .split_once('.')
+        .with_context(|| format!("--view {spec}: expected {prefix}LAYER.HEAD, e.g. {prefix}3.5"))?;
+    let layer = l
+        .parse()
+        .with_context(|| format!("--view {spec}: '{l}' is not a layer number"))?;
+    let head = h
+        .parse()
+        .with_context(|| format!("--view {spec}: '{h}' is not a head number"))?;
+    Ok((layer, head))
 }
 
 pub fn parse_view(spec: &str) -> Result<ViewSpec> {
@@ -54,23 +71,20 @@ pub fn parse_view(spec: &str) -> Result<ViewSpec> {
         return Ok(ViewSpec::Overview);
     }
     if let Some(rest) = spec.strip_prefix("head:") {
-        let (l, h) = rest
-            .split_once('.')
-            .with_context(|| format!("--view {spec}: expected head:LAYER.HEAD, e.g. head:3.5"))?;
-        let layer = l
-            .parse()
-            .with_context(|| format!("--view {spec}: '{l}' is not a layer number"))?;
-        let head = h
-            .parse()
-            .with_context(|| format!("--view {spec}: '{h}' is not a head number"))?;
+        let (layer, head) = layer_head(spec, rest, "head:")?;
         return Ok(ViewSpec::Head { layer, head });
     }
-    if spec.starts_with("qk:") || spec.starts_with("image:") {
+    if let Some(rest) = spec.strip_prefix("image:") {
+        let (layer, head) = layer_head(spec, rest, "image:")?;
+        return Ok(ViewSpec::Image { layer, head });
+    }
+    if spec.starts_with("qk:") {
         bail!(
-            "--view {spec}: this view is not in this version of headwise yet (overview and head:L.H are)"
+            "--view {spec}: this view is not in this version of headwise yet (overview, head:L.H \
+             and image:L.H are)"
         );
     }
-    bail!("--view {spec}: unknown view (overview or head:L.H)")
+    bail!("--view {spec}: unknown view (overview, head:L.H or image:L.H)")
 }
 
 pub fn run(args: RenderArgs) -> Result<()> {
@@ -91,7 +105,7 @@ pub fn run(args: RenderArgs) -> Result<()> {
     }
     match spec {
         ViewSpec::Overview => state.tab = Tab::Overview,
-        ViewSpec::Head { layer, head } => {
+        ViewSpec::Head { layer, head } | ViewSpec::Image { layer, head } => {
             if layer >= doc.layers() || head >= doc.heads() {
                 bail!(
                     "--view {}: {} has {} layers x {} heads (counted from 0)",
@@ -101,10 +115,24 @@ pub fn run(args: RenderArgs) -> Result<()> {
                     doc.heads()
                 );
             }
-            state.tab = Tab::Head;
             state.layer = layer;
             state.head = head;
-            state.selection = Selection::Head;
+            if matches!(spec, ViewSpec::Image { .. }) {
+                if !image::is_image(&doc, state.input) {
+                    bail!(
+                        "--view {}: input {} of {} is not an image",
+                        args.view,
+                        state.input,
+                        args.session.display()
+                    );
+                }
+                state.tab = Tab::Image;
+                state.image.source = PatchSource::Head;
+                state.image.query = 0;
+            } else {
+                state.tab = Tab::Head;
+                state.selection = Selection::Head;
+            }
         }
     }
     state.clamp_to(doc.inputs(), doc.layers(), doc.heads());
@@ -150,6 +178,10 @@ mod tests {
         );
         assert!(parse_view("head:3").is_err());
         assert!(parse_view("head:x.1").is_err());
+        assert_eq!(
+            parse_view("image:11.2").unwrap(),
+            ViewSpec::Image { layer: 11, head: 2 }
+        );
         assert!(
             parse_view("qk:1.1")
                 .unwrap_err()

@@ -9,6 +9,7 @@ use crate::document::Document;
 use crate::render::heatmap::HeatmapResources;
 use crate::render::offscreen::Offscreen;
 use crate::views::head;
+use crate::views::image as image_view;
 use crate::views::lines;
 use crate::views::overview::{self, OverviewAction};
 use crate::views::state::{Tab, ViewState};
@@ -241,7 +242,19 @@ impl HeadwiseApp {
 
     fn set_document(&mut self, session: Session, view: Option<ViewState>) {
         let doc = Document::new(session);
+        let was_picture = self
+            .doc
+            .as_ref()
+            .is_some_and(|d| image_view::is_image(d, self.view.input));
+        let restored = view.is_some();
         let mut view = view.unwrap_or_else(|| self.view.clone());
+        // A first picture opens on the image view; a text input cannot show it.
+        let picture = image_view::is_image(&doc, view.input.min(doc.inputs().saturating_sub(1)));
+        if picture && !was_picture && !restored {
+            view.tab = Tab::Image;
+        } else if !picture && view.tab == Tab::Image {
+            view.tab = Tab::Overview;
+        }
         view.clamp_to(doc.inputs(), doc.layers(), doc.heads());
         if view.input != self.view.input || view.layer != self.view.layer {
             view.window = None;
@@ -260,13 +273,14 @@ impl HeadwiseApp {
                 return Err(e.into());
             }
         };
-        let view = ViewState::from_json(&session.meta.view);
+        // A session saved without a view state opens as a fresh run would.
+        let view = (!session.meta.view.is_null()).then(|| ViewState::from_json(&session.meta.view));
         if let Some(text) = session.meta.inputs.first().and_then(|i| i.text.clone()) {
             self.prompt = text.clone();
             self.sent_prompt = Some(text);
         }
         self.last_edit = None;
-        self.set_document(session, Some(view));
+        self.set_document(session, view);
         self.session_path = Some(path.to_path_buf());
         self.dirty = false;
         self.error = None;
@@ -458,6 +472,14 @@ impl HeadwiseApp {
         }
         if pressed(Key::Num2) || pressed(Key::Enter) {
             self.view.tab = Tab::Head;
+        }
+        if pressed(Key::Num3)
+            && self
+                .doc
+                .as_ref()
+                .is_some_and(|d| image_view::is_image(d, self.view.input))
+        {
+            self.view.tab = Tab::Image;
         }
         if ctx.input(|i| {
             i.key_pressed(Key::Questionmark) || (i.modifiers.shift && i.key_pressed(Key::Slash))
@@ -790,6 +812,7 @@ impl HeadwiseApp {
             ui.menu_button("View", |ui| {
                 ui.selectable_value(&mut self.view.tab, Tab::Overview, "Head overview  (1)");
                 ui.selectable_value(&mut self.view.tab, Tab::Head, "Head view  (2)");
+                ui.selectable_value(&mut self.view.tab, Tab::Image, "Image view  (3)");
             });
             ui.menu_button("Help", |ui| {
                 if ui.button("Keyboard shortcuts  (F1)").clicked() {
@@ -810,9 +833,13 @@ impl HeadwiseApp {
             });
             return;
         };
+        let picture = image_view::is_image(&doc, self.view.input);
         ui.horizontal(|ui| {
             ui.selectable_value(&mut self.view.tab, Tab::Overview, "Head overview");
             ui.selectable_value(&mut self.view.tab, Tab::Head, "Head view");
+            if picture {
+                ui.selectable_value(&mut self.view.tab, Tab::Image, "Image view");
+            }
         });
         ui.separator();
         match self.view.tab {
@@ -827,6 +854,13 @@ impl HeadwiseApp {
                     self.view.window = None;
                     self.view.line_heads.clear();
                 }
+            }
+            Tab::Image => {
+                image_view::controls(ui, &doc, &mut self.view);
+                ui.label(egui::RichText::new(image_view::title(&doc, &self.view)).strong());
+                egui::ScrollArea::vertical().show(ui, |ui| {
+                    image_view::show(ui, &doc, &mut self.view);
+                });
             }
             Tab::Head => {
                 head::controls(ui, &doc, &mut self.view);

@@ -4,6 +4,7 @@
 
 use crate::document::Document;
 use crate::render::offscreen::Offscreen;
+use crate::views::image as image_view;
 use crate::views::state::{Selection, Tab, ViewState};
 use crate::views::{head, overview};
 use anyhow::{Context, Result};
@@ -38,6 +39,10 @@ pub fn draw_view(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) 
             ui.strong(format!("{source}: {}", head::title(state)));
             head::show(ui, doc, state);
         }
+        Tab::Image => {
+            ui.strong(format!("{source}: {}", image_view::title(doc, state)));
+            image_view::show(ui, doc, state);
+        }
     }
 }
 
@@ -53,6 +58,7 @@ pub fn natural_size(doc: &Document, state: &ViewState) -> egui::Vec2 {
             overview::grid_size(cell, doc.layers(), doc.heads()) + egui::vec2(40.0, 80.0)
         }
         Tab::Head => egui::vec2(900.0, 940.0),
+        Tab::Image => image_view::natural_size(doc, state),
     }
 }
 
@@ -60,6 +66,7 @@ pub fn view_file_name(state: &ViewState) -> String {
     match state.tab {
         Tab::Overview => "overview.png".to_string(),
         Tab::Head => format!("head-L{}-H{}.png", state.layer, state.head),
+        Tab::Image => format!("image-L{}-H{}.png", state.layer, state.head),
     }
 }
 

@@ -4,6 +4,7 @@
 use crate::render::heatmap::{HeatmapStyle, Matrix};
 use headwise_engine::analysis::aggregate::Reduce;
 use headwise_engine::analysis::metrics::HeadMetric;
+use headwise_engine::analysis::rollout::RolloutSettings;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -11,6 +12,53 @@ pub enum Tab {
     #[default]
     Overview,
     Head,
+    /// The picture of an image input with a patch heatmap over it.
+    Image,
+}
+
+/// What the image view lays over the picture: one head's attention from the query token, an
+/// aggregate over the layer's heads, or the attention rollout up to the last layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum PatchSource {
+    #[default]
+    Head,
+    Layer(Reduce),
+    Rollout,
+}
+
+/// The small overlays under the picture: every head of the layer, or every layer for the head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum PatchGrid {
+    #[default]
+    Heads,
+    Layers,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ImageViewState {
+    pub source: PatchSource,
+    /// The query token whose attention is drawn (0: CLS).
+    pub query: usize,
+    /// The heatmap's opacity over the picture, 0..1.
+    pub opacity: f32,
+    /// Bilinear between patch centres instead of one flat colour per patch.
+    pub smooth: bool,
+    pub rollout: RolloutSettings,
+    pub grid: PatchGrid,
+}
+
+impl Default for ImageViewState {
+    fn default() -> Self {
+        Self {
+            source: PatchSource::Head,
+            query: 0,
+            opacity: 0.6,
+            smooth: false,
+            rollout: RolloutSettings::default(),
+            grid: PatchGrid::Heads,
+        }
+    }
 }
 
 /// The head overview's cells: attention thumbnails, or one colour per head from a metric.
@@ -48,6 +96,7 @@ pub struct ViewState {
     /// Extra heads of the current layer drawn in the token lines, colour-coded.
     pub line_heads: Vec<usize>,
     pub style: HeatmapStyle,
+    pub image: ImageViewState,
 }
 
 impl Default for ViewState {
@@ -65,6 +114,7 @@ impl Default for ViewState {
             show_lines: false,
             line_heads: Vec::new(),
             style: HeatmapStyle::default(),
+            image: ImageViewState::default(),
         }
     }
 }

@@ -3,3 +3,4 @@
 
 pub mod aggregate;
 pub mod metrics;
+pub mod rollout;
