@@ -75,7 +75,7 @@ def vit_trace(model, pixels):
         hooks.append(module.register_forward_hook(
             lambda _m, _i, out, key=(kind, i): captured.__setitem__(key, out.detach().clone())))
     with torch.no_grad():
-        out = model(pixel_values=pixels, output_attentions=True)
+        out = model(pixel_values=pixels, output_attentions=True, output_hidden_states=True)
     for h in hooks:
         h.remove()
     n = model.config.num_attention_heads
@@ -84,6 +84,8 @@ def vit_trace(model, pixels):
         res[f"attn/{i}"] = a[0]
         res[f"q/{i}"] = heads(captured[("query", i)], n)
         res[f"k/{i}"] = heads(captured[("key", i)], n)
+        # Each token's hidden-state norm after the layer (the artifact-token measure).
+        res[f"norms/{i}"] = out.hidden_states[i + 1][0].norm(dim=-1)
     if hasattr(out, "logits"):
         res["class_probs"] = torch.softmax(out.logits[0].double(), -1).float()
     return res

@@ -372,6 +372,19 @@ impl Session {
                 bytes: view.pixels.clone(),
             },
         );
+        for (l, layer) in trace.layers.iter().enumerate() {
+            if let Some(norms) = &layer.norms {
+                let values = to_vec(norms.clone())?;
+                self.extras.insert(
+                    format!("norms/{index}/{l}"),
+                    ExtraTensor {
+                        dtype: Dtype::F32,
+                        shape: vec![values.len()],
+                        bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    },
+                );
+            }
+        }
         let layers = trace
             .layers
             .iter()
@@ -379,6 +392,12 @@ impl Session {
             .collect::<Result<_>>()?;
         self.layers.push(layers);
         Ok(())
+    }
+
+    /// Image inputs: each token's hidden-state norm after layer `layer` (`norms/{input}/{layer}`).
+    pub fn token_norms(&self, index: usize, layer: usize) -> Option<Vec<f32>> {
+        let extra = self.extras.get(&format!("norms/{index}/{layer}"))?;
+        decode_floats(extra.dtype, &extra.bytes).ok()
     }
 
     /// The [width, height] of image input `index`'s picture, without copying it.

@@ -14,6 +14,10 @@ pub struct LayerTrace {
     pub q: Tensor<3>,
     /// [kv_heads, T, d]
     pub k: Tensor<3>,
+    /// Image models: the L2 norm of each token's hidden state after this layer, [T], which
+    /// shows the high-norm "artifact" patches that take over attention in ViTs without
+    /// registers.
+    pub norms: Option<Tensor<1>>,
 }
 
 /// Everything one input's forward pass produced.

@@ -40,6 +40,20 @@ fn check_image_model(model: &Model, expected: &Expected, tol: f32) {
             let key = format!("{name}/{l}");
             assert_close(&key, t, expected.get(&key), tol);
         }
+        let key = format!("norms/{l}");
+        let norms = layer
+            .norms
+            .clone()
+            .expect("image models report token norms");
+        let norms = headwise_engine::model::to_vec(norms).unwrap();
+        // Norms grow with depth; compare relative to their size.
+        assert_allclose(
+            &key,
+            &HostTensor::new(vec![norms.len()], norms),
+            expected.get(&key),
+            tol,
+            tol,
+        );
     }
     if let Some(probs) = expected.tensors.get("class_probs") {
         let ours = trace.next_token_probs.expect("class probabilities");

@@ -8,6 +8,7 @@ use crate::document::Document;
 use crate::render::heatmap::Matrix;
 use eframe::egui;
 use headwise_engine::analysis::aggregate::Reduce;
+use headwise_engine::analysis::artifacts::{LayerArtifacts, OUTLIER_FACTOR, layer_artifacts};
 use headwise_engine::analysis::rollout::{Fusion, rollout_row};
 use headwise_engine::session::{InputInfo, InputKind};
 use std::hash::{Hash, Hasher};
@@ -114,6 +115,7 @@ pub fn controls(ui: &mut egui::Ui, doc: &Document, state: &mut ViewState) {
         if ui.button("query: CLS").clicked() {
             state.image.query = 0;
         }
+        ui.checkbox(&mut state.image.mark_outliers, "ring high-norm patches");
         ui.label("grid:");
         ui.selectable_value(
             &mut state.image.grid,
@@ -298,6 +300,7 @@ fn draw_overlaid(
     slot: egui::Id,
     values: &[f32],
     mark: Option<usize>,
+    outliers: &[usize],
 ) -> Option<usize> {
     let input = state.input;
     let info = &doc.session.meta.inputs[input];
@@ -322,6 +325,20 @@ fn draw_overlaid(
             egui::Stroke::new(2.0, egui::Color32::from_rgb(255, 80, 80)),
             egui::StrokeKind::Outside,
         );
+    }
+    if let Some([ph, pw]) = info.patch_size {
+        for &token in outliers {
+            if let Some([r, c]) = info.patch_of(token) {
+                let centre = rect.min
+                    + egui::vec2((c as f32 + 0.5) * pw as f32, (r as f32 + 0.5) * ph as f32)
+                        * scale;
+                painter.circle_stroke(
+                    centre,
+                    0.6 * pw.max(ph) as f32 * scale,
+                    egui::Stroke::new(1.5, egui::Color32::WHITE),
+                );
+            }
+        }
     }
     let pointer = response.hover_pos()?;
     let at = (pointer - rect.min) / scale;
@@ -371,6 +388,7 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
         egui::Id::unique("headwise overlay main"),
         &values,
         Some(state.image.query),
+        &outliers_of(doc, input, state.layer, state.image.mark_outliers),
     );
     let info = &doc.session.meta.inputs[input];
     if let Some(token) = hovered {
@@ -441,6 +459,7 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
                         egui::Id::unique(("headwise overlay cell", r * per_row + j)),
                         &values,
                         Some(query),
+                        &outliers_of(doc, input, layer, state.image.mark_outliers),
                     );
                     if response.clicked() {
                         open = Some((layer, head));
@@ -454,6 +473,88 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
         state.head = head;
         state.image.source = PatchSource::Head;
     }
+    artifact_table(ui, doc, input);
+}
+
+/// Each layer's patch norms and where the CLS token's attention goes, for image inputs whose
+/// session has the norms.
+pub fn artifacts(doc: &Document, input: usize) -> Vec<Option<LayerArtifacts>> {
+    let prefix = doc.session.meta.inputs[input].prefix_tokens.unwrap_or(0);
+    (0..doc.layers())
+        .map(|l| {
+            let norms = doc.session.token_norms(input, l)?;
+            Some(layer_artifacts(
+                &norms,
+                &doc.session.layers[input][l].attn,
+                prefix,
+            ))
+        })
+        .collect()
+}
+
+fn outliers_of(doc: &Document, input: usize, layer: usize, wanted: bool) -> Vec<usize> {
+    if !wanted {
+        return Vec::new();
+    }
+    let prefix = doc.session.meta.inputs[input].prefix_tokens.unwrap_or(0);
+    doc.session
+        .token_norms(input, layer)
+        .map(|norms| {
+            layer_artifacts(&norms, &doc.session.layers[input][layer].attn, prefix).outliers
+        })
+        .unwrap_or_default()
+}
+
+fn artifact_table(ui: &mut egui::Ui, doc: &Document, input: usize) {
+    let rows = artifacts(doc, input);
+    if rows.iter().all(Option::is_none) {
+        return;
+    }
+    ui.add_space(6.0);
+    ui.label(egui::RichText::new("artifact tokens").strong());
+    ui.small(format!(
+        "high-norm patches: hidden-state norm over {OUTLIER_FACTOR}× the layer's median patch norm"
+    ));
+    egui::Grid::new("headwise artifacts")
+        .striped(true)
+        .show(ui, |ui| {
+            for h in [
+                "layer",
+                "median norm",
+                "max / median",
+                "high-norm patches",
+                "CLS to top 1%",
+                "CLS to high-norm",
+            ] {
+                ui.small(h);
+            }
+            ui.end_row();
+            let info = &doc.session.meta.inputs[input];
+            for (l, row) in rows.iter().enumerate() {
+                let Some(a) = row else { continue };
+                ui.small(l.to_string());
+                ui.small(format!("{:.2}", a.median_norm));
+                ui.small(format!(
+                    "{:.2}",
+                    a.max_norm / a.median_norm.max(f32::MIN_POSITIVE)
+                ));
+                let patches: Vec<String> = a
+                    .outliers
+                    .iter()
+                    .take(4)
+                    .filter_map(|&t| info.patch_of(t).map(|[r, c]| format!("({r},{c})")))
+                    .collect();
+                let more = a.outliers.len().saturating_sub(4);
+                ui.small(match (patches.is_empty(), more) {
+                    (true, _) => "none".to_string(),
+                    (false, 0) => patches.join(" "),
+                    (false, n) => format!("{} +{n}", patches.join(" ")),
+                });
+                ui.small(format!("{:.1}%", a.top_share * 100.0));
+                ui.small(format!("{:.1}%", a.outlier_share * 100.0));
+                ui.end_row();
+            }
+        });
 }
 
 /// The canvas an exported image view needs.
@@ -467,5 +568,10 @@ pub fn natural_size(doc: &Document, state: &ViewState) -> egui::Vec2 {
     let per_row = ((560.0 / (THUMB + 8.0)) as usize).max(1);
     let rows = cells.div_ceil(per_row) as f32;
     let thumb = fitted(picture, THUMB);
-    egui::vec2(600.0, main.y + rows * (thumb.y + 28.0) + 120.0)
+    let table = if doc.session.token_norms(state.input, 0).is_some() {
+        60.0 + doc.layers() as f32 * 20.0
+    } else {
+        0.0
+    };
+    egui::vec2(600.0, main.y + rows * (thumb.y + 28.0) + 120.0 + table)
 }

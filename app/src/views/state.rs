@@ -46,6 +46,8 @@ pub struct ImageViewState {
     pub smooth: bool,
     pub rollout: RolloutSettings,
     pub grid: PatchGrid,
+    /// Ring the high-norm (artifact) patches of the layer on the picture.
+    pub mark_outliers: bool,
 }
 
 impl Default for ImageViewState {
@@ -57,6 +59,7 @@ impl Default for ImageViewState {
             smooth: false,
             rollout: RolloutSettings::default(),
             grid: PatchGrid::Heads,
+            mark_outliers: true,
         }
     }
 }

@@ -2,5 +2,6 @@
 //! heads and layers. Pure functions over host tensors, so the app and scripts share one definition.
 
 pub mod aggregate;
+pub mod artifacts;
 pub mod metrics;
 pub mod rollout;

@@ -142,7 +142,13 @@ pub fn attend(
     }
     let attn = softmax(logits, 2);
     let context = merge_heads(attn.clone().matmul(values));
-    (context, LayerTrace { attn, q, k })
+    let trace = LayerTrace {
+        attn,
+        q,
+        k,
+        norms: None,
+    };
+    (context, trace)
 }
 
 /// The value added to a logit to forbid it: the most negative f32, as transformers uses.

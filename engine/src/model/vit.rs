@@ -247,12 +247,14 @@ impl Vit {
             let q = split_heads(layer.query.forward(h.clone()), heads);
             let k = split_heads(layer.key.forward(h.clone()), heads);
             let v = split_heads(layer.value.forward(h), heads);
-            let (context, trace) = attend(q, k, v, None);
-            traces.push(trace);
+            let (context, mut trace) = attend(q, k, v, None);
             x = x + scaled(layer.attn_out.forward(context), &layer.scale_attn);
             let h = layer.norm_after.forward(x.clone());
             let h = activate(self.config.activation, layer.fc1.forward(h));
             x = x + scaled(layer.fc2.forward(h), &layer.scale_mlp);
+            let t = x.dims()[0];
+            trace.norms = Some(x.clone().square().sum_dim(1).sqrt().reshape([t]));
+            traces.push(trace);
         }
         let next_token_probs = match &self.classifier {
             Some(classifier) => Some(self.class_probs(classifier, x)?),
