@@ -532,3 +532,52 @@ fn render_draws_the_image_view_of_a_picture_and_refuses_it_for_text() {
     );
     assert_clean_failure(&out, &["image:0.0", "not an image"]);
 }
+
+#[test]
+fn exporting_a_layer_from_the_image_view_writes_every_heads_overlay() {
+    use headwise::document::Document;
+    use headwise::gui::export::ExportJob;
+    use headwise::render::offscreen::Offscreen;
+    use headwise::views::state::{Tab, ViewState};
+    let setup = headwise_engine::device::shared_wgpu_setup()
+        .expect("a wgpu adapter (lavapipe on CI) to draw with");
+    let dir = scratch("export-overlays");
+    let session = dir.join("cat.safetensors");
+    let picture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/chelsea.png");
+    assert_success(&headwise(
+        &[
+            "trace",
+            "--model",
+            fixture("tiny-dinov2").to_str().unwrap(),
+            "--image",
+            picture.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--out",
+            session.to_str().unwrap(),
+        ],
+        &dir,
+    ));
+    let doc = std::sync::Arc::new(Document::new(Session::open(&session).unwrap()));
+    let view = ViewState {
+        tab: Tab::Image,
+        ..Default::default()
+    };
+    let offscreen = Offscreen::new(setup.device, setup.queue, eframe::egui::Visuals::dark());
+    let out = dir.join("overlays");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut job = ExportJob::start(offscreen, doc, view, vec![1], out.clone());
+    let outcome = loop {
+        if let Some(outcome) = job.poll() {
+            break outcome;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    outcome.expect("export");
+    for head in 0..4 {
+        let png = out.join(format!("L01_H{head:02}.png"));
+        let img = image::open(&png).unwrap().to_rgba8();
+        let distinct: std::collections::HashSet<[u8; 4]> = img.pixels().map(|p| p.0).collect();
+        assert!(distinct.len() > 5_000, "{}: the picture under the overlay", png.display());
+    }
+}

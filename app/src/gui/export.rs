@@ -5,7 +5,7 @@
 use crate::document::Document;
 use crate::render::offscreen::Offscreen;
 use crate::views::image as image_view;
-use crate::views::state::{Selection, Tab, ViewState};
+use crate::views::state::{PatchSource, Selection, Tab, ViewState};
 use crate::views::{head, overview};
 use anyhow::{Context, Result};
 use eframe::egui;
@@ -101,18 +101,34 @@ impl ExportJob {
         let counter = done.clone();
         std::thread::spawn(move || {
             let outcome = (|| -> Result<String> {
+                // From the image view, each head's overlay on the picture; else its heatmap.
+                let overlays = view.tab == Tab::Image && image_view::is_image(&doc, view.input);
                 for &layer in &layers {
                     for h in 0..doc.heads() {
                         let mut state = ViewState {
-                            tab: Tab::Head,
+                            tab: if overlays { Tab::Image } else { Tab::Head },
                             layer,
                             head: h,
                             selection: Selection::Head,
                             window: None,
                             ..view.clone()
                         };
-                        let size = natural_size(&doc, &state);
-                        let image = render_view(&mut offscreen, &doc, &mut state, size, 1.0)?;
+                        state.image.source = PatchSource::Head;
+                        let image = if overlays {
+                            let source = doc.session.meta.model.source.clone();
+                            let picture = doc.session.image_size(view.input).unwrap_or([224, 224]);
+                            let size = egui::vec2(
+                                540.0,
+                                80.0 + 520.0 * picture[1] as f32 / picture[0].max(1) as f32,
+                            );
+                            offscreen.render(size, 1.0, |ui| {
+                                ui.strong(format!("{source}: {}", image_view::title(&doc, &state)));
+                                image_view::show_picture(ui, &doc, &mut state);
+                            })?
+                        } else {
+                            let size = natural_size(&doc, &state);
+                            render_view(&mut offscreen, &doc, &mut state, size, 1.0)?
+                        };
                         save_png(&image, &dir.join(format!("L{layer:02}_H{h:02}.png")))?;
                         counter.fetch_add(1, Ordering::Relaxed);
                     }

@@ -351,14 +351,31 @@ fn fitted(picture: [usize; 2], width: f32) -> egui::Vec2 {
 }
 
 pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
+    let Some(hovered) = show_picture(ui, doc, state) else {
+        return;
+    };
+    let input = state.input;
+    let Some(size) = doc.session.image_size(input) else {
+        return;
+    };
+    grid_and_table(ui, doc, state, size, hovered);
+}
+
+/// The picture with its overlay and caption; handles hover and click. Returns None when there
+/// is no picture to show, else the token under the pointer.
+pub fn show_picture(
+    ui: &mut egui::Ui,
+    doc: &Arc<Document>,
+    state: &mut ViewState,
+) -> Option<Option<usize>> {
     let input = state.input;
     if !is_image(doc, input) {
         ui.label("This input is text: the image view shows pictures given to image models.");
-        return;
+        return None;
     }
     let Some(size) = doc.session.image_size(input) else {
         ui.label("The session holds no picture for this input.");
-        return;
+        return None;
     };
     state.layer = state.layer.min(doc.layers() - 1);
     state.head = state.head.min(doc.heads() - 1);
@@ -407,6 +424,19 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
     ui.small(format!(
         "colours scaled to the largest patch weight, {max:.4}; click a patch to make it the query"
     ));
+    Some(hovered)
+}
+
+/// The small overlays (every head of the layer, or every layer of the head) and the artifact
+/// table, under the picture.
+fn grid_and_table(
+    ui: &mut egui::Ui,
+    doc: &Arc<Document>,
+    state: &mut ViewState,
+    size: [usize; 2],
+    hovered: Option<usize>,
+) {
+    let input = state.input;
     // The grid follows the patch under the mouse, else the chosen query.
     let query = hovered.unwrap_or(state.image.query);
     ui.add_space(6.0);
