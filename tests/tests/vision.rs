@@ -481,7 +481,7 @@ fn rollout_equals_the_reference_for_each_fusion_discard_ratio_and_start_layer() 
 }
 
 #[test]
-fn render_draws_the_image_view_of_a_picture_and_refuses_it_for_text() {
+fn render_draws_the_image_view_and_patch_labelled_head_view_and_refuses_image_view_for_text() {
     let dir = scratch("render-image-view");
     let session = dir.join("cat.safetensors");
     let picture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/chelsea.png");
@@ -516,6 +516,27 @@ fn render_draws_the_image_view_of_a_picture_and_refuses_it_for_text() {
     assert!(
         distinct.len() > 5_000,
         "the photograph shows under the heatmap: {} colours",
+        distinct.len()
+    );
+    // The head view labels each patch with its piece of the picture (a text session's head view
+    // has a few hundred colours: the map's and the labels').
+    let head = dir.join("head.png");
+    assert_success(&headwise(
+        &[
+            "render",
+            session.to_str().unwrap(),
+            "--view",
+            "head:1.2",
+            "--out",
+            head.to_str().unwrap(),
+        ],
+        &dir,
+    ));
+    let img = image::open(&head).unwrap().to_rgba8();
+    let distinct: std::collections::HashSet<[u8; 4]> = img.pixels().map(|p| p.0).collect();
+    assert!(
+        distinct.len() > 5_000,
+        "patch thumbnails on the axes: {} colours",
         distinct.len()
     );
     let text = traced_session(&dir, "tiny-bert", &["a cat"], "text.safetensors");
@@ -578,6 +599,10 @@ fn exporting_a_layer_from_the_image_view_writes_every_heads_overlay() {
         let png = out.join(format!("L01_H{head:02}.png"));
         let img = image::open(&png).unwrap().to_rgba8();
         let distinct: std::collections::HashSet<[u8; 4]> = img.pixels().map(|p| p.0).collect();
-        assert!(distinct.len() > 5_000, "{}: the picture under the overlay", png.display());
+        assert!(
+            distinct.len() > 5_000,
+            "{}: the picture under the overlay",
+            png.display()
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! and key tokens on the axes, the weight under the mouse, a linear or log colour scale, and
 //! special tokens hidden on request. Decoders also list their most likely next tokens.
 
+use super::image as image_view;
 use super::legend;
 use super::state::{Selection, ViewState};
 use crate::document::Document;
@@ -179,8 +180,26 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
     let every = ((font_size + 1.0) / per_token).ceil().max(1.0) as usize;
     let first = window[0].floor() as usize;
     let last = ((window[0] + window[2]).ceil() as usize).min(visible.len());
+    // Image inputs: each patch is labelled with its piece of the picture when there is room.
+    let picture = (per_token >= 6.0)
+        .then(|| image_view::picture_texture(ui.ctx(), doc, state.input))
+        .flatten();
+    let patch_label = |pos: egui::Pos2, token: usize| -> bool {
+        let (Some(texture), Some(uv)) = (&picture, image_view::patch_uv(doc, state.input, token))
+        else {
+            return false;
+        };
+        let size = per_token.min(28.0);
+        let rect = egui::Rect::from_center_size(pos, egui::vec2(size, size));
+        painter.image(texture.id(), rect, uv, egui::Color32::WHITE);
+        true
+    };
     for v in (first..last).filter(|v| v % every == 0) {
         let x = plot.left() + (v as f32 + 0.5 - window[0]) * per_token;
+        let size = per_token.min(28.0);
+        if patch_label(egui::pos2(x, plot.top() - 4.0 - size / 2.0), visible[v]) {
+            continue;
+        }
         let label = clip_label(&tokens[visible[v]]);
         let galley = painter.layout_no_wrap(label, font.clone(), text);
         let pos = egui::pos2(x - galley.size().y / 2.0, plot.top() - 4.0);
@@ -195,6 +214,10 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
     let last_row = ((window[1] + window[3]).ceil() as usize).min(visible.len());
     for v in (first_row..last_row).filter(|v| v % every_row == 0) {
         let y = plot.top() + (v as f32 + 0.5 - window[1]) * per_row;
+        let size = per_row.min(28.0);
+        if patch_label(egui::pos2(plot.left() - 4.0 - size / 2.0, y), visible[v]) {
+            continue;
+        }
         painter.text(
             egui::pos2(plot.left() - 4.0, y),
             egui::Align2::RIGHT_CENTER,
@@ -219,9 +242,18 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
         if let (Some(&q), Some(&k)) = (visible.get(row), visible.get(col))
             && let Some(w) = doc.weight(state.input, state.matrix(), q, k)
         {
+            let texture = image_view::picture_texture(ui.ctx(), doc, state.input);
             response.on_hover_ui_at_pointer(|ui| {
-                ui.label(format!("query {q}: {:?}", tokens[q]));
-                ui.label(format!("key {k}: {:?}", tokens[k]));
+                for (role, token) in [("query", q), ("key", k)] {
+                    ui.horizontal(|ui| {
+                        ui.label(format!("{role} {token}: {:?}", tokens[token]));
+                        if let (Some(texture), Some(uv)) =
+                            (&texture, image_view::patch_uv(doc, state.input, token))
+                        {
+                            ui.add(egui::Image::new((texture.id(), egui::vec2(40.0, 40.0))).uv(uv));
+                        }
+                    });
+                }
                 ui.strong(format!("weight {w:.5}"));
             });
         }

@@ -222,7 +222,8 @@ fn cached_texture(
     handle
 }
 
-fn picture_texture(
+/// The picture of an image input as a texture, uploaded once per document.
+pub fn picture_texture(
     ctx: &egui::Context,
     doc: &Document,
     input: usize,
@@ -277,6 +278,19 @@ fn overlay_texture(
         };
         (image, options)
     })
+}
+
+/// The part of the picture (in texture coordinates) that a patch token covers.
+pub fn patch_uv(doc: &Document, input: usize, token: usize) -> Option<egui::Rect> {
+    let info = &doc.session.meta.inputs[input];
+    let [r, c] = info.patch_of(token)?;
+    let [ph, pw] = info.patch_size?;
+    let [width, height] = doc.session.image_size(input)?;
+    let (w, h) = (width as f32, height as f32);
+    Some(egui::Rect::from_min_max(
+        egui::pos2((c * pw) as f32 / w, (r * ph) as f32 / h),
+        egui::pos2(((c + 1) * pw) as f32 / w, ((r + 1) * ph) as f32 / h),
+    ))
 }
 
 /// Where the patch grid lies on a picture drawn in `rect`.
