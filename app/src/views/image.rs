@@ -9,10 +9,12 @@ use crate::render::heatmap::Matrix;
 use eframe::egui;
 use headwise_engine::analysis::aggregate::Reduce;
 use headwise_engine::analysis::artifacts::{LayerArtifacts, OUTLIER_FACTOR, layer_artifacts};
+use headwise_engine::analysis::flow::attention_flow;
 use headwise_engine::analysis::rollout::{Fusion, rollout_row};
 use headwise_engine::session::{InputInfo, InputKind};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::sync::Mutex;
 
 /// Side of the small overlays, in points.
 const THUMB: f32 = 132.0;
@@ -38,10 +40,15 @@ pub fn title(doc: &Document, state: &ViewState) -> String {
             state.layer,
             reduce_label(r)
         ),
-        PatchSource::Rollout => {
+        PatchSource::Rollout | PatchSource::Flow => {
             let r = &state.image.rollout;
+            let what = if state.image.source == PatchSource::Flow {
+                "attention flow"
+            } else {
+                "attention rollout"
+            };
             format!(
-                "attention rollout to {query} ({} fusion, discard {:.0}%, from layer {})",
+                "{what} to {query} ({} fusion, discard {:.0}%, from layer {})",
                 fusion_label(r.fusion),
                 r.discard_ratio * 100.0,
                 r.start_layer
@@ -89,8 +96,9 @@ pub fn controls(ui: &mut egui::Ui, doc: &Document, state: &mut ViewState) {
         );
         ui.selectable_value(&mut s.source, PatchSource::Layer(Reduce::Max), "layer max");
         ui.selectable_value(&mut s.source, PatchSource::Rollout, "rollout");
+        ui.selectable_value(&mut s.source, PatchSource::Flow, "flow");
         ui.separator();
-        if s.source != PatchSource::Rollout {
+        if !matches!(s.source, PatchSource::Rollout | PatchSource::Flow) {
             ui.add(
                 egui::DragValue::new(&mut state.layer)
                     .range(0..=doc.layers() - 1)
@@ -128,7 +136,7 @@ pub fn controls(ui: &mut egui::Ui, doc: &Document, state: &mut ViewState) {
             "layers of the head",
         );
     });
-    if state.image.source == PatchSource::Rollout {
+    if matches!(state.image.source, PatchSource::Rollout | PatchSource::Flow) {
         ui.horizontal_wrapped(|ui| {
             let r = &mut state.image.rollout;
             ui.label("head fusion:");
@@ -200,8 +208,59 @@ pub fn patch_values(
                 }
             }
         }
+        PatchSource::Flow => flow_row(ctx, doc, input, query, settings).result?,
     };
     row.get(prefix..prefix + rows * cols).map(<[f32]>::to_vec)
+}
+
+/// An attention flow being computed off the UI thread, or its result.
+#[derive(Debug, Clone, Default)]
+pub struct FlowJob {
+    pub fraction: f32,
+    pub result: Option<Vec<f32>>,
+}
+
+/// The attention flow from `query` for the current settings: started in the background on
+/// first request, then polled each frame until it is done.
+pub fn flow_row(
+    ctx: &egui::Context,
+    doc: &Document,
+    input: usize,
+    query: usize,
+    settings: &ImageViewState,
+) -> FlowJob {
+    let r = settings.rollout;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (doc.generation, input, query, r.fusion, r.start_layer).hash(&mut hasher);
+    r.discard_ratio.to_bits().hash(&mut hasher);
+    let key = hasher.finish();
+    let slot = egui::Id::unique("headwise flow");
+    if let Some((k, job)) = ctx.data(|d| d.get_temp::<(u64, Arc<Mutex<FlowJob>>)>(slot))
+        && k == key
+    {
+        return job.lock().map(|j| j.clone()).unwrap_or_default();
+    }
+    let job = Arc::new(Mutex::new(FlowJob::default()));
+    ctx.data_mut(|d| d.insert_temp(slot, (key, job.clone())));
+    let layers: Vec<_> = doc.session.layers[input]
+        .iter()
+        .map(|l| l.attn.clone())
+        .collect();
+    let repaint = ctx.clone();
+    std::thread::spawn(move || {
+        let progress = |fraction: f32| {
+            if let Ok(mut j) = job.lock() {
+                j.fraction = fraction;
+            }
+            repaint.request_repaint();
+        };
+        let flow = attention_flow(&layers, &r, query, &progress);
+        if let Ok(mut j) = job.lock() {
+            j.result = Some(flow);
+        }
+        repaint.request_repaint();
+    });
+    FlowJob::default()
 }
 
 /// A texture kept in egui's memory under `slot`, rebuilt only when `key` changes.
@@ -325,8 +384,11 @@ fn draw_overlaid(
     painter.image(texture.id(), rect, uv, egui::Color32::WHITE);
     let grid = info.patch_grid?;
     let cells = grid_rect(info, [width, height], rect)?;
-    let overlay = overlay_texture(ui.ctx(), slot, values, grid, state);
-    painter.image(overlay.id(), cells, uv, egui::Color32::WHITE);
+    // No overlay while one is still being computed (attention flow).
+    if values.len() == grid[0] * grid[1] {
+        let overlay = overlay_texture(ui.ctx(), slot, values, grid, state);
+        painter.image(overlay.id(), cells, uv, egui::Color32::WHITE);
+    }
     let scale = rect.width() / width as f32;
     if let (Some(token), Some([ph, pw])) = (mark, info.patch_size)
         && let Some([r, c]) = info.patch_of(token)
@@ -433,6 +495,14 @@ pub fn show_picture(
         if response.clicked() {
             state.image.query = token;
         }
+    }
+    if state.image.source == PatchSource::Flow && values.is_empty() {
+        let job = flow_row(ui.ctx(), doc, input, state.image.query, &state.image);
+        ui.add(
+            egui::ProgressBar::new(job.fraction)
+                .text("computing the attention flow (one maximum flow per token)")
+                .animate(true),
+        );
     }
     let max = values.iter().copied().fold(0.0f32, f32::max);
     ui.small(format!(

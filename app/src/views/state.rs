@@ -24,6 +24,8 @@ pub enum PatchSource {
     Head,
     Layer(Reduce),
     Rollout,
+    /// Attention flow (maximum flows through the layers), computed in the background.
+    Flow,
 }
 
 /// The small overlays under the picture: every head of the layer, or every layer for the head.

@@ -3,5 +3,6 @@
 
 pub mod aggregate;
 pub mod artifacts;
+pub mod flow;
 pub mod metrics;
 pub mod rollout;
