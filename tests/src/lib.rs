@@ -3,6 +3,7 @@
 
 use headwise_engine::device::{DeviceChoice, create_device};
 use headwise_engine::host::HostTensor;
+use headwise_engine::locate::{Located, locate};
 use headwise_engine::model::safetensors_file::decode_floats;
 use headwise_engine::session::LayerTensors;
 use headwise_engine::{Model, TokenInput};
@@ -241,6 +242,76 @@ pub fn traced_session(dir: &Path, model: &str, texts: &[&str], name: &str) -> Pa
     args.extend(["--device", "cpu", "--out", out.to_str().unwrap()]);
     assert_success(&headwise(&args, dir));
     out
+}
+
+/// A real model fetched with `headwise models fetch`, or None (with a message) when it is not
+/// here; absent models fail instead where HEADWISE_REQUIRE_REAL_MODELS=1 (CI sets it).
+pub fn real_model(name: &str) -> Option<PathBuf> {
+    match locate(name).expect("known model") {
+        Located::Path(p) => Some(p),
+        _ => {
+            assert!(
+                !required("HEADWISE_REQUIRE_REAL_MODELS"),
+                "{name} is not fetched, but HEADWISE_REQUIRE_REAL_MODELS=1"
+            );
+            eprintln!("skipped: {name} is not fetched (headwise models fetch {name})");
+            None
+        }
+    }
+}
+
+/// A sample photograph shipped in assets/.
+pub fn asset(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../assets")
+        .join(name)
+}
+
+/// Runs `headwise trace` on the CPU with an image model (a path) over one picture and returns
+/// the session it wrote to `dir/name`.
+pub fn traced_image_session(dir: &Path, model: &Path, picture: &Path, name: &str) -> PathBuf {
+    let out = dir.join(name);
+    assert_success(&headwise(
+        &[
+            "trace",
+            "--model",
+            model.to_str().unwrap(),
+            "--image",
+            picture.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        dir,
+    ));
+    out
+}
+
+/// Runs `headwise render` on a session and returns the PNG it wrote to `dir/name`.
+pub fn render(dir: &Path, session: &Path, view: &str, name: &str) -> image::RgbaImage {
+    let png = dir.join(name);
+    assert_success(&headwise(
+        &[
+            "render",
+            session.to_str().unwrap(),
+            "--view",
+            view,
+            "--out",
+            png.to_str().unwrap(),
+        ],
+        dir,
+    ));
+    image::open(&png).expect("a PNG").to_rgba8()
+}
+
+/// How many different colours a picture has: a few hundred for text and colour maps, thousands
+/// where a photograph shows.
+pub fn distinct_colours(img: &image::RgbaImage) -> usize {
+    img.pixels()
+        .map(|p| p.0)
+        .collect::<std::collections::HashSet<[u8; 4]>>()
+        .len()
 }
 
 /// A copy of `path` cut to `numerator / denominator` of its length, as `dir/name`.

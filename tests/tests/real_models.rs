@@ -3,25 +3,9 @@
 
 use headwise_engine::TokenInput;
 use headwise_engine::device::DeviceChoice;
-use headwise_engine::locate::{Located, locate};
 use headwise_tests::*;
-use std::path::PathBuf;
 
 const TOL: f32 = 1e-4;
-
-fn real_model(name: &str) -> Option<PathBuf> {
-    match locate(name).expect("known model") {
-        Located::Path(p) => Some(p),
-        _ => {
-            assert!(
-                !required("HEADWISE_REQUIRE_REAL_MODELS"),
-                "{name} is not fetched, but HEADWISE_REQUIRE_REAL_MODELS=1"
-            );
-            eprintln!("skipped: {name} is not fetched (headwise models fetch {name})");
-            None
-        }
-    }
-}
 
 #[test]
 fn minilm_attention_queries_and_keys_match_transformers() {
@@ -102,10 +86,7 @@ fn dinov2_small_from_its_onnx_graph_matches_transformers_on_a_photograph() {
     assert_eq!((model.config.layers, model.config.heads), (12, 6));
     let expected = Expected::load(&fixture("real/dinov2-s"));
     // Our preprocessing of the photograph gives the pixels transformers ran on.
-    let picture = headwise_engine::imaging::load_image(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/chelsea.png"),
-    )
-    .unwrap();
+    let picture = headwise_engine::imaging::load_image(&asset("chelsea.png")).unwrap();
     let prepared = model.prepare_image(0, &picture).unwrap();
     let pixels = expected.get("pixels");
     assert_close(

@@ -4,28 +4,10 @@ use headwise::render::colormap::ColorMap;
 use headwise_engine::session::Session;
 use headwise_tests::pixels::{decode_heatmap, grid_bands, heatmap_box, map_mask};
 use headwise_tests::{
-    assert_clean_failure, assert_success, headwise, scratch, traced_session, truncated_copy,
+    assert_clean_failure, headwise, render, scratch, traced_session, truncated_copy,
 };
-use std::path::Path;
 
 const PROMPT: &str = "the quick brown fox jumps over the lazy dog";
-
-fn render(dir: &Path, session: &Path, view: &str, name: &str) -> image::RgbaImage {
-    let png = dir.join(name);
-    let out = headwise(
-        &[
-            "render",
-            session.to_str().unwrap(),
-            "--view",
-            view,
-            "--out",
-            png.to_str().unwrap(),
-        ],
-        dir,
-    );
-    assert_success(&out);
-    image::open(&png).expect("a PNG").to_rgba8()
-}
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter()

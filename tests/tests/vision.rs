@@ -10,6 +10,7 @@ use headwise_engine::session::{InputKind, LayerTensors, Session};
 use headwise_engine::{Model, PixelInput};
 use headwise_tests::*;
 use std::path::Path;
+use std::process::Output;
 
 const TOL: f32 = 1e-5;
 
@@ -148,12 +149,7 @@ fn preprocessing_gives_the_pixels_of_hugging_face_image_processors() {
     for (name, case) in cases {
         let processor = ImageProcessor::from_json(&case["config"], Path::new(name)).unwrap();
         let file = case["file"].as_str().unwrap();
-        let picture = load_image(
-            &Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../assets")
-                .join(file),
-        )
-        .unwrap();
+        let picture = load_image(&asset(file)).unwrap();
         let prepared = processor.prepare(&picture);
         let reference = expected.get(&format!("pil/{name}"));
         let ours = HostTensor::new(
@@ -215,28 +211,9 @@ fn exif_orientation_turns_the_picture_upright() {
 #[test]
 fn trace_writes_an_image_session_that_opens_without_the_picture() {
     let dir = scratch("trace-image");
-    let out = dir.join("cat.safetensors");
-    let model = fixture("tiny-dinov2");
     let picture = dir.join("cat.png");
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/chelsea.png"),
-        &picture,
-    )
-    .unwrap();
-    assert_success(&headwise(
-        &[
-            "trace",
-            "--model",
-            model.to_str().unwrap(),
-            "--image",
-            picture.to_str().unwrap(),
-            "--device",
-            "cpu",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &dir,
-    ));
+    std::fs::copy(asset("chelsea.png"), &picture).unwrap();
+    let out = traced_image_session(&dir, &fixture("tiny-dinov2"), &picture, "cat.safetensors");
     std::fs::remove_file(&picture).unwrap();
     let session = Session::open(&out).unwrap();
     let input = &session.meta.inputs[0];
@@ -261,13 +238,7 @@ fn trace_runs_every_picture_of_a_folder() {
     let pictures = dir.join("pictures");
     std::fs::create_dir_all(&pictures).unwrap();
     for name in ["chelsea.png", "coffee.png"] {
-        std::fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../assets")
-                .join(name),
-            pictures.join(name),
-        )
-        .unwrap();
+        std::fs::copy(asset(name), pictures.join(name)).unwrap();
     }
     std::fs::write(pictures.join("notes.txt"), "not a picture").unwrap();
     let out = dir.join("both.safetensors");
@@ -295,98 +266,71 @@ fn trace_runs_every_picture_of_a_folder() {
     assert_eq!(names, ["chelsea.png", "coffee.png"]);
 }
 
+/// `headwise trace --model MODEL INPUT...` in a fresh scratch folder, expected to fail.
+fn trace_expecting_failure(scratch_name: &str, model: &Path, input: &[&str]) -> Output {
+    let dir = scratch(scratch_name);
+    let mut args = vec!["trace", "--model", model.to_str().unwrap()];
+    args.extend(input);
+    headwise(&args, &dir)
+}
+
 #[test]
 fn a_file_that_is_not_an_image_is_named_in_the_error() {
-    let dir = scratch("not-an-image");
     let file = image_fixture("not-an-image.png");
-    let out = headwise(
-        &[
-            "trace",
-            "--model",
-            fixture("tiny-vit").to_str().unwrap(),
-            "--image",
-            file.to_str().unwrap(),
-            "--device",
-            "cpu",
-        ],
-        &dir,
+    let out = trace_expecting_failure(
+        "not-an-image",
+        &fixture("tiny-vit"),
+        &["--image", file.to_str().unwrap(), "--device", "cpu"],
     );
     assert_clean_failure(&out, &["not-an-image.png", "not an image"]);
 }
 
 #[test]
 fn a_truncated_image_is_named_in_the_error() {
-    let dir = scratch("truncated-image");
-    let out = headwise(
-        &[
-            "trace",
-            "--model",
-            fixture("tiny-vit").to_str().unwrap(),
-            "--image",
-            image_fixture("truncated.png").to_str().unwrap(),
-            "--device",
-            "cpu",
-        ],
-        &dir,
+    let file = image_fixture("truncated.png");
+    let out = trace_expecting_failure(
+        "truncated-image",
+        &fixture("tiny-vit"),
+        &["--image", file.to_str().unwrap(), "--device", "cpu"],
     );
     assert_clean_failure(&out, &["truncated.png", "truncated or corrupt"]);
 }
 
 #[test]
 fn an_image_given_to_a_text_model_is_refused_clearly() {
-    let dir = scratch("image-to-text-model");
-    let out = headwise(
-        &[
-            "trace",
-            "--model",
-            fixture("tiny-bert").to_str().unwrap(),
-            "--image",
-            image_fixture("small.png").to_str().unwrap(),
-            "--device",
-            "cpu",
-        ],
-        &dir,
+    let file = image_fixture("small.png");
+    let out = trace_expecting_failure(
+        "image-to-text-model",
+        &fixture("tiny-bert"),
+        &["--image", file.to_str().unwrap(), "--device", "cpu"],
     );
     assert_clean_failure(&out, &["tiny-bert", "text model", "not an image"]);
 }
 
 #[test]
 fn text_given_to_an_image_model_is_refused_clearly() {
-    let dir = scratch("text-to-image-model");
-    let out = headwise(
-        &[
-            "trace",
-            "--model",
-            fixture("tiny-vit").to_str().unwrap(),
-            "--text",
-            "a cat",
-            "--device",
-            "cpu",
-        ],
-        &dir,
+    let out = trace_expecting_failure(
+        "text-to-image-model",
+        &fixture("tiny-vit"),
+        &["--text", "a cat", "--device", "cpu"],
     );
     assert_clean_failure(&out, &["tiny-vit", "image model", "not text"]);
 }
 
 #[test]
 fn an_onnx_graph_that_is_not_a_vit_is_refused_clearly() {
-    let dir = scratch("not-a-vit");
-    let out = headwise(
-        &[
-            "trace",
-            "--model",
-            fixture("not-a-vit.onnx").to_str().unwrap(),
-            "--image",
-            image_fixture("small.png").to_str().unwrap(),
-        ],
-        &dir,
+    let file = image_fixture("small.png");
+    let out = trace_expecting_failure(
+        "not-a-vit",
+        &fixture("not-a-vit.onnx"),
+        &["--image", file.to_str().unwrap()],
     );
     assert_clean_failure(&out, &["not-a-vit.onnx", "not an exported ViT"]);
 }
 
 #[test]
 fn a_corrupt_onnx_file_is_refused_clearly() {
-    let dir = scratch("corrupt-onnx");
+    let dir = scratch("corrupt-onnx-source");
     let graph = truncated_copy(
         &fixture("tiny-dinov2-onnx").join("model.onnx"),
         1,
@@ -394,54 +338,27 @@ fn a_corrupt_onnx_file_is_refused_clearly() {
         &dir,
         "cut.onnx",
     );
-    let out = headwise(
-        &[
-            "trace",
-            "--model",
-            graph.to_str().unwrap(),
-            "--image",
-            image_fixture("small.png").to_str().unwrap(),
-        ],
-        &dir,
-    );
+    let file = image_fixture("small.png");
+    let out = trace_expecting_failure("corrupt-onnx", &graph, &["--image", file.to_str().unwrap()]);
     assert_clean_failure(&out, &["cut.onnx", "ONNX"]);
 }
 
 #[test]
 fn an_image_session_renders_in_the_overview_and_head_view() {
     let dir = scratch("render-image-session");
-    let session = dir.join("cat.safetensors");
-    assert_success(&headwise(
-        &[
-            "trace",
-            "--model",
-            fixture("tiny-vit").to_str().unwrap(),
-            "--image",
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../assets/chelsea.png")
-                .to_str()
-                .unwrap(),
-            "--device",
-            "cpu",
-            "--out",
-            session.to_str().unwrap(),
-        ],
+    let session = traced_image_session(
         &dir,
-    ));
+        &fixture("tiny-vit"),
+        &asset("chelsea.png"),
+        "cat.safetensors",
+    );
     for view in ["overview", "head:1.3"] {
-        let png = dir.join(format!("{}.png", view.replace(':', "-")));
-        assert_success(&headwise(
-            &[
-                "render",
-                session.to_str().unwrap(),
-                "--view",
-                view,
-                "--out",
-                png.to_str().unwrap(),
-            ],
+        let picture = render(
             &dir,
-        ));
-        let picture = image::open(&png).unwrap();
+            &session,
+            view,
+            &format!("{}.png", view.replace(':', "-")),
+        );
         assert!(picture.width() > 100 && picture.height() > 100, "{view}");
     }
 }
@@ -483,61 +400,23 @@ fn rollout_equals_the_reference_for_each_fusion_discard_ratio_and_start_layer() 
 #[test]
 fn render_draws_the_image_view_and_patch_labelled_head_view_and_refuses_image_view_for_text() {
     let dir = scratch("render-image-view");
-    let session = dir.join("cat.safetensors");
-    let picture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/chelsea.png");
-    assert_success(&headwise(
-        &[
-            "trace",
-            "--model",
-            fixture("tiny-dinov2").to_str().unwrap(),
-            "--image",
-            picture.to_str().unwrap(),
-            "--device",
-            "cpu",
-            "--out",
-            session.to_str().unwrap(),
-        ],
+    let session = traced_image_session(
         &dir,
-    ));
-    let png = dir.join("image.png");
-    assert_success(&headwise(
-        &[
-            "render",
-            session.to_str().unwrap(),
-            "--view",
-            "image:1.2",
-            "--out",
-            png.to_str().unwrap(),
-        ],
-        &dir,
-    ));
-    let img = image::open(&png).unwrap().to_rgba8();
-    let distinct: std::collections::HashSet<[u8; 4]> = img.pixels().map(|p| p.0).collect();
+        &fixture("tiny-dinov2"),
+        &asset("chelsea.png"),
+        "cat.safetensors",
+    );
+    let colours = distinct_colours(&render(&dir, &session, "image:1.2", "image.png"));
     assert!(
-        distinct.len() > 5_000,
-        "the photograph shows under the heatmap: {} colours",
-        distinct.len()
+        colours > 5_000,
+        "the photograph shows under the heatmap: {colours} colours"
     );
     // The head view labels each patch with its piece of the picture (a text session's head view
     // has a few hundred colours: the map's and the labels').
-    let head = dir.join("head.png");
-    assert_success(&headwise(
-        &[
-            "render",
-            session.to_str().unwrap(),
-            "--view",
-            "head:1.2",
-            "--out",
-            head.to_str().unwrap(),
-        ],
-        &dir,
-    ));
-    let img = image::open(&head).unwrap().to_rgba8();
-    let distinct: std::collections::HashSet<[u8; 4]> = img.pixels().map(|p| p.0).collect();
+    let colours = distinct_colours(&render(&dir, &session, "head:1.2", "head.png"));
     assert!(
-        distinct.len() > 5_000,
-        "patch thumbnails on the axes: {} colours",
-        distinct.len()
+        colours > 5_000,
+        "patch thumbnails on the axes: {colours} colours"
     );
     let text = traced_session(&dir, "tiny-bert", &["a cat"], "text.safetensors");
     let out = headwise(
@@ -563,22 +442,12 @@ fn exporting_a_layer_from_the_image_view_writes_every_heads_overlay() {
     let setup = headwise_engine::device::shared_wgpu_setup()
         .expect("a wgpu adapter (lavapipe on CI) to draw with");
     let dir = scratch("export-overlays");
-    let session = dir.join("cat.safetensors");
-    let picture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/chelsea.png");
-    assert_success(&headwise(
-        &[
-            "trace",
-            "--model",
-            fixture("tiny-dinov2").to_str().unwrap(),
-            "--image",
-            picture.to_str().unwrap(),
-            "--device",
-            "cpu",
-            "--out",
-            session.to_str().unwrap(),
-        ],
+    let session = traced_image_session(
         &dir,
-    ));
+        &fixture("tiny-dinov2"),
+        &asset("chelsea.png"),
+        "cat.safetensors",
+    );
     let doc = std::sync::Arc::new(Document::new(Session::open(&session).unwrap()));
     let view = ViewState {
         tab: Tab::Image,

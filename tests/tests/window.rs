@@ -6,7 +6,8 @@
 use headwise::render::colormap::ColorMap;
 use headwise_tests::pixels::{counts, grid_bands, map_mask};
 use headwise_tests::{
-    assert_success, fixture, headwise_bin, required, scratch, traced_session, truncated_copy,
+    assert_success, asset, distinct_colours, fixture, headwise_bin, real_model, required, scratch,
+    traced_image_session, traced_session, truncated_copy,
 };
 use std::path::Path;
 use std::process::{Command, Output};
@@ -145,34 +146,11 @@ fn busy_bands(img: &image::RgbaImage, min_changes: usize) -> Vec<(u32, u32)> {
 #[test]
 fn the_window_shows_a_photograph_under_dinov2_s_patch_heatmaps() {
     let Some(xvfb) = xvfb_run() else { return };
-    let model = match headwise_engine::locate::locate("dinov2-s").unwrap() {
-        headwise_engine::locate::Located::Path(p) => p,
-        _ => {
-            assert!(
-                !required("HEADWISE_REQUIRE_REAL_MODELS"),
-                "dinov2-s is not fetched, but HEADWISE_REQUIRE_REAL_MODELS=1"
-            );
-            eprintln!("skipped: dinov2-s is not fetched");
-            return;
-        }
+    let Some(model) = real_model("dinov2-s") else {
+        return;
     };
     let dir = scratch("window-image");
-    let session = dir.join("cat.safetensors");
-    let picture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/chelsea.png");
-    assert_success(&headwise_tests::headwise(
-        &[
-            "trace",
-            "--model",
-            model.to_str().unwrap(),
-            "--image",
-            picture.to_str().unwrap(),
-            "--device",
-            "cpu",
-            "--out",
-            session.to_str().unwrap(),
-        ],
-        &dir,
-    ));
+    let session = traced_image_session(&dir, &model, &asset("chelsea.png"), "cat.safetensors");
     let shot = dir.join("window.png");
     let out = window(
         xvfb,
@@ -191,8 +169,8 @@ fn the_window_shows_a_photograph_under_dinov2_s_patch_heatmaps() {
         .to_rgba8();
     // A photograph under a heatmap: tens of thousands of colours (the text views show a few
     // hundred: the colour map's and antialiased text's).
-    let distinct: std::collections::HashSet<[u8; 4]> = img.pixels().map(|p| p.0).collect();
-    assert!(distinct.len() > 10_000, "{} colours", distinct.len());
+    let colours = distinct_colours(&img);
+    assert!(colours > 10_000, "{colours} colours");
     // The image view opens by itself on a picture: the picture drawn about 520 points wide and
     // as tall, and under it one row of six small overlays, one per head of the layer.
     let bands = busy_bands(&img, 250);
