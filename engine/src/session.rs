@@ -411,13 +411,9 @@ impl Session {
 
     /// The picture of image input `index`, as the model saw it.
     pub fn image(&self, index: usize) -> Option<RgbImage> {
-        let extra = self.extras.get(&format!("image/{index}"))?;
-        match extra.shape[..] {
-            [height, width, 3] if extra.dtype == Dtype::U8 => {
-                Some(RgbImage::new(width, height, extra.bytes.clone()))
-            }
-            _ => None,
-        }
+        let [width, height] = self.image_size(index)?;
+        let bytes = self.extras.get(&format!("image/{index}"))?.bytes.clone();
+        Some(RgbImage::new(width, height, bytes))
     }
 
     /// Writes the session atomically (see [`write_atomically`]).

@@ -481,7 +481,7 @@ pub fn show_picture(
         egui::Id::unique("headwise overlay main"),
         &values,
         Some(state.image.query),
-        &outliers_of(doc, input, state.layer, state.image.mark_outliers),
+        &outliers_of(ui, doc, input, state.layer, state.image.mark_outliers),
     );
     let info = &doc.session.meta.inputs[input];
     if let Some(token) = hovered {
@@ -573,7 +573,7 @@ fn grid_and_table(
                         egui::Id::unique(("headwise overlay cell", r * per_row + j)),
                         &values,
                         Some(query),
-                        &outliers_of(doc, input, layer, state.image.mark_outliers),
+                        &outliers_of(ui, doc, input, layer, state.image.mark_outliers),
                     );
                     if response.clicked() {
                         open = Some((layer, head));
@@ -591,36 +591,54 @@ fn grid_and_table(
 }
 
 /// Each layer's patch norms and where the CLS token's attention goes, for image inputs whose
-/// session has the norms.
-pub fn artifacts(doc: &Document, input: usize) -> Vec<Option<LayerArtifacts>> {
+/// session has the norms: worked out once per document and input, kept in egui's memory.
+pub fn artifacts(
+    ctx: &egui::Context,
+    doc: &Document,
+    input: usize,
+) -> Arc<Vec<Option<LayerArtifacts>>> {
+    let slot = egui::Id::unique(("headwise artifacts", input));
+    if let Some((generation, rows)) =
+        ctx.data(|d| d.get_temp::<(u64, Arc<Vec<Option<LayerArtifacts>>>)>(slot))
+        && generation == doc.generation
+    {
+        return rows;
+    }
     let prefix = doc.session.meta.inputs[input].prefix_tokens.unwrap_or(0);
-    (0..doc.layers())
-        .map(|l| {
-            let norms = doc.session.token_norms(input, l)?;
-            Some(layer_artifacts(
-                &norms,
-                &doc.session.layers[input][l].attn,
-                prefix,
-            ))
-        })
-        .collect()
+    let rows: Arc<Vec<_>> = Arc::new(
+        (0..doc.layers())
+            .map(|l| {
+                let norms = doc.session.token_norms(input, l)?;
+                Some(layer_artifacts(
+                    &norms,
+                    &doc.session.layers[input][l].attn,
+                    prefix,
+                ))
+            })
+            .collect(),
+    );
+    ctx.data_mut(|d| d.insert_temp(slot, (doc.generation, rows.clone())));
+    rows
 }
 
-fn outliers_of(doc: &Document, input: usize, layer: usize, wanted: bool) -> Vec<usize> {
+fn outliers_of(
+    ui: &egui::Ui,
+    doc: &Document,
+    input: usize,
+    layer: usize,
+    wanted: bool,
+) -> Vec<usize> {
     if !wanted {
         return Vec::new();
     }
-    let prefix = doc.session.meta.inputs[input].prefix_tokens.unwrap_or(0);
-    doc.session
-        .token_norms(input, layer)
-        .map(|norms| {
-            layer_artifacts(&norms, &doc.session.layers[input][layer].attn, prefix).outliers
-        })
+    artifacts(ui.ctx(), doc, input)
+        .get(layer)
+        .and_then(|a| a.as_ref().map(|a| a.outliers.clone()))
         .unwrap_or_default()
 }
 
 fn artifact_table(ui: &mut egui::Ui, doc: &Document, input: usize) {
-    let rows = artifacts(doc, input);
+    let rows = artifacts(ui.ctx(), doc, input);
     if rows.iter().all(Option::is_none) {
         return;
     }
