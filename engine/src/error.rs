@@ -49,6 +49,10 @@ pub enum EngineError {
     Fetch { name: String, reason: String },
     #[error("compute: {0}")]
     Compute(String),
+    #[error("projection: {0}")]
+    Projection(String),
+    #[error("cancelled")]
+    Cancelled,
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;

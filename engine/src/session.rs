@@ -4,6 +4,7 @@
 
 use crate::atomic_file::write_atomically;
 use crate::error::{EngineError, Result};
+use crate::analysis::projection::Method;
 use crate::host::HostTensor;
 use crate::imaging::{PreparedImage, RgbImage};
 use crate::model::safetensors_file::decode_floats;
@@ -182,6 +183,16 @@ pub struct SessionMeta {
     /// The app's view state, restored on opening; opaque to the engine.
     #[serde(default)]
     pub view: serde_json::Value,
+    /// How the stored query-key projections (`proj/{method}/…`) were made, by method name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub projections: BTreeMap<String, ProjectionInfo>,
+}
+
+/// The settings a method's stored projections were made with, to reproduce them.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct ProjectionInfo {
+    pub dims: usize,
+    pub seed: u64,
 }
 
 /// One layer of one input, on the host.
@@ -257,6 +268,7 @@ impl Session {
                 },
                 inputs: Vec::new(),
                 view: serde_json::Value::Null,
+                projections: BTreeMap::new(),
             },
             layers: Vec::new(),
             extras: BTreeMap::new(),
@@ -414,6 +426,69 @@ impl Session {
         let [width, height] = self.image_size(index)?;
         let bytes = self.extras.get(&format!("image/{index}"))?.bytes.clone();
         Some(RgbImage::new(width, height, bytes))
+    }
+
+    /// How many tokens the inputs hold together: N, the number of queries (and of keys) in
+    /// every head's joint query-key embedding.
+    pub fn corpus_tokens(&self) -> usize {
+        self.meta.inputs.iter().map(|i| i.tokens.len()).sum()
+    }
+
+    /// Input and token of the i-th of the N corpus tokens (input order, then token order).
+    pub fn corpus_token(&self, mut i: usize) -> Option<(usize, usize)> {
+        for (input, info) in self.meta.inputs.iter().enumerate() {
+            if i < info.tokens.len() {
+                return Some((input, i));
+            }
+            i -= info.tokens.len();
+        }
+        None
+    }
+
+    /// Stores one head's projection as `proj/{method}/{layer}/{head}`, f32 [2N, dims].
+    pub fn set_projection(
+        &mut self,
+        method: Method,
+        layer: usize,
+        head: usize,
+        dims: usize,
+        points: &[f32],
+    ) {
+        self.extras.insert(
+            format!("proj/{}/{layer}/{head}", method.name()),
+            ExtraTensor {
+                dtype: Dtype::F32,
+                shape: vec![points.len() / dims.max(1), dims],
+                bytes: points.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            },
+        );
+    }
+
+    /// Records the settings of a method's projections. Projections of another dimension made
+    /// earlier with the same method are dropped, so the method's tensors always agree.
+    pub fn note_projection(&mut self, method: Method, dims: usize, seed: u64) {
+        let prefix = format!("proj/{}/", method.name());
+        self.extras
+            .retain(|name, t| !name.starts_with(&prefix) || t.shape.get(1) == Some(&dims));
+        self.meta
+            .projections
+            .insert(method.name().to_string(), ProjectionInfo { dims, seed });
+    }
+
+    /// A stored projection: (dims, [2N, dims] row-major).
+    pub fn projection(&self, method: Method, layer: usize, head: usize) -> Option<(usize, Vec<f32>)> {
+        let extra = self
+            .extras
+            .get(&format!("proj/{}/{layer}/{head}", method.name()))?;
+        let [rows, dims] = extra.shape[..] else {
+            return None;
+        };
+        if rows != 2 * self.corpus_tokens() {
+            return None;
+        }
+        decode_floats(extra.dtype, &extra.bytes)
+            .ok()
+            .map(|points| (dims, points))
     }
 
     /// Writes the session atomically (see [`write_atomically`]).

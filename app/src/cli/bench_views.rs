@@ -112,6 +112,7 @@ pub fn synthetic_session(layers: usize, heads: usize, tokens: usize, head_dim: u
                 special_tokens: Vec::new(),
             }],
             view: serde_json::Value::Null,
+            projections: BTreeMap::new(),
         },
         layers: vec![layers_data],
         extras: BTreeMap::new(),

@@ -5,4 +5,5 @@ pub mod aggregate;
 pub mod artifacts;
 pub mod flow;
 pub mod metrics;
+pub mod projection;
 pub mod rollout;
