@@ -2,6 +2,7 @@
 //! frame, with the per-head metrics worked out once. Immutable; a new run or another file makes
 //! a new document with a new generation, which tells the GPU side to drop its old buffers.
 
+use crate::projections::ProjectionStore;
 use crate::render::heatmap::{Matrix, MatrixKey, MatrixSource};
 use headwise_engine::analysis::aggregate::{Reduce, reduce_heads};
 use headwise_engine::analysis::metrics::{HeadMetrics, layer_metrics};
@@ -29,6 +30,8 @@ pub struct Document {
     pub special: Vec<Vec<bool>>,
     /// Aggregates over heads, worked out on first use.
     reduced: Mutex<ReducedCache>,
+    /// The query-key layouts: the session's, and those computed since it opened.
+    pub projections: ProjectionStore,
 }
 
 impl Document {
@@ -51,6 +54,7 @@ impl Document {
             })
             .collect();
         Self {
+            projections: ProjectionStore::from_session(&session),
             session,
             generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
             metrics,

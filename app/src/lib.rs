@@ -3,8 +3,10 @@
 //! pixels with the very colour maps the shaders use.
 
 pub mod cli;
+pub mod corpus;
 pub mod document;
 pub mod gui;
 pub mod model_source;
+pub mod projections;
 pub mod render;
 pub mod views;

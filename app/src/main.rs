@@ -1,5 +1,5 @@
 //! `headwise`: the desktop window by default (optionally opening a session), and the headless
-//! command line: trace, render, models, bench.
+//! command line: trace, project, render, models, bench.
 
 use clap::{Parser, Subcommand};
 use headwise::cli;
@@ -44,6 +44,8 @@ enum Command {
         #[command(subcommand)]
         command: cli::models::ModelsCommand,
     },
+    /// Add joint query-key projections (PCA, UMAP, t-SNE) of a session's corpus to it.
+    Project(cli::project::ProjectArgs),
     /// Measure performance; prints JSON.
     Bench {
         #[command(subcommand)]
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
     let result = match args.command {
         Some(Command::Trace(a)) => cli::trace::run(a),
         Some(Command::Render(a)) => cli::render::run(a),
+        Some(Command::Project(a)) => cli::project::run(a),
         Some(Command::Models { command }) => cli::models::run(command),
         Some(Command::Bench { command }) => cli::bench::run(command),
         None => gui::run(StartOptions {

@@ -5,7 +5,8 @@
 //! hardware. `gpu` forces wgpu whatever the adapter is (that is how CI tests the wgpu path).
 
 use crate::error::{EngineError, Result};
-use burn::tensor::Device;
+/// burn's device handle, re-exported so callers need not depend on burn to pass one along.
+pub use burn::tensor::Device;
 use burn::tensor::wgpu::{WgpuSetup, wgpu};
 use std::sync::OnceLock;
 

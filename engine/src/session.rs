@@ -2,9 +2,9 @@
 //! plus JSON metadata under the key `headwise`. Other programs read it (it is a contract; see
 //! DESIGN.md), so names, shapes and metadata fields are fixed here and checked on reading.
 
+use crate::analysis::projection::Method;
 use crate::atomic_file::write_atomically;
 use crate::error::{EngineError, Result};
-use crate::analysis::projection::Method;
 use crate::host::HostTensor;
 use crate::imaging::{PreparedImage, RgbImage};
 use crate::model::safetensors_file::decode_floats;
@@ -217,6 +217,9 @@ pub struct Session {
     /// `layers[input][layer]`
     pub layers: Vec<Vec<LayerTensors>>,
     pub extras: BTreeMap<String, ExtraTensor>,
+    /// The precision the attention, queries and keys were read in (or will be written in),
+    /// so that adding projections to an f16 session keeps it f16.
+    pub dtype: StoreDtype,
 }
 
 /// The precision of the attention, query and key tensors in the file.
@@ -272,6 +275,7 @@ impl Session {
             },
             layers: Vec::new(),
             extras: BTreeMap::new(),
+            dtype: StoreDtype::F32,
         }
     }
 
@@ -476,7 +480,12 @@ impl Session {
     }
 
     /// A stored projection: (dims, [2N, dims] row-major).
-    pub fn projection(&self, method: Method, layer: usize, head: usize) -> Option<(usize, Vec<f32>)> {
+    pub fn projection(
+        &self,
+        method: Method,
+        layer: usize,
+        head: usize,
+    ) -> Option<(usize, Vec<f32>)> {
         let extra = self
             .extras
             .get(&format!("proj/{}/{layer}/{head}", method.name()))?;
@@ -673,10 +682,15 @@ impl Session {
                 );
             }
         }
+        let dtype = match metadata.info("attn/0/0").map(|i| i.dtype) {
+            Some(Dtype::F16) => StoreDtype::F16,
+            _ => StoreDtype::F32,
+        };
         Ok(Self {
             meta,
             layers,
             extras,
+            dtype,
         })
     }
 }

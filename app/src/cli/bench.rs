@@ -1,5 +1,6 @@
 //! `headwise bench`: time warm forward passes with capture (`trace`), frames of the views drawn
-//! offscreen (`render`), and opening a large session (`open`); each prints one JSON object.
+//! offscreen (`render`), opening a large session (`open`) and laying out query-key embeddings
+//! (`project`); each prints one JSON object.
 
 use super::progress::load_model;
 use anyhow::{Result, bail};
@@ -21,6 +22,8 @@ pub enum BenchCommand {
     Render(super::bench_views::RenderBench),
     /// Time to open a session file of a given size and make it ready to draw.
     Open(super::bench_views::OpenBench),
+    /// Time to lay out a session's joint query-key embeddings (PCA, UMAP, t-SNE).
+    Project(super::bench_project::ProjectBench),
 }
 
 #[derive(Args)]
@@ -57,6 +60,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Trace(args) => trace(args),
         BenchCommand::Render(args) => super::bench_views::render(args),
         BenchCommand::Open(args) => super::bench_views::open(args),
+        BenchCommand::Project(args) => super::bench_project::project(args),
     }
 }
 

@@ -10,6 +10,7 @@ use crate::views::state::{Tab, ViewState};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use eframe::egui;
+use headwise_engine::analysis::projection::Method;
 use headwise_engine::device::shared_wgpu_setup;
 use headwise_engine::host::HostTensor;
 use headwise_engine::session::{
@@ -22,9 +23,12 @@ use std::time::Instant;
 
 #[derive(Args)]
 pub struct RenderBench {
-    /// overview or head
+    /// overview, head, qk (one head's query-key scatter) or qk-matrix (every head's)
     #[arg(long, default_value = "overview")]
     pub view: String,
+    /// qk views: points per head (queries and keys together).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub points: usize,
     #[arg(long, default_value_t = 12)]
     pub layers: usize,
     #[arg(long, default_value_t = 12)]
@@ -116,33 +120,77 @@ pub fn synthetic_session(layers: usize, heads: usize, tokens: usize, head_dim: u
         },
         layers: vec![layers_data],
         extras: BTreeMap::new(),
+        dtype: Default::default(),
     }
+}
+
+/// Tokens per input of the synthetic corpus behind the qk benchmarks.
+const CORPUS_INPUT_TOKENS: usize = 25;
+
+/// A synthetic corpus of `points / 2` tokens with a PCA layout per head: blobs of points, as a
+/// real layout has clusters, drawn from a fixed seed.
+fn synthetic_corpus(layers: usize, heads: usize, points: usize) -> Session {
+    let tokens = (points / 2).max(CORPUS_INPUT_TOKENS);
+    let inputs = tokens.div_ceil(CORPUS_INPUT_TOKENS);
+    let one = synthetic_session(layers, heads, CORPUS_INPUT_TOKENS, 8);
+    let mut session = one.clone();
+    for _ in 1..inputs {
+        session.meta.inputs.push(one.meta.inputs[0].clone());
+        session.layers.push(one.layers[0].clone());
+    }
+    let n = 2 * inputs * CORPUS_INPUT_TOKENS;
+    let mut rng = Lcg(7);
+    for layer in 0..layers {
+        for head in 0..heads {
+            let centres: Vec<[f32; 2]> = (0..12)
+                .map(|_| [rng.next() * 20.0 - 10.0, rng.next() * 20.0 - 10.0])
+                .collect();
+            let mut layout = Vec::with_capacity(2 * n);
+            for i in 0..n {
+                let c = centres[i % centres.len()];
+                let spread = 1.0 + (i % 5) as f32 * 0.4;
+                layout.push(c[0] + (rng.next() - 0.5) * spread * 2.0);
+                layout.push(c[1] + (rng.next() - 0.5) * spread * 2.0);
+            }
+            session.set_projection(Method::Pca, layer, head, 2, &layout);
+        }
+    }
+    session
 }
 
 pub fn render(args: RenderBench) -> Result<()> {
     let tab = match args.view.as_str() {
         "overview" => Tab::Overview,
         "head" => Tab::Head,
-        other => bail!("--view {other}: overview or head"),
+        "qk" | "qk-matrix" => Tab::Qk,
+        other => bail!("--view {other}: overview, head, qk or qk-matrix"),
     };
     if args.layers == 0 || args.heads == 0 || args.tokens == 0 || args.frames == 0 {
         bail!("--layers, --heads, --tokens and --frames must be at least 1");
     }
     let setup = shared_wgpu_setup().context("no wgpu adapter to draw with")?;
     let adapter = setup.adapter.get_info();
-    // The head view needs one layer only; the overview every head.
-    let layers = if tab == Tab::Head { 1 } else { args.layers };
-    let doc = Arc::new(Document::new(synthetic_session(
-        layers,
-        args.heads,
-        args.tokens,
-        8,
-    )));
+    // The head view and the single query-key view need one head only; the grids every head.
+    let single_qk = args.view == "qk";
+    let layers = if tab == Tab::Head || single_qk {
+        1
+    } else {
+        args.layers
+    };
+    let heads = if single_qk { 1 } else { args.heads };
+    let session = if tab == Tab::Qk {
+        synthetic_corpus(layers, heads, args.points)
+    } else {
+        synthetic_session(layers, heads, args.tokens, 8)
+    };
+    let points = 2 * session.corpus_tokens();
+    let doc = Arc::new(Document::new(session));
     let mut offscreen = Offscreen::new(setup.device, setup.queue, egui::Visuals::dark());
     let mut state = ViewState {
         tab,
         ..Default::default()
     };
+    state.qk.single = single_qk;
     let size = egui::vec2(args.size, args.size);
     let first = Instant::now();
     offscreen.frame(size, 1.0, |ui| draw_view(ui, &doc, &mut state))?;
@@ -157,8 +205,9 @@ pub fn render(args: RenderBench) -> Result<()> {
         "bench": "render",
         "view": args.view,
         "layers": layers,
-        "heads": args.heads,
-        "tokens": args.tokens,
+        "heads": heads,
+        "tokens": if tab == Tab::Qk { points / 2 } else { args.tokens },
+        "points_per_head": if tab == Tab::Qk { Some(points) } else { None },
         "pixels": [args.size, args.size],
         "adapter": format!("{} ({:?}, {:?})", adapter.name, adapter.backend, adapter.device_type),
         "frames": args.frames,

@@ -7,7 +7,8 @@ use headwise_engine::device::ComputeDevice;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 
-fn bar(message: String) -> ProgressBar {
+/// A bar on stderr that counts to 1000 (a fraction in thousandths).
+pub fn fraction_bar(message: String) -> ProgressBar {
     let bar = ProgressBar::new(1000);
     bar.set_style(
         ProgressStyle::with_template("{msg:30} [{bar:30}] {percent:>3}% {elapsed}")
@@ -20,7 +21,7 @@ fn bar(message: String) -> ProgressBar {
 
 /// The model's path for `spec`, fetching it first (with a progress bar) if needed.
 pub fn resolve_with_bar(spec: &str) -> Result<PathBuf> {
-    let fetch_bar = bar(String::new());
+    let fetch_bar = fraction_bar(String::new());
     let path = resolve_model(spec, &|message, fraction| {
         fetch_bar.set_message(message.to_string());
         if let Some(f) = fraction {
@@ -34,7 +35,7 @@ pub fn resolve_with_bar(spec: &str) -> Result<PathBuf> {
 /// Resolves (fetching if needed) and loads a model with progress bars.
 pub fn load_model(spec: &str, device: &ComputeDevice) -> Result<Model> {
     let path = resolve_with_bar(spec)?;
-    let bar = bar(format!(
+    let bar = fraction_bar(format!(
         "loading {}",
         path.file_name().unwrap_or_default().to_string_lossy()
     ));

@@ -1,6 +1,7 @@
 //! `headwise render`: draws a view of a session offscreen into a PNG, with the same view code and
 //! shaders as the window.
 
+use super::progress::fraction_bar;
 use crate::document::Document;
 use crate::gui::export::{draw_view, natural_size, save_png};
 use crate::render::colormap::ColorMap;
@@ -10,7 +11,8 @@ use crate::views::state::{PatchSource, Selection, Tab, ViewState};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use eframe::egui;
-use headwise_engine::device::shared_wgpu_setup;
+use headwise_engine::analysis::projection::{Method, Work, project_session};
+use headwise_engine::device::{DeviceChoice, create_device, shared_wgpu_setup};
 use headwise_engine::session::Session;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,8 +21,9 @@ use std::sync::Arc;
 pub struct RenderArgs {
     /// The session file to draw.
     pub session: PathBuf,
-    /// overview, head:L.H (layer L, head H), or image:L.H (that head's attention from CLS over
-    /// the picture of an image input).
+    /// overview, head:L.H (layer L, head H), image:L.H (that head's attention from CLS over
+    /// the picture of an image input), or qk:L.H (that head's queries and keys over the
+    /// session's inputs, in one joint space).
     #[arg(long, default_value = "overview")]
     pub view: String,
     #[arg(long)]
@@ -42,6 +45,12 @@ pub struct RenderArgs {
     /// Log colour scale.
     #[arg(long)]
     pub log: bool,
+    /// qk views: the layout (pca, umap or tsne); laid out now if the session lacks it.
+    #[arg(long)]
+    pub method: Option<Method>,
+    /// qk views: 2 or 3 dimensions (default: the stored layout's, else 2).
+    #[arg(long)]
+    pub dims: Option<usize>,
 }
 
 /// What `--view` names.
@@ -50,6 +59,7 @@ pub enum ViewSpec {
     Overview,
     Head { layer: usize, head: usize },
     Image { layer: usize, head: usize },
+    Qk { layer: usize, head: usize },
 }
 
 /// `L.H` after a view's prefix.
@@ -78,18 +88,87 @@ pub fn parse_view(spec: &str) -> Result<ViewSpec> {
         let (layer, head) = layer_head(spec, rest, "image:")?;
         return Ok(ViewSpec::Image { layer, head });
     }
-    if spec.starts_with("qk:") {
+    if let Some(rest) = spec.strip_prefix("qk:") {
+        let (layer, head) = layer_head(spec, rest, "qk:")?;
+        return Ok(ViewSpec::Qk { layer, head });
+    }
+    bail!("--view {spec}: unknown view (overview, head:L.H, image:L.H or qk:L.H)")
+}
+
+/// The layout a qk render draws: the one asked for, else one the session has for the head
+/// (the view state's method first), else PCA in 2D.
+fn chosen_layout(
+    session: &Session,
+    args: &RenderArgs,
+    layer: usize,
+    head: usize,
+) -> (Method, usize) {
+    let saved = ViewState::from_json(&session.meta.view).qk.method;
+    let stored = |m: Method| session.projection(m, layer, head).map(|(dims, _)| dims);
+    let method = args.method.unwrap_or_else(|| {
+        std::iter::once(saved)
+            .chain(Method::ALL)
+            .find(|&m| stored(m).is_some())
+            .unwrap_or(Method::Pca)
+    });
+    (method, args.dims.or_else(|| stored(method)).unwrap_or(2))
+}
+
+/// Makes sure the session holds the layout a qk render draws, laying it out if not.
+fn lay_out(session: &mut Session, args: &RenderArgs, layer: usize, head: usize) -> Result<()> {
+    let m = &session.meta.model;
+    if layer >= m.layers || head >= m.heads {
         bail!(
-            "--view {spec}: this view is not in this version of headwise yet (overview, head:L.H \
-             and image:L.H are)"
+            "--view {}: {} has {} layers x {} heads (counted from 0)",
+            args.view,
+            args.session.display(),
+            m.layers,
+            m.heads
         );
     }
-    bail!("--view {spec}: unknown view (overview, head:L.H or image:L.H)")
+    let (method, dims) = chosen_layout(session, args, layer, head);
+    if !(2..=3).contains(&dims) {
+        bail!("--dims {dims}: 2 or 3");
+    }
+    if session
+        .projection(method, layer, head)
+        .is_some_and(|(d, _)| d == dims)
+    {
+        return Ok(());
+    }
+    let seed = session
+        .meta
+        .projections
+        .get(method.name())
+        .map_or(0, |p| p.seed);
+    let device = create_device(DeviceChoice::Auto)?;
+    let bar = fraction_bar(format!("{} of head {layer}.{head}", method.label()));
+    let progress = |f: f32| bar.set_position((f * 1000.0) as u64);
+    let laid_out = project_session(
+        session,
+        method,
+        dims,
+        seed,
+        &[(layer, head)],
+        &device.device,
+        &Work::new(&progress, None),
+    );
+    bar.finish_and_clear();
+    laid_out.with_context(|| {
+        format!(
+            "laying out head {layer}.{head} of {}",
+            args.session.display()
+        )
+    })?;
+    Ok(())
 }
 
 pub fn run(args: RenderArgs) -> Result<()> {
     let spec = parse_view(&args.view)?;
-    let session = Session::open(&args.session)?;
+    let mut session = Session::open(&args.session)?;
+    if let ViewSpec::Qk { layer, head } = spec {
+        lay_out(&mut session, &args, layer, head)?;
+    }
     let doc = Arc::new(Document::new(session));
     let mut state = ViewState::from_json(&doc.session.meta.view);
     state.window = None;
@@ -105,7 +184,9 @@ pub fn run(args: RenderArgs) -> Result<()> {
     }
     match spec {
         ViewSpec::Overview => state.tab = Tab::Overview,
-        ViewSpec::Head { layer, head } | ViewSpec::Image { layer, head } => {
+        ViewSpec::Head { layer, head }
+        | ViewSpec::Image { layer, head }
+        | ViewSpec::Qk { layer, head } => {
             if layer >= doc.layers() || head >= doc.heads() {
                 bail!(
                     "--view {}: {} has {} layers x {} heads (counted from 0)",
@@ -129,6 +210,14 @@ pub fn run(args: RenderArgs) -> Result<()> {
                 state.tab = Tab::Image;
                 state.image.source = PatchSource::Head;
                 state.image.query = 0;
+            } else if matches!(spec, ViewSpec::Qk { .. }) {
+                state.tab = Tab::Qk;
+                state.qk.single = true;
+                state.qk.selected = None;
+                state.qk.camera = Default::default();
+                let (method, dims) = chosen_layout(&doc.session, &args, layer, head);
+                state.qk.method = method;
+                state.qk.three_d = dims == 3;
             } else {
                 state.tab = Tab::Head;
                 state.selection = Selection::Head;
@@ -182,11 +271,9 @@ mod tests {
             parse_view("image:11.2").unwrap(),
             ViewSpec::Image { layer: 11, head: 2 }
         );
-        assert!(
-            parse_view("qk:1.1")
-                .unwrap_err()
-                .to_string()
-                .contains("not in this version")
+        assert_eq!(
+            parse_view("qk:1.2").unwrap(),
+            ViewSpec::Qk { layer: 1, head: 2 }
         );
     }
 }

@@ -1,13 +1,14 @@
 //! `headwise trace`: run a model on one or more texts or images and write a session file.
 
-use super::progress::load_model;
+use super::progress::{fraction_bar, load_model};
+use crate::corpus::images_in;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use headwise_engine::device::{DeviceChoice, create_device};
 use headwise_engine::imaging::load_image;
 use headwise_engine::session::{Session, StoreDtype};
 use headwise_engine::{LongInput, Model, PixelInput, TokenInput};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct TraceArgs {
@@ -27,6 +28,10 @@ pub struct TraceArgs {
     /// A folder: every PNG, JPEG and WebP in it, by name.
     #[arg(long)]
     pub images: Option<PathBuf>,
+    /// A corpus for the query-key view: a text file (one input per line) or a folder of
+    /// images.
+    #[arg(long)]
+    pub corpus: Option<PathBuf>,
     /// Where to write the session.
     #[arg(long, default_value = "session.safetensors")]
     pub out: PathBuf,
@@ -40,22 +45,38 @@ pub struct TraceArgs {
     pub truncate: bool,
 }
 
-/// The pictures in a folder, sorted by name.
-fn images_in(folder: &Path) -> Result<Vec<PathBuf>> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(folder)
-        .with_context(|| format!("reading {}", folder.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                ["png", "jpg", "jpeg", "webp"].contains(&e.to_ascii_lowercase().as_str())
-            })
-        })
-        .collect();
-    found.sort();
-    if found.is_empty() {
-        bail!("{}: no PNG, JPEG or WebP images", folder.display());
+/// Above this many inputs a progress bar replaces the line per input.
+const LINES_UP_TO: usize = 20;
+
+/// Reports each input on its own line for a few inputs, as a progress bar for a corpus.
+struct InputProgress {
+    bar: Option<indicatif::ProgressBar>,
+    total: usize,
+}
+
+impl InputProgress {
+    fn new(total: usize) -> Self {
+        let bar = (total > LINES_UP_TO).then(|| {
+            let bar = fraction_bar(format!("running {total} inputs"));
+            bar.set_length(total as u64);
+            bar
+        });
+        Self { bar, total }
     }
-    Ok(found)
+
+    fn done(&self, index: usize, line: impl FnOnce() -> String) {
+        match &self.bar {
+            Some(bar) => bar.set_position(index as u64 + 1),
+            None => eprintln!("{}", line()),
+        }
+    }
+
+    fn finish(&self, session: &Session) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+            eprintln!("{} inputs, {} tokens", self.total, session.corpus_tokens());
+        }
+    }
 }
 
 fn run_images(args: &TraceArgs, model: &Model, session: &mut Session) -> Result<()> {
@@ -63,6 +84,10 @@ fn run_images(args: &TraceArgs, model: &Model, session: &mut Session) -> Result<
     if let Some(folder) = &args.images {
         paths.extend(images_in(folder)?);
     }
+    if let Some(folder) = args.corpus.as_ref().filter(|c| c.is_dir()) {
+        paths.extend(images_in(folder)?);
+    }
+    let progress = InputProgress::new(paths.len());
     for (index, path) in paths.iter().enumerate() {
         let picture = load_image(path)?;
         let prepared = model
@@ -76,20 +101,25 @@ fn run_images(args: &TraceArgs, model: &Model, session: &mut Session) -> Result<
             |n| n.to_string_lossy().into(),
         );
         session.push_image(model, &name, &prepared, &trace)?;
-        eprintln!(
-            "input {index}: {} ({}×{} px as the model sees it, {} tokens)",
-            path.display(),
-            prepared.view.width,
-            prepared.view.height,
-            session.meta.inputs[index].tokens.len()
-        );
+        progress.done(index, || {
+            format!(
+                "input {index}: {} ({}×{} px as the model sees it, {} tokens)",
+                path.display(),
+                prepared.view.width,
+                prepared.view.height,
+                session.meta.inputs[index].tokens.len()
+            )
+        });
     }
+    progress.finish(session);
     Ok(())
 }
 
 pub fn run(args: TraceArgs) -> Result<()> {
-    let has_images = !args.image.is_empty() || args.images.is_some();
-    let has_texts = !args.text.is_empty() || args.text_file.is_some();
+    let corpus_is_images = args.corpus.as_ref().is_some_and(|c| c.is_dir());
+    let corpus_is_text = args.corpus.is_some() && !corpus_is_images;
+    let has_images = !args.image.is_empty() || args.images.is_some() || corpus_is_images;
+    let has_texts = !args.text.is_empty() || args.text_file.is_some() || corpus_is_text;
     if has_images && has_texts {
         bail!("give either texts (--text, --text-file) or images (--image, --images), not both");
     }
@@ -103,7 +133,8 @@ pub fn run(args: TraceArgs) -> Result<()> {
         return Ok(());
     }
     let mut texts = args.text.clone();
-    if let Some(file) = &args.text_file {
+    let files = args.text_file.iter().chain(args.corpus.iter());
+    for file in files {
         let content =
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
         texts.extend(
@@ -120,7 +151,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
         }
     }
     if texts.is_empty() {
-        bail!("nothing to run: give --text, --text-file, --image or --images");
+        bail!("nothing to run: give --text, --text-file, --image, --images or --corpus");
     }
     let device = create_device(args.device)?;
     let model = load_model(&args.model, &device)?;
@@ -130,14 +161,18 @@ pub fn run(args: TraceArgs) -> Result<()> {
         LongInput::Reject
     };
     let mut session = Session::new(&model, &args.model);
+    let progress = InputProgress::new(texts.len());
     for (index, text) in texts.iter().enumerate() {
         let encoded = model.encode(index, text, long)?;
         let trace = model
             .forward(&TokenInput::from(&encoded))
             .with_context(|| format!("running input {index}"))?;
         session.push_text(&model, text, &encoded, &trace)?;
-        eprintln!("input {index}: {} tokens", encoded.ids.len());
+        progress.done(index, || {
+            format!("input {index}: {} tokens", encoded.ids.len())
+        });
     }
+    progress.finish(&session);
     session.save(&args.out, args.dtype)?;
     eprintln!("wrote {} ({})", args.out.display(), device.description);
     Ok(())

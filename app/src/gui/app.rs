@@ -3,20 +3,24 @@
 //! the worker thread, the drawing in the renderer.
 
 use super::export::{self, ExportJob};
+use super::projector::{ProjectJob, Projector};
 use super::settings::Settings;
 use super::worker::{Job, Report, Worker};
 use crate::document::Document;
 use crate::render::heatmap::HeatmapResources;
 use crate::render::offscreen::Offscreen;
+use crate::render::scatter::ScatterResources;
 use crate::views::head;
 use crate::views::image as image_view;
 use crate::views::lines;
 use crate::views::overview::{self, OverviewAction};
+use crate::views::qk::{self, QkAction};
 use crate::views::state::{Tab, ViewState};
 use eframe::egui;
+use headwise_engine::analysis::projection::Method;
 use headwise_engine::device::DeviceChoice;
 use headwise_engine::locate::{KNOWN_MODELS, fetched_path};
-use headwise_engine::session::{Session, StoreDtype};
+use headwise_engine::session::Session;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,6 +65,13 @@ struct Status {
 
 pub struct HeadwiseApp {
     worker: Worker,
+    projector: Projector,
+    /// The corpus file or picture folder for the query-key view (None: the default corpus).
+    corpus_path: Option<PathBuf>,
+    /// The run awaited is a corpus (its result opens the query-key view).
+    corpus_running: bool,
+    /// The projection store's change count when the session was last saved or opened.
+    projections_seen: u64,
     settings: Settings,
     doc: Option<Arc<Document>>,
     view: ViewState,
@@ -105,8 +116,14 @@ pub struct HeadwiseApp {
 impl HeadwiseApp {
     pub fn new(cc: &eframe::CreationContext<'_>, options: StartOptions) -> Self {
         let render_device = cc.wgpu_render_state.as_ref().map(|rs| {
+            let mut renderer = rs.renderer.write();
             HeatmapResources::install(
-                &mut rs.renderer.write().callback_resources,
+                &mut renderer.callback_resources,
+                &rs.device,
+                rs.target_format,
+            );
+            ScatterResources::install(
+                &mut renderer.callback_resources,
                 &rs.device,
                 rs.target_format,
             );
@@ -115,6 +132,10 @@ impl HeadwiseApp {
         let settings = Settings::load();
         let mut app = Self {
             worker: Worker::start(cc.egui_ctx.clone(), options.device),
+            projector: Projector::start(cc.egui_ctx.clone(), options.device),
+            corpus_path: None,
+            corpus_running: false,
+            projections_seen: 0,
             prompt: settings
                 .last_prompt
                 .clone()
@@ -255,7 +276,18 @@ impl HeadwiseApp {
         } else if !picture && view.tab == Tab::Image {
             view.tab = Tab::Overview;
         }
+        if view.tab == Tab::Qk && !qk::available(&doc) {
+            view.tab = Tab::Overview;
+        }
         view.clamp_to(doc.inputs(), doc.layers(), doc.heads());
+        if view
+            .qk
+            .selected
+            .is_some_and(|q| q >= doc.session.corpus_tokens())
+        {
+            view.qk.selected = None;
+        }
+        self.projections_seen = doc.projections.changes();
         if view.input != self.view.input || view.layer != self.view.layer {
             view.window = None;
         }
@@ -296,10 +328,13 @@ impl HeadwiseApp {
         };
         let mut session = doc.session.clone();
         session.meta.view = self.view.to_json();
-        match session.save(path, StoreDtype::F32) {
+        doc.projections.write_into(&mut session);
+        let changes = doc.projections.changes();
+        match session.save(path, session.dtype) {
             Ok(()) => {
                 self.session_path = Some(path.to_path_buf());
                 self.dirty = false;
+                self.projections_seen = changes;
                 self.info = format!("saved {}", path.display());
                 self.settings.remember_session(path);
                 let _ = self.settings.save();
@@ -403,7 +438,20 @@ impl HeadwiseApp {
                         let tokens = session.meta.inputs.first().map_or(0, |i| i.tokens.len());
                         self.info =
                             format!("{tokens} tokens in {:.0} ms", took.as_secs_f64() * 1000.0);
+                        let corpus = std::mem::take(&mut self.corpus_running);
+                        if corpus {
+                            self.info = format!(
+                                "corpus: {} inputs, {} tokens in {:.1} s",
+                                session.meta.inputs.len(),
+                                session.corpus_tokens(),
+                                took.as_secs_f64()
+                            );
+                        }
                         self.set_document(session, None);
+                        if corpus {
+                            self.view.tab = Tab::Qk;
+                            self.view.input = 0;
+                        }
                         self.dirty = true;
                         self.settings.last_prompt = Some(self.prompt.clone());
                         let _ = self.settings.save();
@@ -412,6 +460,7 @@ impl HeadwiseApp {
                 Report::RunFailed { id, error } => {
                     if Some(id) == self.awaited_run {
                         self.awaited_run = None;
+                        self.corpus_running = false;
                         self.busy = None;
                         self.error = Some(error);
                     }
@@ -480,6 +529,9 @@ impl HeadwiseApp {
                 .is_some_and(|d| image_view::is_image(d, self.view.input))
         {
             self.view.tab = Tab::Image;
+        }
+        if pressed(Key::Num4) && self.doc.as_ref().is_some_and(|d| qk::available(d)) {
+            self.view.tab = Tab::Qk;
         }
         if ctx.input(|i| {
             i.key_pressed(Key::Questionmark) || (i.modifiers.shift && i.key_pressed(Key::Slash))
@@ -813,6 +865,7 @@ impl HeadwiseApp {
                 ui.selectable_value(&mut self.view.tab, Tab::Overview, "Head overview  (1)");
                 ui.selectable_value(&mut self.view.tab, Tab::Head, "Head view  (2)");
                 ui.selectable_value(&mut self.view.tab, Tab::Image, "Image view  (3)");
+                ui.selectable_value(&mut self.view.tab, Tab::Qk, "Queries and keys  (4)");
             });
             ui.menu_button("Help", |ui| {
                 if ui.button("Keyboard shortcuts  (F1)").clicked() {
@@ -840,6 +893,7 @@ impl HeadwiseApp {
             if picture {
                 ui.selectable_value(&mut self.view.tab, Tab::Image, "Image view");
             }
+            ui.selectable_value(&mut self.view.tab, Tab::Qk, "Queries and keys");
         });
         ui.separator();
         match self.view.tab {
@@ -853,6 +907,16 @@ impl HeadwiseApp {
                     self.view.tab = Tab::Head;
                     self.view.window = None;
                     self.view.line_heads.clear();
+                }
+            }
+            Tab::Qk => {
+                self.corpus_bar(ui, &doc);
+                let mut actions: Vec<QkAction> =
+                    qk::controls(ui, &doc, &mut self.view).into_iter().collect();
+                ui.label(egui::RichText::new(qk::title(&doc, &self.view)).strong());
+                actions.extend(qk::show(ui, &doc, &mut self.view));
+                for action in actions {
+                    self.project(&doc, action);
                 }
             }
             Tab::Image => {
@@ -881,6 +945,149 @@ impl HeadwiseApp {
                     head::show(ui, &doc, &mut self.view);
                 }
             }
+        }
+    }
+
+    /// Whether the query-key view, if it is showing, has every head's layout to draw.
+    fn layouts_ready(&self) -> bool {
+        let Some(doc) = &self.doc else { return true };
+        if self.view.tab != Tab::Qk || !qk::available(doc) {
+            return true;
+        }
+        let dims = self.view.qk.dims();
+        let all = doc.layers() * doc.heads();
+        doc.projections.count(Method::Pca, dims) == all
+            && (!self.view.qk.single
+                || doc
+                    .projections
+                    .get(self.view.qk.method, self.view.layer, self.view.head, dims)
+                    .is_some())
+    }
+
+    /// Sends the projector what a query-key view asked for.
+    fn project(&mut self, doc: &Arc<Document>, action: QkAction) {
+        match action {
+            QkAction::NeedPca { dims } => self.projector.ask(ProjectJob::Pca {
+                doc: doc.clone(),
+                dims,
+            }),
+            QkAction::NeedRefine {
+                method,
+                layer,
+                head,
+                dims,
+                seed,
+            } => self.projector.ask(ProjectJob::Refine {
+                doc: doc.clone(),
+                method,
+                layer,
+                head,
+                dims,
+                seed,
+            }),
+            QkAction::RefineAll { method, dims, seed } => {
+                for layer in 0..doc.layers() {
+                    for head in 0..doc.heads() {
+                        if doc.projections.get(method, layer, head, dims).is_none() {
+                            self.projector.ask(ProjectJob::Refine {
+                                doc: doc.clone(),
+                                method,
+                                layer,
+                                head,
+                                dims,
+                                seed,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs the corpus (its first `corpus_lines` inputs) as a new document.
+    fn run_corpus(&mut self) {
+        match crate::corpus::read(self.corpus_path.as_deref(), self.view.qk.corpus_lines) {
+            Ok(corpus) => {
+                if self.takes_images && corpus.images.is_empty() {
+                    self.error =
+                        Some("An image model: choose a folder of pictures as the corpus.".into());
+                    return;
+                }
+                if !self.takes_images && corpus.texts.is_empty() {
+                    self.error = Some(
+                        "A text model: choose a text file (one input per line) as the corpus."
+                            .into(),
+                    );
+                    return;
+                }
+                let id = self.next_run;
+                self.next_run += 1;
+                self.awaited_run = Some(id);
+                self.corpus_running = true;
+                self.busy = Some(Status {
+                    message: "running the corpus".into(),
+                    fraction: Some(0.0),
+                });
+                self.worker.send(Job::Corpus {
+                    id,
+                    texts: corpus.texts,
+                    images: corpus.images,
+                });
+            }
+            Err(e) => self.error = Some(format!("{e:#}")),
+        }
+    }
+
+    /// The corpus line above the query-key view: what it runs on, and the projector's progress.
+    fn corpus_bar(&mut self, ui: &mut egui::Ui, doc: &Document) {
+        ui.horizontal_wrapped(|ui| {
+            let name = self.corpus_path.as_ref().map_or(
+                crate::corpus::DEFAULT_CORPUS_NAME.to_string(),
+                |p| p.file_name().unwrap_or_default().to_string_lossy().to_string(),
+            );
+            ui.label(format!("corpus: {name}"));
+            if ui.button("Choose file…").clicked()
+                && let Some(p) = rfd::FileDialog::new().add_filter("text", &["txt"]).pick_file()
+            {
+                self.corpus_path = Some(p);
+            }
+            if ui.button("Choose picture folder…").clicked()
+                && let Some(p) = rfd::FileDialog::new().pick_folder()
+            {
+                self.corpus_path = Some(p);
+            }
+            if self.corpus_path.is_some() && ui.small_button("default").clicked() {
+                self.corpus_path = None;
+            }
+            ui.add(
+                egui::DragValue::new(&mut self.view.qk.corpus_lines)
+                    .range(1..=100_000)
+                    .suffix(" inputs"),
+            );
+            if self.corpus_running {
+                if ui.button("Cancel").clicked() {
+                    self.worker.cancel_corpus();
+                }
+            } else if ui
+                .add_enabled(self.loading.is_none() && self.model.is_some(), egui::Button::new("Run corpus"))
+                .on_hover_text("Runs the model on every input of the corpus; the result replaces the open document.")
+                .clicked()
+            {
+                self.run_corpus();
+            }
+            ui.small(format!("now: {} input(s), {} tokens", doc.inputs(), doc.session.corpus_tokens()));
+        });
+        if let Some(busy) = self.projector.busy() {
+            ui.horizontal(|ui| {
+                ui.add(
+                    egui::ProgressBar::new(busy.fraction)
+                        .desired_width(260.0)
+                        .text(busy.message),
+                );
+                if ui.small_button("Cancel").clicked() {
+                    self.projector.cancel();
+                }
+            });
         }
     }
 
@@ -954,6 +1161,7 @@ pub const SHORTCUTS: &[(&str, &str)] = &[
     ("← →", "previous / next head"),
     ("↑ ↓", "previous / next layer"),
     ("1", "head overview"),
+    ("3 / 4", "image view / queries and keys"),
     ("2 or Enter", "head view of the selected head"),
     ("Ctrl+O", "open a session"),
     ("Ctrl+S", "save the session"),
@@ -1024,6 +1232,16 @@ impl eframe::App for HeadwiseApp {
         }
         self.shortcuts(&ctx);
         self.take_screenshots(&ctx);
+        if let Some(error) = self.projector.take_error() {
+            self.error = Some(error);
+        }
+        if let Some(doc) = &self.doc {
+            let changes = doc.projections.changes();
+            if changes != self.projections_seen {
+                self.projections_seen = changes;
+                self.dirty = true;
+            }
+        }
 
         let title = format!(
             "headwise — {}{}",
@@ -1069,8 +1287,9 @@ impl eframe::App for HeadwiseApp {
             .screenshot
             .as_ref()
             .is_some_and(|r| !r.requested && self.frames >= 5)
-            // Wait for a model that is loading or a run under way, but not forever.
-            && ((self.busy.is_none() && self.last_edit.is_none())
+            // Wait for a model that is loading, a run under way or the query-key layouts, but
+            // not forever.
+            && ((self.busy.is_none() && self.last_edit.is_none() && self.layouts_ready())
                 || self.started.elapsed() > Duration::from_secs(120));
         if due {
             if let Some(request) = &mut self.screenshot {

@@ -6,7 +6,7 @@ use crate::document::Document;
 use crate::render::offscreen::Offscreen;
 use crate::views::image as image_view;
 use crate::views::state::{PatchSource, Selection, Tab, ViewState};
-use crate::views::{head, overview};
+use crate::views::{head, overview, qk};
 use anyhow::{Context, Result};
 use eframe::egui;
 use headwise_engine::atomic_file::write_atomically;
@@ -43,6 +43,10 @@ pub fn draw_view(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) 
             ui.strong(format!("{source}: {}", image_view::title(doc, state)));
             image_view::show(ui, doc, state);
         }
+        Tab::Qk => {
+            ui.strong(format!("{source}: {}", qk::title(doc, state)));
+            qk::show(ui, doc, state);
+        }
     }
 }
 
@@ -59,6 +63,8 @@ pub fn natural_size(doc: &Document, state: &ViewState) -> egui::Vec2 {
         }
         Tab::Head => egui::vec2(900.0, 940.0),
         Tab::Image => image_view::natural_size(doc, state),
+        Tab::Qk if state.qk.single => egui::vec2(900.0, 900.0),
+        Tab::Qk => qk::grid_size(90.0, doc.layers(), doc.heads()) + egui::vec2(40.0, 80.0),
     }
 }
 
@@ -67,6 +73,13 @@ pub fn view_file_name(state: &ViewState) -> String {
         Tab::Overview => "overview.png".to_string(),
         Tab::Head => format!("head-L{}-H{}.png", state.layer, state.head),
         Tab::Image => format!("image-L{}-H{}.png", state.layer, state.head),
+        Tab::Qk if state.qk.single => format!(
+            "qk-{}-L{}-H{}.png",
+            state.qk.method.name(),
+            state.layer,
+            state.head
+        ),
+        Tab::Qk => format!("qk-{}.png", state.qk.method.name()),
     }
 }
 

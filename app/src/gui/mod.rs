@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod export;
+pub mod projector;
 pub mod settings;
 pub mod worker;
 

@@ -9,6 +9,8 @@ use headwise_engine::imaging::load_image;
 use headwise_engine::session::Session;
 use headwise_engine::{LongInput, Model, PixelInput, TokenInput};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant};
 
@@ -18,6 +20,12 @@ pub enum Job {
     },
     /// Texts for a text model, pictures for an image model.
     Run {
+        id: u64,
+        texts: Vec<String>,
+        images: Vec<PathBuf>,
+    },
+    /// Many inputs at once for the query-key view, with progress; cancellable.
+    Corpus {
         id: u64,
         texts: Vec<String>,
         images: Vec<PathBuf>,
@@ -53,21 +61,36 @@ pub enum Report {
 pub struct Worker {
     jobs: Sender<Job>,
     reports: Receiver<Report>,
+    cancel: Arc<AtomicBool>,
 }
 
 impl Worker {
     pub fn start(ctx: egui::Context, device: DeviceChoice) -> Self {
         let (jobs, job_rx) = channel();
         let (report_tx, reports) = channel();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let flag = cancel.clone();
         std::thread::Builder::new()
             .name("headwise engine".into())
-            .spawn(move || work(job_rx, report_tx, ctx, device))
+            .spawn(move || work(job_rx, report_tx, ctx, device, &flag))
             .expect("spawning the engine thread");
-        Self { jobs, reports }
+        Self {
+            jobs,
+            reports,
+            cancel,
+        }
     }
 
     pub fn send(&self, job: Job) {
+        if matches!(job, Job::Corpus { .. }) {
+            self.cancel.store(false, Ordering::Relaxed);
+        }
         let _ = self.jobs.send(job);
+    }
+
+    /// Stops a corpus run between two inputs; the document on screen stays.
+    pub fn cancel_corpus(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
     }
 
     pub fn reports(&self) -> impl Iterator<Item = Report> + '_ {
@@ -80,7 +103,13 @@ struct Loaded {
     model: Model,
 }
 
-fn work(jobs: Receiver<Job>, reports: Sender<Report>, ctx: egui::Context, choice: DeviceChoice) {
+fn work(
+    jobs: Receiver<Job>,
+    reports: Sender<Report>,
+    ctx: egui::Context,
+    choice: DeviceChoice,
+    cancel: &AtomicBool,
+) {
     let report = |r: Report| {
         let _ = reports.send(r);
         ctx.request_repaint();
@@ -91,7 +120,9 @@ fn work(jobs: Receiver<Job>, reports: Sender<Report>, ctx: egui::Context, choice
         let mut pending = vec![first];
         pending.extend(jobs.try_iter());
         let last_load = pending.iter().rposition(|j| matches!(j, Job::Load { .. }));
-        let last_run = pending.iter().rposition(|j| matches!(j, Job::Run { .. }));
+        let last_run = pending
+            .iter()
+            .rposition(|j| matches!(j, Job::Run { .. } | Job::Corpus { .. }));
         let mut todo = Vec::new();
         if let Some(i) = last_load {
             todo.push(i);
@@ -124,31 +155,57 @@ fn work(jobs: Receiver<Job>, reports: Sender<Report>, ctx: egui::Context, choice
                         }),
                     }
                 }
-                Some(Job::Run { id, texts, images }) => match &loaded {
-                    None => report(Report::RunFailed {
-                        id,
-                        error: "no model is loaded".into(),
-                    }),
-                    Some(l) => {
-                        let start = Instant::now();
-                        let ran = if l.model.takes_images() {
-                            run_images(&l.model, &l.spec, &images)
-                        } else {
-                            run(&l.model, &l.spec, &texts)
-                        };
-                        match ran {
-                            Ok(session) => report(Report::Ran {
-                                id,
-                                session,
-                                took: start.elapsed(),
-                            }),
-                            Err(e) => report(Report::RunFailed {
-                                id,
-                                error: format!("{e:#}"),
-                            }),
+                Some(job @ (Job::Run { .. } | Job::Corpus { .. })) => {
+                    // A corpus keeps the first tokens of an overlong line; a prompt says it is
+                    // too long.
+                    let (id, texts, images, long) = match job {
+                        Job::Run { id, texts, images } => (id, texts, images, LongInput::Reject),
+                        Job::Corpus { id, texts, images } => {
+                            (id, texts, images, LongInput::Truncate)
+                        }
+                        Job::Load { .. } => unreachable!("matched above"),
+                    };
+                    match &loaded {
+                        None => report(Report::RunFailed {
+                            id,
+                            error: "no model is loaded".into(),
+                        }),
+                        Some(l) => {
+                            let start = Instant::now();
+                            let count = if l.model.takes_images() {
+                                images.len()
+                            } else {
+                                texts.len()
+                            };
+                            // A single prompt needs no progress; a corpus reports every input.
+                            let progress = |done: usize| -> bool {
+                                if count > 1 {
+                                    report(Report::Progress {
+                                        message: format!("input {done} of {count}"),
+                                        fraction: Some(done as f32 / count as f32),
+                                    });
+                                }
+                                !cancel.load(Ordering::Relaxed)
+                            };
+                            let ran = if l.model.takes_images() {
+                                run_images(&l.model, &l.spec, &images, &progress)
+                            } else {
+                                run(&l.model, &l.spec, &texts, long, &progress)
+                            };
+                            match ran {
+                                Ok(session) => report(Report::Ran {
+                                    id,
+                                    session,
+                                    took: start.elapsed(),
+                                }),
+                                Err(e) => report(Report::RunFailed {
+                                    id,
+                                    error: format!("{e:#}"),
+                                }),
+                            }
                         }
                     }
-                },
+                }
                 None => {}
             }
         }
@@ -176,22 +233,42 @@ fn load(
     Ok((model, device.description))
 }
 
-fn run(model: &Model, spec: &str, texts: &[String]) -> anyhow::Result<Session> {
+/// Called before each input with the count done; false stops the run.
+type Progress<'a> = dyn Fn(usize) -> bool + 'a;
+
+fn run(
+    model: &Model,
+    spec: &str,
+    texts: &[String],
+    long: LongInput,
+    progress: &Progress,
+) -> anyhow::Result<Session> {
     let mut session = Session::new(model, spec);
     for (index, text) in texts.iter().enumerate() {
-        let encoded = model.encode(index, text, LongInput::Reject)?;
+        if !progress(index) {
+            anyhow::bail!("cancelled after {index} of {} inputs", texts.len());
+        }
+        let encoded = model.encode(index, text, long)?;
         let trace = model.forward(&TokenInput::from(&encoded))?;
         session.push_text(model, text, &encoded, &trace)?;
     }
     Ok(session)
 }
 
-fn run_images(model: &Model, spec: &str, images: &[PathBuf]) -> anyhow::Result<Session> {
+fn run_images(
+    model: &Model,
+    spec: &str,
+    images: &[PathBuf],
+    progress: &Progress,
+) -> anyhow::Result<Session> {
     if images.is_empty() {
         anyhow::bail!("{spec} is an image model: open a picture or drop one on the window");
     }
     let mut session = Session::new(model, spec);
     for (index, path) in images.iter().enumerate() {
+        if !progress(index) {
+            anyhow::bail!("cancelled after {index} of {} pictures", images.len());
+        }
         let picture = load_image(path)?;
         let prepared = model.prepare_image(index, &picture)?;
         let trace = model.forward_image(&PixelInput::from(&prepared))?;

@@ -4,3 +4,4 @@
 pub mod colormap;
 pub mod heatmap;
 pub mod offscreen;
+pub mod scatter;

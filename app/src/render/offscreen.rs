@@ -3,6 +3,7 @@
 //! callbacks as the window, through its own egui context and egui_wgpu renderer.
 
 use super::heatmap::HeatmapResources;
+use super::scatter::ScatterResources;
 use anyhow::{Context, Result};
 use eframe::egui;
 use eframe::egui_wgpu::{Renderer, RendererOptions, ScreenDescriptor, wgpu};
@@ -30,6 +31,7 @@ impl Offscreen {
             },
         );
         HeatmapResources::install(&mut renderer.callback_resources, &device, FORMAT);
+        ScatterResources::install(&mut renderer.callback_resources, &device, FORMAT);
         let ctx = egui::Context::default();
         ctx.set_visuals(visuals);
         Self {

@@ -1,9 +1,11 @@
 //! What the views show, as saved in a session's `view` metadata and restored on opening: the
 //! tab, the chosen input, layer and head, and each view's settings.
 
+use super::camera::Camera;
 use crate::render::heatmap::{HeatmapStyle, Matrix};
 use headwise_engine::analysis::aggregate::Reduce;
 use headwise_engine::analysis::metrics::HeadMetric;
+use headwise_engine::analysis::projection::Method;
 use headwise_engine::analysis::rollout::RolloutSettings;
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +16,94 @@ pub enum Tab {
     Head,
     /// The picture of an image input with a patch heatmap over it.
     Image,
+    /// Every head's queries and keys over the corpus, in one joint space.
+    Qk,
+}
+
+/// What colours the points of a query-key scatter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum ColourBy {
+    /// Queries one colour, keys another.
+    #[default]
+    QueryKey,
+    /// The token's position in its input.
+    Position,
+    /// Position divided by the input's length.
+    NormalisedPosition,
+    /// Which input the token is from.
+    Input,
+    /// The length of the joint vector.
+    Norm,
+}
+
+impl ColourBy {
+    pub const ALL: [ColourBy; 5] = [
+        ColourBy::QueryKey,
+        ColourBy::Position,
+        ColourBy::NormalisedPosition,
+        ColourBy::Input,
+        ColourBy::Norm,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ColourBy::QueryKey => "query / key",
+            ColourBy::Position => "position",
+            ColourBy::NormalisedPosition => "normalised position",
+            ColourBy::Input => "input",
+            ColourBy::Norm => "norm",
+        }
+    }
+}
+
+/// The query-key view's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct QkViewState {
+    pub method: Method,
+    pub three_d: bool,
+    /// One head in detail (the layer and head of the view state) instead of every head.
+    pub single: bool,
+    pub colour: ColourBy,
+    pub size_by_norm: bool,
+    /// Highlight every occurrence of this token (case-insensitive, spaces ignored).
+    pub search: String,
+    /// UMAP's seed.
+    pub seed: u64,
+    /// The query (0..N over the corpus) whose lines to its input's keys are drawn.
+    pub selected: Option<usize>,
+    pub camera: Camera,
+    /// The point size in the single view, in points.
+    pub point_size: f32,
+    /// How many lines of the corpus file a corpus run takes.
+    pub corpus_lines: usize,
+    /// Image corpora: draw each patch's piece of the picture at its point (single view).
+    pub thumbnails: bool,
+}
+
+impl Default for QkViewState {
+    fn default() -> Self {
+        Self {
+            method: Method::Pca,
+            three_d: false,
+            single: false,
+            colour: ColourBy::QueryKey,
+            size_by_norm: false,
+            search: String::new(),
+            seed: 0,
+            selected: None,
+            camera: Camera::default(),
+            point_size: 4.0,
+            corpus_lines: 400,
+            thumbnails: true,
+        }
+    }
+}
+
+impl QkViewState {
+    pub fn dims(&self) -> usize {
+        if self.three_d { 3 } else { 2 }
+    }
 }
 
 /// What the image view lays over the picture: one head's attention from the query token, an
@@ -102,6 +192,7 @@ pub struct ViewState {
     pub line_heads: Vec<usize>,
     pub style: HeatmapStyle,
     pub image: ImageViewState,
+    pub qk: QkViewState,
 }
 
 impl Default for ViewState {
@@ -120,6 +211,7 @@ impl Default for ViewState {
             line_heads: Vec::new(),
             style: HeatmapStyle::default(),
             image: ImageViewState::default(),
+            qk: QkViewState::default(),
         }
     }
 }

@@ -94,3 +94,14 @@ pub fn joint_embedding(heads: &[HeadVectors], device: &Device) -> Result<Tensor<
     let (q, k) = normalise(q, k);
     Ok(Tensor::cat(vec![q, k], 1))
 }
+
+/// Each vector's length in a batch of joint embeddings ([heads, 2n, d]): one [2n] array per
+/// head, for colouring and sizing points by norm.
+pub fn norms(joint: Tensor<3>) -> Result<Vec<Vec<f32>>> {
+    let [_, rows, _] = joint.dims();
+    let norms = crate::model::to_vec(joint.powi_scalar(2).sum_dim(2).sqrt())?;
+    Ok(norms
+        .chunks_exact(rows.max(1))
+        .map(<[f32]>::to_vec)
+        .collect())
+}

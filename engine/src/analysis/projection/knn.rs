@@ -67,13 +67,19 @@ pub fn nearest_neighbours(
             // reordering the k-th and (k+1)-th neighbour.
             let keep = (k + 8).min(candidates.len());
             if keep < candidates.len() {
-                candidates.select_nth_unstable_by(keep, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                candidates
+                    .select_nth_unstable_by(keep, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
                 candidates.truncate(keep);
             }
             let x = &points[i * d..(i + 1) * d];
             for c in candidates.iter_mut() {
                 let y = &points[c.1 as usize * d..(c.1 as usize + 1) * d];
-                c.0 = x.iter().zip(y).map(|(a, b)| (a - b) * (a - b)).sum::<f32>().sqrt();
+                c.0 = x
+                    .iter()
+                    .zip(y)
+                    .map(|(a, b)| (a - b) * (a - b))
+                    .sum::<f32>()
+                    .sqrt();
             }
             candidates.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
             for &(dist, j) in candidates.iter().take(k) {

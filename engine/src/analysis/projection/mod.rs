@@ -112,6 +112,20 @@ pub fn pca_heads(heads: &[HeadVectors], dims: usize, device: &Device) -> Result<
     pca::pca(joint_embedding(heads, device)?, dims)
 }
 
+/// One array per head: its layout, or the norms of its joint vectors.
+pub type PerHead = Vec<Vec<f32>>;
+
+/// [`pca_heads`] and, for each head, the norm of each of its 2n joint vectors.
+pub fn pca_heads_with_norms(
+    heads: &[HeadVectors],
+    dims: usize,
+    device: &Device,
+) -> Result<(PerHead, PerHead)> {
+    check_dims(Method::Pca, dims)?;
+    let joint = joint_embedding(heads, device)?;
+    Ok((pca::pca(joint.clone(), dims)?, joint::norms(joint)?))
+}
+
 /// One head's joint embedding laid out by `method`: [2n, dims]. `seed` matters to UMAP only
 /// (t-SNE starts from PCA and draws no random numbers).
 pub fn project_head(
@@ -205,14 +219,7 @@ pub fn project_session(
             let vectors = gather(&session.layers, layer, head, m.heads, m.kv_heads);
             let base = done as f32 / total as f32;
             let progress = |f: f32| work.report(base + f / total as f32);
-            let layout = project_head(
-                &vectors,
-                method,
-                dims,
-                seed,
-                device,
-                &work.part(&progress),
-            )?;
+            let layout = project_head(&vectors, method, dims, seed, device, &work.part(&progress))?;
             session.set_projection(method, layer, head, dims, &layout);
             done += 1;
         }

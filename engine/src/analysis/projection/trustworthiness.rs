@@ -20,13 +20,7 @@ fn ranks_by_distance(points: &[f32], n: usize, d: usize, i: usize) -> Vec<usize>
 }
 
 /// `original` is [n, d], `layout` is [n, dims], both row-major.
-pub fn trustworthiness(
-    original: &[f32],
-    d: usize,
-    layout: &[f32],
-    dims: usize,
-    k: usize,
-) -> f64 {
+pub fn trustworthiness(original: &[f32], d: usize, layout: &[f32], dims: usize, k: usize) -> f64 {
     let n = original.len() / d;
     assert!(k < n / 2, "trustworthiness needs k < n / 2");
     let mut penalty = 0.0f64;

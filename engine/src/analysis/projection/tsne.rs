@@ -56,10 +56,18 @@ fn affinities(nn: &Neighbours) -> Vec<Vec<(u32, f64)>> {
             }
             if diff > 0.0 {
                 beta_min = beta;
-                beta = if beta_max.is_infinite() { beta * 2.0 } else { (beta + beta_max) / 2.0 };
+                beta = if beta_max.is_infinite() {
+                    beta * 2.0
+                } else {
+                    (beta + beta_max) / 2.0
+                };
             } else {
                 beta_max = beta;
-                beta = if beta_min.is_infinite() { beta / 2.0 } else { (beta + beta_min) / 2.0 };
+                beta = if beta_min.is_infinite() {
+                    beta / 2.0
+                } else {
+                    (beta + beta_min) / 2.0
+                };
             }
         }
     }
@@ -71,7 +79,11 @@ fn affinities(nn: &Neighbours) -> Vec<Vec<(u32, f64)>> {
             *rows[j as usize].entry(i as u32).or_default() += p;
         }
     }
-    let total: f64 = rows.iter().flat_map(|r| r.values()).sum::<f64>().max(f64::EPSILON);
+    let total: f64 = rows
+        .iter()
+        .flat_map(|r| r.values())
+        .sum::<f64>()
+        .max(f64::EPSILON);
     rows.into_iter()
         .map(|r| r.into_iter().map(|(j, p)| (j, p / total)).collect())
         .collect()
@@ -132,12 +144,9 @@ impl Tree {
 
     fn child_of(&self, cell: usize, p: &[f64]) -> usize {
         let c = &self.cells[cell];
-        let mut index = 0;
-        for a in 0..self.dims {
-            if p[a] > c.centre[a] {
-                index |= 1 << a;
-            }
-        }
+        let index = (0..self.dims)
+            .filter(|&a| p[a] > c.centre[a])
+            .fold(0, |index, a| index | (1 << a));
         c.children + index
     }
 
@@ -147,8 +156,8 @@ impl Tree {
         loop {
             let c = &mut self.cells[cell];
             c.count += 1;
-            for a in 0..dims {
-                c.mass_sum[a] += p[a];
+            for (sum, v) in c.mass_sum.iter_mut().zip(p) {
+                *sum += v;
             }
             if c.children != 0 {
                 cell = self.child_of(cell, p);
@@ -168,8 +177,8 @@ impl Tree {
             self.cells[cell].children = first;
             for index in 0..(1usize << dims) {
                 let mut child_centre = centre;
-                for a in 0..dims {
-                    child_centre[a] += if index & (1 << a) != 0 { half } else { -half };
+                for (a, c) in child_centre.iter_mut().enumerate().take(dims) {
+                    *c += if index & (1 << a) != 0 { half } else { -half };
                 }
                 self.cells.push(Cell {
                     centre: child_centre,
@@ -185,9 +194,7 @@ impl Tree {
             let t = &mut self.cells[target];
             t.count = 1;
             t.point = resident;
-            for a in 0..dims {
-                t.mass_sum[a] = q[a];
-            }
+            t.mass_sum[..dims].copy_from_slice(q);
             cell = self.child_of(cell, p);
             depth += 1;
         }
@@ -237,7 +244,9 @@ impl Tree {
 fn gradient(p: &[Vec<(u32, f64)>], y: &[f64], dims: usize, exaggeration: f64) -> Vec<f64> {
     let n = y.len() / dims;
     let tree = Tree::build(y, dims);
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(8);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |t| t.get())
+        .min(8);
     let chunk = n.div_ceil(threads).max(1);
     let mut repulsive = vec![0.0f64; n * dims];
     let mut z_parts = vec![0.0f64; n];
@@ -317,7 +326,11 @@ pub fn tsne(nn: &Neighbours, init: &[f32], dims: usize, work: &Work) -> Result<V
             .zip(update.iter_mut().zip(gains.iter_mut()))
             .zip(y.iter_mut())
         {
-            *gain = if *u * g < 0.0 { *gain + 0.2 } else { *gain * 0.8 };
+            *gain = if *u * g < 0.0 {
+                *gain + 0.2
+            } else {
+                *gain * 0.8
+            };
             *gain = gain.max(MIN_GAIN);
             *u = momentum * *u - learning_rate * g * *gain;
             *v += *u;

@@ -49,7 +49,11 @@ fn smooth_knn_distances(nn: &Neighbours) -> Vec<(f64, f64)> {
                     mid = (lo + hi) / 2.0;
                 } else {
                     lo = mid;
-                    mid = if hi.is_infinite() { mid * 2.0 } else { (lo + hi) / 2.0 };
+                    mid = if hi.is_infinite() {
+                        mid * 2.0
+                    } else {
+                        (lo + hi) / 2.0
+                    };
                 }
             }
             // The self-distance 0 is part of umap-learn's mean.
@@ -66,12 +70,15 @@ fn fuzzy_graph(nn: &Neighbours) -> Vec<(u32, u32, f64)> {
     let sigmas = smooth_knn_distances(nn);
     let mut directed: std::collections::HashMap<(u32, u32), f64> =
         std::collections::HashMap::with_capacity(n * nn.k);
-    for i in 0..n {
-        let (rho, sigma) = sigmas[i];
+    for (i, &(rho, sigma)) in sigmas.iter().enumerate().take(n) {
         let (indices, dists) = nn.of(i);
         for (&j, &d) in indices.iter().zip(dists) {
             let d = d as f64;
-            let w = if d - rho <= 0.0 || sigma == 0.0 { 1.0 } else { (-(d - rho) / sigma).exp() };
+            let w = if d - rho <= 0.0 || sigma == 0.0 {
+                1.0
+            } else {
+                (-(d - rho) / sigma).exp()
+            };
             directed.insert((i as u32, j), w);
         }
     }
@@ -84,7 +91,7 @@ fn fuzzy_graph(nn: &Neighbours) -> Vec<(u32, u32, f64)> {
             edges.push((j, i, union));
         }
     }
-    edges.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    edges.sort_by_key(|e| (e.0, e.1));
     edges
 }
 
@@ -118,7 +125,9 @@ pub fn umap(
     for axis in 0..dims {
         let (lo, hi) = (0..n)
             .map(|i| y[i * dims + axis])
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                (lo.min(v), hi.max(v))
+            });
         let span = (hi - lo).max(f64::MIN_POSITIVE);
         for i in 0..n {
             y[i * dims + axis] = 10.0 * (y[i * dims + axis] - lo) / span + 1e-4 * rng.normal();
@@ -147,7 +156,9 @@ pub fn umap(
                 continue;
             }
             let (i, j) = (i as usize, j as usize);
-            let d2: f64 = (0..dims).map(|a| (y[i * dims + a] - y[j * dims + a]).powi(2)).sum();
+            let d2: f64 = (0..dims)
+                .map(|a| (y[i * dims + a] - y[j * dims + a]).powi(2))
+                .sum();
             let coeff = if d2 > 0.0 {
                 -2.0 * A * B * d2.powf(B - 1.0) / (A * d2.powf(B) + 1.0)
             } else {
