@@ -9,7 +9,8 @@ On one machine, one after the other, on the same vectors:
     against umap-learn (UMAP(random_state=0), after an unmeasured warm-up that compiles its numba
     code) and scikit-learn (TSNE(random_state=0), Barnes-Hut).
 The corpus is the opening of the default corpus (assets/corpus/moby-dick.txt), traced by
-`headwise trace --corpus` on the CPU; the references read the same session file.
+`headwise trace --corpus` on the CPU and cut to exactly 10,000 (or 5,000) tokens; the references
+read the same session file and take the same tokens.
 
 Usage: python3 scripts/bench_projection.py [--headwise PATH] [--device cpu|auto] [--runs R]
 """
@@ -51,11 +52,12 @@ def trace_corpus(headwise, tokens, out, workdir):
         count = int(count * tokens / n) + 1
 
 
-def head_vectors(tensors, meta, layer, head):
+def head_vectors(tensors, meta, layer, head, tokens):
+    """The first `tokens` queries and keys of a head, in input order then token order."""
     inputs = range(len(meta["inputs"]))
     group = meta["model"]["heads"] // meta["model"]["kv_heads"]
-    q = np.concatenate([tensors[f"q/{i}/{layer}"][head] for i in inputs]).astype(np.float64)
-    k = np.concatenate([tensors[f"k/{i}/{layer}"][head // group] for i in inputs]).astype(np.float64)
+    q = np.concatenate([tensors[f"q/{i}/{layer}"][head] for i in inputs])[:tokens].astype(np.float64)
+    k = np.concatenate([tensors[f"k/{i}/{layer}"][head // group] for i in inputs])[:tokens].astype(np.float64)
     return q, k
 
 
@@ -65,9 +67,9 @@ def joint(q, k):
     return np.concatenate([q * c, k / c]).astype(np.float32)
 
 
-def headwise_bench(headwise, session, method, device, runs, heads=None):
+def headwise_bench(headwise, session, method, device, runs, tokens, heads=None):
     args = [headwise, "bench", "project", "--session", str(session), "--method", method, "--device", device,
-            "--runs", str(runs)]
+            "--runs", str(runs), "--tokens", str(tokens)]
     if heads:
         args += ["--heads", heads]
     out = subprocess.run(args, check=True, capture_output=True, text=True)
@@ -93,30 +95,32 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         pca_session = tmp / "pca.safetensors"
-        meta, n = trace_corpus(args.headwise, 10_000, pca_session, tmp)
+        meta, _ = trace_corpus(args.headwise, 10_000, pca_session, tmp)
+        n = 10_000
         tensors = load_file(str(pca_session))
         layers, heads = meta["model"]["layers"], meta["model"]["heads"]
 
         def reference_pca():
             for layer in range(layers):
                 for head in range(heads):
-                    PCA(n_components=2, svd_solver="full").fit_transform(joint(*head_vectors(tensors, meta, layer, head)))
+                    PCA(n_components=2, svd_solver="full").fit_transform(joint(*head_vectors(tensors, meta, layer, head, n)))
 
-        ours = headwise_bench(args.headwise, pca_session, "pca", args.device, args.runs)
+        ours = headwise_bench(args.headwise, pca_session, "pca", args.device, args.runs, n)
         theirs = median_time(reference_pca, args.runs)
         rows.append(("PCA, all %d heads, %d tokens (%d points per head)" % (layers * heads, n, 2 * n),
                      ours["median_ms"], theirs, "numpy + scikit-learn %s PCA" % sklearn.__version__))
 
         layout_session = tmp / "layout.safetensors"
-        meta, n = trace_corpus(args.headwise, 5_000, layout_session, tmp)
+        meta, _ = trace_corpus(args.headwise, 5_000, layout_session, tmp)
+        n = 5_000
         tensors = load_file(str(layout_session))
-        x = joint(*head_vectors(tensors, meta, 0, 0))
+        x = joint(*head_vectors(tensors, meta, 0, 0, n))
         umap.UMAP(random_state=0).fit_transform(x[:500])  # compiles umap-learn's numba code
         for method, reference, name in [
             ("umap", lambda: umap.UMAP(random_state=0).fit_transform(x), "umap-learn %s" % umap.__version__),
             ("tsne", lambda: TSNE(random_state=0).fit_transform(x), "scikit-learn %s TSNE" % sklearn.__version__),
         ]:
-            ours = headwise_bench(args.headwise, layout_session, method, args.device, 1, heads="0.0")
+            ours = headwise_bench(args.headwise, layout_session, method, args.device, 1, n, heads="0.0")
             theirs = median_time(reference, 1)
             rows.append(("%s, head 0.0, %d points" % (method.upper().replace("TSNE", "t-SNE"), 2 * n),
                          ours["median_ms"], theirs, name))

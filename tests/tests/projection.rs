@@ -450,3 +450,38 @@ fn render_draws_one_heads_queries_and_keys_in_2d_and_3d_laying_them_out_if_neede
         &["qk:5.0", "2 layers x 4 heads"],
     );
 }
+
+#[test]
+fn an_image_corpus_draws_its_patches_as_thumbnails_in_the_query_key_view() {
+    let Some(model) = real_model("dinov2-s") else {
+        return;
+    };
+    let dir = scratch("projection-images");
+    let pictures = dir.join("pictures");
+    std::fs::create_dir_all(&pictures).unwrap();
+    for name in ["chelsea.png", "coffee.png"] {
+        std::fs::copy(asset(name), pictures.join(name)).unwrap();
+    }
+    let session = dir.join("pictures.safetensors");
+    assert_success(&headwise(
+        &[
+            "trace",
+            "--model",
+            model.to_str().unwrap(),
+            "--corpus",
+            pictures.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--out",
+            session.to_str().unwrap(),
+        ],
+        &dir,
+    ));
+    let opened = Session::open(&session).unwrap();
+    assert_eq!(opened.meta.inputs.len(), 2, "one input per picture");
+    // Points alone take a handful of colours (two, blended); patches of two photographs take
+    // thousands.
+    let img = render(&dir, &session, "qk:11.0", "patches.png");
+    let colours = distinct_colours(&img);
+    assert!(colours > 3000, "{colours} colours");
+}

@@ -8,7 +8,8 @@ use anyhow::{Result, bail};
 use clap::Args;
 use headwise_engine::analysis::projection::{Method, Work, project_session};
 use headwise_engine::device::{DeviceChoice, create_device};
-use headwise_engine::session::Session;
+use headwise_engine::host::HostTensor;
+use headwise_engine::session::{LayerTensors, Session};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -30,6 +31,66 @@ pub struct ProjectBench {
     pub runs: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Lay out only the first N tokens of the corpus (N queries and N keys per head).
+    #[arg(long)]
+    pub tokens: Option<usize>,
+}
+
+/// The session cut to its first `tokens` tokens: whole inputs, the last one shortened.
+fn first_tokens(session: &Session, tokens: usize) -> Result<Session> {
+    let total = session.corpus_tokens();
+    if tokens < 2 || tokens > total {
+        bail!("--tokens {tokens}: the session has {total} tokens (at least 2 needed)");
+    }
+    let mut cut = session.clone();
+    cut.meta.inputs.clear();
+    cut.layers.clear();
+    let mut left = tokens;
+    for (info, layers) in session.meta.inputs.iter().zip(&session.layers) {
+        if left == 0 {
+            break;
+        }
+        let t = info.tokens.len();
+        let keep = t.min(left);
+        left -= keep;
+        let mut info = info.clone();
+        info.tokens.truncate(keep);
+        info.token_ids.truncate(keep);
+        let layers = layers
+            .iter()
+            .map(|l| LayerTensors {
+                attn: rows_and_columns(&l.attn, keep),
+                q: rows(&l.q, keep),
+                k: rows(&l.k, keep),
+            })
+            .collect();
+        cut.meta.inputs.push(info);
+        cut.layers.push(layers);
+    }
+    Ok(cut)
+}
+
+/// The first `keep` rows of each head of a [heads, T, d] tensor.
+fn rows(t: &HostTensor, keep: usize) -> HostTensor {
+    let [heads, len, d] = [t.shape[0], t.shape[1], t.shape[2]];
+    let data = (0..heads)
+        .flat_map(|h| t.data[h * len * d..(h * len + keep) * d].iter().copied())
+        .collect();
+    HostTensor::new(vec![heads, keep, d], data)
+}
+
+/// The first `keep` rows and columns of each head of a [heads, T, T] tensor.
+fn rows_and_columns(t: &HostTensor, keep: usize) -> HostTensor {
+    let [heads, len] = [t.shape[0], t.shape[1]];
+    let data = (0..heads)
+        .flat_map(|h| (0..keep).map(move |r| (h, r)))
+        .flat_map(|(h, r)| {
+            t.data[(h * len + r) * len..(h * len + r) * len + keep]
+                .iter()
+                .copied()
+        })
+        .collect();
+    HostTensor::new(vec![heads, keep, keep], data)
 }
 
 pub fn project(args: ProjectBench) -> Result<()> {
@@ -42,6 +103,10 @@ pub fn project(args: ProjectBench) -> Result<()> {
         .map(|s| parse_head(s))
         .collect::<Result<Vec<_>>>()?;
     let original = Session::open(&args.session)?;
+    let original = match args.tokens {
+        Some(tokens) => first_tokens(&original, tokens)?,
+        None => original,
+    };
     let device = create_device(args.device)?;
     let count = if heads.is_empty() {
         original.meta.model.layers * original.meta.model.heads

@@ -657,6 +657,8 @@ fn single(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
             let t = inputs[input].tokens.len();
             let row = &weights[token * t..(token + 1) * t];
             let max = row.iter().copied().fold(0.0f32, f32::max).max(1e-12);
+            // The text colour stands out on the plot's background in either theme.
+            let line_colour = ui.visuals().strong_text_color();
             let from = positions[q];
             let start = n + index.starts[input];
             for (j, &w) in row.iter().enumerate() {
@@ -665,15 +667,12 @@ fn single(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
                     continue;
                 }
                 let strength = w / max;
-                let colour = egui::Color32::from_rgba_unmultiplied(
-                    40,
-                    40,
-                    40,
-                    (60.0 + 195.0 * strength) as u8,
-                );
+                let [r, g, b, _] = line_colour.to_array();
+                let colour =
+                    egui::Color32::from_rgba_unmultiplied(r, g, b, (50.0 + 205.0 * strength) as u8);
                 painter.line_segment([from, to], egui::Stroke::new(0.5 + 2.5 * strength, colour));
             }
-            painter.circle_stroke(from, 6.0, egui::Stroke::new(2.0, egui::Color32::BLACK));
+            painter.circle_stroke(from, 6.0, egui::Stroke::new(2.0, line_colour));
             let mut best: Vec<(usize, f32)> = row.iter().copied().enumerate().collect();
             best.sort_by(|a, b| b.1.total_cmp(&a.1));
             let font = egui::FontId::proportional(12.0);

@@ -200,50 +200,90 @@ impl Tree {
         }
     }
 
-    /// Point i's unnormalised repulsion Σ q²(y_i − y_j) and its share of Z = Σ q.
-    fn repulsion(&self, y: &[f64], i: usize, force: &mut [f64]) -> f64 {
+    /// The tree as the force pass reads it: small f32 nodes, centres of mass worked out once.
+    fn compact(&self) -> Vec<Node> {
         let dims = self.dims;
-        let p = &y[i * dims..(i + 1) * dims];
-        let mut z = 0.0;
-        let mut stack = vec![0usize];
-        while let Some(index) = stack.pop() {
-            let c = &self.cells[index];
-            if c.count == 0 {
-                continue;
-            }
-            let mut size = c.count as f64;
-            if c.children == 0 && c.point == i {
+        self.cells
+            .iter()
+            .map(|c| {
+                let mut com = [0.0f32; 3];
+                if c.count > 0 {
+                    for (m, s) in com.iter_mut().zip(&c.mass_sum).take(dims) {
+                        *m = (s / c.count as f64) as f32;
+                    }
+                }
+                let width = 2.0 * c.half_width;
+                Node {
+                    com,
+                    far2: (width * width / (THETA * THETA)) as f32,
+                    size: c.count as f32,
+                    children: c.children as u32,
+                    point: c.point as u32,
+                }
+            })
+            .collect()
+    }
+}
+
+/// A cell as the force pass reads it (28 bytes, so more of the tree stays in cache).
+#[derive(Clone, Copy)]
+struct Node {
+    com: [f32; 3],
+    /// Beyond this squared distance the cell counts as one body: (width / θ)².
+    far2: f32,
+    size: f32,
+    children: u32,
+    point: u32,
+}
+
+/// Point i's unnormalised repulsion Σ q²(y_i − y_j) and its share of Z = Σ q, over the tree.
+fn repulsion(
+    nodes: &[Node],
+    dims: usize,
+    p: [f32; 3],
+    i: u32,
+    force: &mut [f64],
+    stack: &mut Vec<u32>,
+) -> f64 {
+    let mut z = 0.0f64;
+    let mut sum = [0.0f64; 3];
+    stack.clear();
+    stack.push(0);
+    while let Some(index) = stack.pop() {
+        let c = &nodes[index as usize];
+        if c.size == 0.0 {
+            continue;
+        }
+        let delta = [p[0] - c.com[0], p[1] - c.com[1], p[2] - c.com[2]];
+        let dist2 = delta[0] * delta[0] + delta[1] * delta[1] + delta[2] * delta[2];
+        let leaf = c.children == 0;
+        if leaf || dist2 > c.far2 {
+            let mut size = c.size;
+            if leaf && c.point == i {
                 size -= 1.0;
                 if size <= 0.0 {
                     continue;
                 }
             }
-            let mut delta = [0.0f64; 3];
-            let mut dist2 = 0.0;
-            for a in 0..dims {
-                delta[a] = p[a] - c.mass_sum[a] / c.count as f64;
-                dist2 += delta[a] * delta[a];
+            let q = 1.0 / (1.0 + dist2 as f64);
+            let size = size as f64;
+            z += size * q;
+            let mult = size * q * q;
+            for (s, d) in sum.iter_mut().zip(delta) {
+                *s += mult * d as f64;
             }
-            let width = 2.0 * c.half_width;
-            if c.children == 0 || width * width < THETA * THETA * dist2 {
-                let q = 1.0 / (1.0 + dist2);
-                z += size * q;
-                let mult = size * q * q;
-                for a in 0..dims {
-                    force[a] += mult * delta[a];
-                }
-            } else {
-                stack.extend(c.children..c.children + (1 << dims));
-            }
+        } else {
+            stack.extend(c.children..c.children + (1u32 << dims));
         }
-        z
     }
+    force.copy_from_slice(&sum[..dims]);
+    z
 }
 
 /// One gradient of the KL divergence (scikit-learn's Barnes-Hut form, times its factor 4).
 fn gradient(p: &[Vec<(u32, f64)>], y: &[f64], dims: usize, exaggeration: f64) -> Vec<f64> {
     let n = y.len() / dims;
-    let tree = Tree::build(y, dims);
+    let nodes = Tree::build(y, dims).compact();
     let threads = std::thread::available_parallelism()
         .map_or(1, |t| t.get())
         .min(8);
@@ -256,11 +296,17 @@ fn gradient(p: &[Vec<(u32, f64)>], y: &[f64], dims: usize, exaggeration: f64) ->
             .zip(z_parts.chunks_mut(chunk))
             .enumerate()
         {
-            let tree = &tree;
+            let nodes = &nodes;
             scope.spawn(move || {
+                let mut stack = Vec::with_capacity(256);
                 for (offset, z) in zs.iter_mut().enumerate() {
                     let i = part * chunk + offset;
-                    *z = tree.repulsion(y, i, &mut forces[offset * dims..(offset + 1) * dims]);
+                    let mut p = [0.0f32; 3];
+                    for (a, v) in p.iter_mut().enumerate().take(dims) {
+                        *v = y[i * dims + a] as f32;
+                    }
+                    let force = &mut forces[offset * dims..(offset + 1) * dims];
+                    *z = repulsion(nodes, dims, p, i as u32, force, &mut stack);
                 }
             });
         }
