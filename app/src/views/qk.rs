@@ -442,6 +442,12 @@ fn matrix(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
                     match doc.projections.best(state.qk.method, layer, head, dims) {
                         Some((_, layout)) => {
                             let style = point_style(ui.ctx(), doc, state, layer, head, false);
+                            // Few points are drawn larger, so a short prompt's cloud shows.
+                            let base = match layout.len() {
+                                0..5_000 => 3.0,
+                                5_000..50_000 => 1.6,
+                                _ => 1.1,
+                            };
                             let cb = callback(
                                 doc,
                                 &layout,
@@ -449,7 +455,7 @@ fn matrix(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
                                 &camera,
                                 state.qk.three_d,
                                 cell_rect,
-                                (cell / 90.0).clamp(1.0, 2.5),
+                                (base * cell / 90.0).clamp(1.0, 4.0),
                             );
                             painter.add(cb.into_shape(clip.intersect(cell_rect)));
                         }
