@@ -42,17 +42,7 @@ impl Document {
             .iter()
             .map(|i| i.special_mask())
             .collect();
-        let metrics = session
-            .layers
-            .iter()
-            .zip(&special)
-            .map(|(layers, special)| {
-                layers
-                    .iter()
-                    .map(|l| layer_metrics(&l.attn, special))
-                    .collect()
-            })
-            .collect();
+        let metrics = all_metrics(&session, &special);
         Self {
             projections: ProjectionStore::from_session(&session),
             session,
@@ -129,6 +119,41 @@ impl Document {
             _ => Some((t, self.reduced(input, matrix)?.to_vec())),
         }
     }
+}
+
+/// Every head's metrics, `[input][layer][head]`, worked out on all cores: opening a large
+/// session is mostly this.
+fn all_metrics(session: &Session, special: &[Vec<bool>]) -> Vec<Vec<Vec<HeadMetrics>>> {
+    let jobs: Vec<(usize, usize)> = session
+        .layers
+        .iter()
+        .enumerate()
+        .flat_map(|(i, layers)| (0..layers.len()).map(move |l| (i, l)))
+        .collect();
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let chunk = jobs.len().div_ceil(threads).max(1);
+    let results: Vec<Vec<Vec<HeadMetrics>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = jobs
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|&(i, l)| layer_metrics(&session.layers[i][l].attn, &special[i]))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    let mut flat = results.into_iter().flatten();
+    session
+        .layers
+        .iter()
+        .map(|layers| (0..layers.len()).filter_map(|_| flat.next()).collect())
+        .collect()
 }
 
 /// Max-pools a [t, t] matrix down to [side, side], so a thumbnail keeps every peak.

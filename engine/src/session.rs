@@ -561,8 +561,17 @@ impl Session {
     /// Reads and validates a session file. A newer format, a truncated or corrupt file, or a
     /// tensor whose shape disagrees with the metadata is an error naming the file.
     pub fn open(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| EngineError::io(path, e))?;
-        Self::from_bytes(&bytes, path)
+        let file = std::fs::File::open(path).map_err(|e| EngineError::io(path, e))?;
+        let len = file.metadata().map_err(|e| EngineError::io(path, e))?.len();
+        if len == 0 {
+            return Self::from_bytes(&[], path);
+        }
+        // Mapped rather than read: the tensors are decoded straight from the page cache, with
+        // no second copy of the file in memory. SAFETY: the map is read-only, and sessions are
+        // replaced by renaming a new file over the old one, never rewritten in place, so the
+        // mapped bytes stay as they were.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| EngineError::io(path, e))?;
+        Self::from_bytes(&map, path)
     }
 
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
