@@ -43,6 +43,16 @@ pub struct TraceArgs {
     /// Keep the first tokens of a prompt longer than the model's positions instead of failing.
     #[arg(long)]
     pub truncate: bool,
+    /// Text inputs run packed into passes of up to this many tokens (1: one pass per input);
+    /// each input's trace is the one it gets alone. Default: 1024 on a GPU, 1 on the CPU.
+    #[arg(long)]
+    pub pack_tokens: Option<usize>,
+}
+
+/// One pass per input on the CPU, where a pass costs about the same per token at any length;
+/// packed passes on a GPU, where many short passes leave it idle.
+pub fn default_pack_tokens(is_gpu: bool) -> usize {
+    if is_gpu { 1024 } else { 1 }
 }
 
 /// Above this many inputs a progress bar replaces the line per input.
@@ -162,15 +172,29 @@ pub fn run(args: TraceArgs) -> Result<()> {
     };
     let mut session = Session::new(&model, &args.model);
     let progress = InputProgress::new(texts.len());
-    for (index, text) in texts.iter().enumerate() {
-        let encoded = model.encode(index, text, long)?;
-        let trace = model
-            .forward(&TokenInput::from(&encoded))
-            .with_context(|| format!("running input {index}"))?;
-        session.push_text(&model, text, &encoded, &trace)?;
-        progress.done(index, || {
-            format!("input {index}: {} tokens", encoded.ids.len())
-        });
+    let encoded = texts
+        .iter()
+        .enumerate()
+        .map(|(index, text)| model.encode(index, text, long))
+        .collect::<Result<Vec<_>, _>>()?;
+    let inputs: Vec<TokenInput> = encoded.iter().map(TokenInput::from).collect();
+    let pack = args
+        .pack_tokens
+        .unwrap_or_else(|| default_pack_tokens(device.is_gpu));
+    let mut finished = 0;
+    let traces = model
+        .forward_many(&inputs, pack, &mut |done| {
+            for (index, input) in encoded.iter().enumerate().take(done).skip(finished) {
+                progress.done(index, || {
+                    format!("input {index}: {} tokens", input.ids.len())
+                });
+            }
+            finished = done;
+            true
+        })
+        .context("running the inputs")?;
+    for ((text, encoded), trace) in texts.iter().zip(&encoded).zip(&traces) {
+        session.push_text(&model, text, encoded, trace)?;
     }
     progress.finish(&session);
     session.save(&args.out, args.dtype)?;

@@ -101,6 +101,8 @@ impl Worker {
 struct Loaded {
     spec: String,
     model: Model,
+    /// Corpus runs pack inputs into passes of this many tokens (see `trace --pack-tokens`).
+    pack_tokens: usize,
 }
 
 fn work(
@@ -136,7 +138,7 @@ fn work(
                 Some(Job::Load { spec }) => {
                     loaded = None;
                     match load(&spec, choice, &report) {
-                        Ok((model, device)) => {
+                        Ok((model, device, is_gpu)) => {
                             let c = &model.config;
                             report(Report::Loaded {
                                 spec: spec.clone(),
@@ -147,7 +149,11 @@ fn work(
                                 device,
                                 takes_images: model.takes_images(),
                             });
-                            loaded = Some(Loaded { spec, model });
+                            loaded = Some(Loaded {
+                                spec,
+                                model,
+                                pack_tokens: crate::cli::trace::default_pack_tokens(is_gpu),
+                            });
                         }
                         Err(e) => report(Report::LoadFailed {
                             spec,
@@ -190,7 +196,7 @@ fn work(
                             let ran = if l.model.takes_images() {
                                 run_images(&l.model, &l.spec, &images, &progress)
                             } else {
-                                run(&l.model, &l.spec, &texts, long, &progress)
+                                run(&l.model, &l.spec, &texts, long, l.pack_tokens, &progress)
                             };
                             match ran {
                                 Ok(session) => report(Report::Ran {
@@ -216,7 +222,7 @@ fn load(
     spec: &str,
     choice: DeviceChoice,
     report: &dyn Fn(Report),
-) -> anyhow::Result<(Model, String)> {
+) -> anyhow::Result<(Model, String, bool)> {
     let progress = |message: &str, fraction: Option<f32>| {
         report(Report::Progress {
             message: message.to_string(),
@@ -230,7 +236,7 @@ fn load(
         progress(&format!("loading {spec}"), Some(f))
     })
     .map_err(|e| anyhow::anyhow!("loading model {spec}: {e}"))?;
-    Ok((model, device.description))
+    Ok((model, device.description, device.is_gpu))
 }
 
 /// Called before each input with the count done; false stops the run.
@@ -241,16 +247,25 @@ fn run(
     spec: &str,
     texts: &[String],
     long: LongInput,
+    pack_tokens: usize,
     progress: &Progress,
 ) -> anyhow::Result<Session> {
     let mut session = Session::new(model, spec);
-    for (index, text) in texts.iter().enumerate() {
-        if !progress(index) {
-            anyhow::bail!("cancelled after {index} of {} inputs", texts.len());
-        }
-        let encoded = model.encode(index, text, long)?;
-        let trace = model.forward(&TokenInput::from(&encoded))?;
-        session.push_text(model, text, &encoded, &trace)?;
+    let encoded = texts
+        .iter()
+        .enumerate()
+        .map(|(index, text)| model.encode(index, text, long))
+        .collect::<Result<Vec<_>, _>>()?;
+    let inputs: Vec<TokenInput> = encoded.iter().map(TokenInput::from).collect();
+    if !progress(0) {
+        anyhow::bail!("cancelled before the first of {} inputs", texts.len());
+    }
+    let traces = model.forward_many(&inputs, pack_tokens, &mut |done| progress(done))?;
+    if traces.len() < texts.len() {
+        anyhow::bail!("cancelled after {} of {} inputs", traces.len(), texts.len());
+    }
+    for ((text, encoded), trace) in texts.iter().zip(&encoded).zip(&traces) {
+        session.push_text(model, text, encoded, trace)?;
     }
     Ok(session)
 }

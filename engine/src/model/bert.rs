@@ -2,7 +2,8 @@
 
 use super::TokenInput;
 use super::config::{Activation, ModelConfig};
-use super::layers::{LayerNorm, Linear, additive_mask, attend, embed, split_heads, upload};
+use super::layers::{LayerNorm, Linear, attend, embed, split_heads, upload};
+use super::packing::Packing;
 use super::weights::WeightSource;
 use crate::error::Result;
 use crate::trace::Trace;
@@ -90,15 +91,26 @@ impl Bert {
     }
 
     pub fn forward(&self, input: &TokenInput, device: &Device) -> Result<Trace> {
-        let t = input.ids.len();
-        let positions: Vec<u32> = (0..t as u32).collect();
+        let packing = Packing::single(input.ids.len());
+        let mut traces = self.forward_packed(input, &packing, device)?;
+        Ok(traces.remove(0))
+    }
+
+    /// Several inputs packed into `input` (see [`Packing`]): one trace each.
+    pub fn forward_packed(
+        &self,
+        input: &TokenInput,
+        packing: &Packing,
+        device: &Device,
+    ) -> Result<Vec<Trace>> {
+        let positions = packing.positions();
         let mut x =
             embed(&self.word, &input.ids, device) + embed(&self.position, &positions, device);
         if let Some(types) = &self.token_type {
             x = x + embed(types, &input.type_ids, device);
         }
         let mut x = self.embed_norm.forward(x);
-        let mask = additive_mask(t, false, input.key_valid.as_deref(), device);
+        let mask = packing.mask(false, input.key_valid.as_deref(), device);
         let heads = self.config.heads;
         let mut traces = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
@@ -114,10 +126,7 @@ impl Bert {
             );
             x = layer.out_norm.forward(layer.output.forward(hidden) + x);
         }
-        Ok(Trace {
-            layers: traces,
-            next_token_probs: None,
-        })
+        packing.split(traces, None)
     }
 }
 

@@ -3,11 +3,11 @@
 use super::TokenInput;
 use super::bert::activate;
 use super::config::ModelConfig;
-use super::layers::{LayerNorm, Linear, additive_mask, attend, embed, split_heads, upload};
+use super::layers::{LayerNorm, Linear, attend, embed, split_heads, upload};
+use super::packing::Packing;
 use super::weights::WeightSource;
 use crate::error::Result;
 use crate::trace::Trace;
-use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 
 struct Gpt2Layer {
@@ -92,10 +92,21 @@ impl Gpt2 {
     }
 
     pub fn forward(&self, input: &TokenInput, device: &Device) -> Result<Trace> {
-        let t = input.ids.len();
-        let positions: Vec<u32> = (0..t as u32).collect();
+        let packing = Packing::single(input.ids.len());
+        let mut traces = self.forward_packed(input, &packing, device)?;
+        Ok(traces.remove(0))
+    }
+
+    /// Several inputs packed into `input` (see [`Packing`]): one trace each.
+    pub fn forward_packed(
+        &self,
+        input: &TokenInput,
+        packing: &Packing,
+        device: &Device,
+    ) -> Result<Vec<Trace>> {
+        let positions = packing.positions();
         let mut x = embed(&self.wte, &input.ids, device) + embed(&self.wpe, &positions, device);
-        let mask = additive_mask(t, true, None, device);
+        let mask = packing.mask(true, None, device);
         let heads = self.config.heads;
         let mut traces = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
@@ -111,11 +122,7 @@ impl Gpt2 {
                 .fc_proj
                 .forward(activate(self.config.activation, layer.fc.forward(h)));
         }
-        let last = self.ln_f.forward(x.narrow(0, t - 1, 1));
-        let probs = softmax(last.matmul(self.lm_head.clone()), 1);
-        Ok(Trace {
-            layers: traces,
-            next_token_probs: Some(super::to_vec(probs)?),
-        })
+        let last = self.ln_f.forward(packing.last_rows(x, device));
+        packing.split(traces, Some(last.matmul(self.lm_head.clone())))
     }
 }

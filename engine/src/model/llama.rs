@@ -3,11 +3,12 @@
 
 use super::TokenInput;
 use super::config::ModelConfig;
-use super::layers::{Linear, RmsNorm, additive_mask, attend, embed, split_heads, upload};
+use super::layers::{Linear, RmsNorm, attend, embed, split_heads, upload};
+use super::packing::Packing;
 use super::weights::WeightSource;
 use crate::error::Result;
 use crate::trace::Trace;
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor, TensorData};
 
 struct LlamaLayer {
@@ -75,7 +76,8 @@ impl Llama {
 
     /// cos and sin tables [1, T, d] for Hugging Face's rotate-half RoPE, computed in f32 as
     /// transformers does so that q and k match it bit for bit as far as possible.
-    fn rope_tables(&self, t: usize, device: &Device) -> (Tensor<3>, Tensor<3>) {
+    fn rope_tables(&self, positions: &[u32], device: &Device) -> (Tensor<3>, Tensor<3>) {
+        let t = positions.len();
         let d = self.config.head_dim;
         let half = d / 2;
         let base = self.config.rope_theta as f32;
@@ -84,7 +86,7 @@ impl Llama {
             .collect();
         let mut cos = Vec::with_capacity(t * d);
         let mut sin = Vec::with_capacity(t * d);
-        for pos in 0..t {
+        for &pos in positions {
             for j in 0..d {
                 let angle = pos as f32 * inv_freq[j % half];
                 cos.push(angle.cos());
@@ -96,9 +98,20 @@ impl Llama {
     }
 
     pub fn forward(&self, input: &TokenInput, device: &Device) -> Result<Trace> {
-        let t = input.ids.len();
+        let packing = Packing::single(input.ids.len());
+        let mut traces = self.forward_packed(input, &packing, device)?;
+        Ok(traces.remove(0))
+    }
+
+    /// Several inputs packed into `input` (see [`Packing`]): one trace each.
+    pub fn forward_packed(
+        &self,
+        input: &TokenInput,
+        packing: &Packing,
+        device: &Device,
+    ) -> Result<Vec<Trace>> {
         let cfg = &self.config;
-        let (cos, sin) = self.rope_tables(t, device);
+        let (cos, sin) = self.rope_tables(&packing.positions(), device);
         let rotate = |x: Tensor<3>| -> Tensor<3> {
             let half = cfg.head_dim / 2;
             let first = x.clone().narrow(2, 0, half);
@@ -107,7 +120,7 @@ impl Llama {
             x * cos.clone() + rotated * sin.clone()
         };
         let mut x = embed(&self.embed_tokens, &input.ids, device);
-        let mask = additive_mask(t, true, None, device);
+        let mask = packing.mask(true, None, device);
         let mut traces = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
             let h = layer.input_norm.forward(x.clone());
@@ -121,11 +134,7 @@ impl Llama {
             let gated = silu(layer.gate.forward(h.clone())) * layer.up.forward(h);
             x = x + layer.down.forward(gated);
         }
-        let last = self.norm.forward(x.narrow(0, t - 1, 1));
-        let probs = softmax(last.matmul(self.lm_head.clone()), 1);
-        Ok(Trace {
-            layers: traces,
-            next_token_probs: Some(super::to_vec(probs)?),
-        })
+        let last = self.norm.forward(packing.last_rows(x, device));
+        packing.split(traces, Some(last.matmul(self.lm_head.clone())))
     }
 }

@@ -8,6 +8,7 @@ pub mod gpt2;
 pub mod layers;
 pub mod llama;
 pub mod onnx_file;
+pub mod packing;
 pub mod safetensors_file;
 pub mod vit;
 pub mod weights;
@@ -324,36 +325,7 @@ impl Model {
 
     /// Runs the model on one input and captures every layer.
     pub fn forward(&self, input: &TokenInput) -> Result<Trace> {
-        self.tokenizer()?;
-        if input.ids.is_empty() {
-            return Err(EngineError::BadInput {
-                index: 0,
-                reason: "no tokens".into(),
-            });
-        }
-        if let Some(&bad) = input
-            .ids
-            .iter()
-            .find(|&&id| id as usize >= self.config.vocab)
-        {
-            return Err(EngineError::BadInput {
-                index: 0,
-                reason: format!(
-                    "token id {bad} is outside the vocabulary of {}",
-                    self.config.vocab
-                ),
-            });
-        }
-        if input.ids.len() > self.config.max_positions {
-            return Err(EngineError::BadInput {
-                index: 0,
-                reason: format!(
-                    "{} tokens is more than the model's {} positions",
-                    input.ids.len(),
-                    self.config.max_positions
-                ),
-            });
-        }
+        self.check(0, input)?;
         match &self.network {
             Network::Bert(m) => m.forward(input, &self.device),
             Network::Gpt2(m) => m.forward(input, &self.device),
@@ -363,6 +335,105 @@ impl Model {
                 reason: "an image model takes pixels, not token ids".into(),
             }),
         }
+    }
+
+    /// Many inputs, packed into passes of at most `pack_tokens` tokens (see [`packing`]): the
+    /// same traces as one [`Model::forward`] each, to rounding, in fewer passes. `done` is told
+    /// how many inputs are finished after each pass; returning false stops the run there.
+    pub fn forward_many(
+        &self,
+        inputs: &[TokenInput],
+        pack_tokens: usize,
+        done: &mut dyn FnMut(usize) -> bool,
+    ) -> Result<Vec<Trace>> {
+        for (index, input) in inputs.iter().enumerate() {
+            self.check(index, input)?;
+        }
+        let mut traces = Vec::with_capacity(inputs.len());
+        let mut start = 0;
+        while start < inputs.len() {
+            // Padding masks stay per input; everything else packs up to the budget.
+            let mut end = start + 1;
+            let mut total = inputs[start].ids.len();
+            while end < inputs.len()
+                && inputs[end].key_valid.is_none()
+                && inputs[start].key_valid.is_none()
+                && total + inputs[end].ids.len() <= pack_tokens
+            {
+                total += inputs[end].ids.len();
+                end += 1;
+            }
+            let group = &inputs[start..end];
+            if group.len() == 1 {
+                traces.push(self.forward(&group[0])?);
+            } else {
+                let packed = TokenInput {
+                    ids: group.iter().flat_map(|i| i.ids.iter().copied()).collect(),
+                    type_ids: group
+                        .iter()
+                        .flat_map(|i| i.type_ids.iter().copied())
+                        .collect(),
+                    key_valid: None,
+                };
+                let packing = packing::Packing {
+                    lengths: group.iter().map(|i| i.ids.len()).collect(),
+                };
+                let d = &self.device;
+                traces.extend(match &self.network {
+                    Network::Bert(m) => m.forward_packed(&packed, &packing, d)?,
+                    Network::Gpt2(m) => m.forward_packed(&packed, &packing, d)?,
+                    Network::Llama(m) => m.forward_packed(&packed, &packing, d)?,
+                    Network::Vit(_) => unreachable!("checked: text models only"),
+                });
+            }
+            start = end;
+            if !done(start) {
+                break;
+            }
+        }
+        Ok(traces)
+    }
+
+    /// What every text forward pass needs of its input: a text model, tokens, ids inside the
+    /// vocabulary, and no more tokens than positions.
+    fn check(&self, index: usize, input: &TokenInput) -> Result<()> {
+        self.tokenizer()?;
+        if matches!(self.network, Network::Vit(_)) {
+            return Err(EngineError::BadInput {
+                index,
+                reason: "an image model takes pixels, not token ids".into(),
+            });
+        }
+        if input.ids.is_empty() {
+            return Err(EngineError::BadInput {
+                index,
+                reason: "no tokens".into(),
+            });
+        }
+        if let Some(&bad) = input
+            .ids
+            .iter()
+            .find(|&&id| id as usize >= self.config.vocab)
+        {
+            return Err(EngineError::BadInput {
+                index,
+                reason: format!(
+                    "token id {bad} is outside the vocabulary of {}",
+                    self.config.vocab
+                ),
+            });
+        }
+        if input.ids.len() > self.config.max_positions {
+            return Err(EngineError::BadInput {
+                index,
+                reason: format!(
+                    "{} tokens is more than the model's {} positions",
+                    input.ids.len(),
+                    self.config.max_positions
+                ),
+            });
+        }
+        Ok(())
     }
 }
 
