@@ -208,3 +208,46 @@ impl ProjectionStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::bench_views::synthetic_session;
+
+    #[test]
+    fn layouts_read_from_a_session_are_written_back_unchanged_with_their_seed() {
+        let mut session = synthetic_session(2, 2, 5, 4);
+        let points: Vec<f32> = (0..2 * 5 * 2).map(|i| i as f32 * 0.5).collect();
+        session.set_projection(Method::Umap, 1, 0, 2, &points);
+        session.note_projection(Method::Umap, 2, 42);
+        let store = ProjectionStore::from_session(&session);
+        let layout = store.get(Method::Umap, 1, 0, 2).expect("the stored layout");
+        assert_eq!(*layout.points, points);
+        assert_eq!(
+            store.get(Method::Umap, 1, 0, 3).map(|l| l.dims),
+            None,
+            "other dims"
+        );
+        let mut saved = synthetic_session(2, 2, 5, 4);
+        store.write_into(&mut saved);
+        assert_eq!(saved.projection(Method::Umap, 1, 0), Some((2, points)));
+        assert_eq!(saved.meta.projections["umap"].seed, 42);
+        assert_eq!(store.changes(), 0, "reading a session is not a change");
+    }
+
+    #[test]
+    fn pca_stands_in_until_the_asked_method_is_there_and_changes_are_counted() {
+        let store = ProjectionStore::default();
+        assert!(store.best(Method::Tsne, 0, 0, 2).is_none());
+        store.insert(Method::Pca, 0, 0, 2, vec![0.0, 0.0, 1.0, 2.0], 0);
+        assert_eq!(
+            store.best(Method::Tsne, 0, 0, 2).map(|(m, _)| m),
+            Some(Method::Pca)
+        );
+        store.insert(Method::Tsne, 0, 0, 2, vec![5.0, 5.0, 6.0, 7.0], 0);
+        let (method, layout) = store.best(Method::Tsne, 0, 0, 2).unwrap();
+        assert_eq!(method, Method::Tsne);
+        assert_eq!((layout.centre, layout.radius), ([5.5, 6.0, 0.0], 1.0));
+        assert_eq!(store.changes(), 2);
+    }
+}
