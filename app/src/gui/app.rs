@@ -47,6 +47,8 @@ pub struct StartOptions {
 enum Pending {
     Close,
     OpenSession(PathBuf),
+    /// An edited prompt would replace an unsaved corpus run.
+    RunPrompt,
 }
 
 /// A picture of the window, asked of eframe and saved when it arrives.
@@ -1096,6 +1098,7 @@ impl HeadwiseApp {
             let what = match pending {
                 Pending::Close => "quitting",
                 Pending::OpenSession(_) => "opening another session",
+                Pending::RunPrompt => "running the prompt, which replaces them",
             };
             let mut choice = None;
             egui::Window::new("Unsaved changes")
@@ -1133,6 +1136,13 @@ impl HeadwiseApp {
                         Some(Pending::OpenSession(p)) => {
                             self.dirty = false;
                             let _ = self.open_session(&p);
+                        }
+                        Some(Pending::RunPrompt) => {
+                            self.request_run();
+                            self.busy = Some(Status {
+                                message: "running".into(),
+                                fraction: None,
+                            });
                         }
                         None => {}
                     }
@@ -1199,6 +1209,10 @@ impl eframe::App for HeadwiseApp {
                 if self.sent_prompt.as_deref() != Some(self.prompt.as_str()) {
                     if !self.takes_images && self.prompt.trim().is_empty() {
                         self.error = Some("The prompt is empty.".into());
+                    } else if self.dirty && self.doc.as_ref().is_some_and(|d| d.inputs() > 1) {
+                        // A corpus run is minutes of work: ask before a prompt replaces it.
+                        self.sent_prompt = Some(self.prompt.clone());
+                        self.pending = Some(Pending::RunPrompt);
                     } else {
                         self.request_run();
                         self.busy = Some(Status {
