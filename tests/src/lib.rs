@@ -355,6 +355,48 @@ pub fn assert_clean_failure(out: &Output, needles: &[&str]) {
 
 /// Reading rendered pictures back: which pixels carry a colour map's exact colours, and where
 /// the bands of such pixels (heatmaps, grid cells) lie.
+/// The tiny Llama (grouped-query attention) traced by `headwise trace --corpus` over the
+/// projection fixture's sentences; returns the session it wrote to `dir/corpus.safetensors`.
+pub fn traced_corpus_session(dir: &Path) -> PathBuf {
+    let out = dir.join("corpus.safetensors");
+    let corpus = fixture("projection").join("corpus.txt");
+    let model = fixture("tiny-llama");
+    assert_success(&headwise(
+        &[
+            "trace",
+            "--model",
+            model.to_str().unwrap(),
+            "--corpus",
+            corpus.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        dir,
+    ));
+    out
+}
+
+/// Pixels near the query-key view's query (green) and key (pink) colours, whatever their
+/// blending with the dark background: (green pixels, pink pixels, 20-pixel columns holding
+/// either).
+pub fn query_key_pixels(img: &image::RgbaImage) -> (usize, usize, std::collections::BTreeSet<u32>) {
+    let (mut green, mut pink) = (0, 0);
+    let mut columns = std::collections::BTreeSet::new();
+    for (x, _, p) in img.enumerate_pixels() {
+        let [r, g, b, _] = p.0.map(i32::from);
+        if g > r + 40 && g > b + 25 && g > 60 {
+            green += 1;
+            columns.insert(x / 20);
+        } else if r > g + 50 && b > g + 25 && r > 80 {
+            pink += 1;
+            columns.insert(x / 20);
+        }
+    }
+    (green, pink, columns)
+}
+
 pub mod pixels {
     use headwise::render::colormap::ColorMap;
     use std::collections::HashSet;

@@ -108,24 +108,7 @@ fn the_joint_normalisation_leaves_every_attention_row_of_every_input_unchanged()
 
 /// The tiny Llama traced by headwise over the fixture's corpus.
 fn traced_corpus(dir: &std::path::Path) -> Session {
-    let out = dir.join("corpus.safetensors");
-    let corpus = fixture("projection").join("corpus.txt");
-    let model = fixture("tiny-llama");
-    assert_success(&headwise(
-        &[
-            "trace",
-            "--model",
-            model.to_str().unwrap(),
-            "--corpus",
-            corpus.to_str().unwrap(),
-            "--device",
-            "cpu",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        dir,
-    ));
-    Session::open(&out).expect("the traced corpus opens")
+    Session::open(&traced_corpus_session(dir)).expect("the traced corpus opens")
 }
 
 /// Panics unless each column of `actual` equals the same column of `expected` or its negation.
@@ -312,8 +295,7 @@ fn a_cancelled_projection_stops_with_cancelled() {
 }
 
 fn session_path(dir: &std::path::Path) -> PathBuf {
-    traced_corpus(dir);
-    dir.join("corpus.safetensors")
+    traced_corpus_session(dir)
 }
 
 #[test]
@@ -390,26 +372,12 @@ fn project_rejects_a_head_the_model_does_not_have_and_an_unknown_method() {
     assert!(!out.exists(), "nothing written on failure");
 }
 
-/// Pixels near the query (green) and key (pink) colours: (green, pink).
-fn query_key_pixels(img: &image::RgbaImage) -> (usize, usize) {
-    let (mut green, mut pink) = (0, 0);
-    for p in img.pixels() {
-        let [r, g, b, _] = p.0.map(i32::from);
-        if g > r + 40 && g > b + 25 && g > 60 {
-            green += 1;
-        } else if r > g + 50 && b > g + 25 && r > 80 {
-            pink += 1;
-        }
-    }
-    (green, pink)
-}
-
 #[test]
 fn render_draws_one_heads_queries_and_keys_in_2d_and_3d_laying_them_out_if_needed() {
     let dir = scratch("projection-render");
     let session = session_path(&dir);
     let flat = render(&dir, &session, "qk:1.2", "qk.png");
-    let (green, pink) = query_key_pixels(&flat);
+    let (green, pink, _) = query_key_pixels(&flat);
     assert!(
         green > 200 && pink > 200,
         "2D: {green} query and {pink} key pixels"
@@ -430,7 +398,7 @@ fn render_draws_one_heads_queries_and_keys_in_2d_and_3d_laying_them_out_if_neede
         ],
         &dir,
     ));
-    let (green3, pink3) = query_key_pixels(&image::open(&out).unwrap().to_rgba8());
+    let (green3, pink3, _) = query_key_pixels(&image::open(&out).unwrap().to_rgba8());
     assert!(
         green3 > 200 && pink3 > 200,
         "3D UMAP: {green3} query and {pink3} key pixels"

@@ -185,45 +185,12 @@ fn the_window_shows_a_photograph_under_dinov2_s_patch_heatmaps() {
     );
 }
 
-/// Pixels near the query (green) and key (pink) colours of the query-key view, whatever the
-/// blending with the dark background: (green pixels, pink pixels, columns holding either).
-fn query_key_pixels(img: &image::RgbaImage) -> (usize, usize, std::collections::BTreeSet<u32>) {
-    let (mut green, mut pink) = (0, 0);
-    let mut columns = std::collections::BTreeSet::new();
-    for (x, _, p) in img.enumerate_pixels() {
-        let [r, g, b, _] = p.0.map(i32::from);
-        if g > r + 40 && g > b + 25 && g > 60 {
-            green += 1;
-            columns.insert(x / 20);
-        } else if r > g + 50 && b > g + 25 && r > 80 {
-            pink += 1;
-            columns.insert(x / 20);
-        }
-    }
-    (green, pink, columns)
-}
-
 #[test]
 fn the_window_lays_out_every_heads_queries_and_keys_of_a_corpus() {
     let Some(xvfb) = xvfb_run() else { return };
     let dir = scratch("window-qk");
-    let corpus = fixture("projection").join("corpus.txt");
     let model = fixture("tiny-llama");
-    let session = dir.join("corpus.safetensors");
-    assert_success(&headwise_tests::headwise(
-        &[
-            "trace",
-            "--model",
-            model.to_str().unwrap(),
-            "--corpus",
-            corpus.to_str().unwrap(),
-            "--device",
-            "cpu",
-            "--out",
-            session.to_str().unwrap(),
-        ],
-        &dir,
-    ));
+    let session = headwise_tests::traced_corpus_session(&dir);
     // The session opens on the query-key view (its saved view state says so); the window lays
     // out every head by PCA itself before the screenshot.
     let mut opened = headwise_engine::session::Session::open(&session).unwrap();
@@ -245,7 +212,7 @@ fn the_window_lays_out_every_heads_queries_and_keys_of_a_corpus() {
     let img = image::open(&shot)
         .expect("the window saved a screenshot")
         .to_rgba8();
-    let (green, pink, columns) = query_key_pixels(&img);
+    let (green, pink, columns) = headwise_tests::query_key_pixels(&img);
     assert!(
         green > 300 && pink > 300,
         "{green} query and {pink} key pixels"
