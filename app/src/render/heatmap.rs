@@ -3,6 +3,7 @@
 //! wherever a matrix should appear. The same callback draws in the window and offscreen.
 
 use super::colormap::{ColorMap, all_tables_rgba};
+use super::uniform_slots::UniformSlots;
 use eframe::egui;
 use eframe::egui_wgpu::{CallbackResources, CallbackTrait, ScreenDescriptor, wgpu};
 use headwise_engine::analysis::aggregate::Reduce;
@@ -11,9 +12,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use wgpu::util::DeviceExt;
 
+/// The colour tables, binding 1 of the parameters' group.
+fn lut_entry(lut: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
+    wgpu::BindGroupEntry {
+        binding: 1,
+        resource: lut.as_entire_binding(),
+    }
+}
+
 const SHADER: &str = include_str!("../../../shaders/heatmap.wgsl");
-/// Uniform slots are this far apart (wgpu's largest required dynamic-offset alignment).
-const PARAMS_STRIDE: u64 = 256;
 
 /// Which attention matrix of a session to draw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -96,13 +103,9 @@ struct GpuMatrix {
 /// Everything the heatmap needs on the GPU; lives in egui_wgpu's callback resources.
 pub struct HeatmapResources {
     pipeline: wgpu::RenderPipeline,
-    params_layout: wgpu::BindGroupLayout,
     matrix_layout: wgpu::BindGroupLayout,
     lut: wgpu::Buffer,
-    params_buffer: wgpu::Buffer,
-    params_bind_group: wgpu::BindGroup,
-    params_capacity: u64,
-    pending: Vec<Params>,
+    params: UniformSlots<Params>,
     generation: Option<u64>,
     matrices: HashMap<MatrixKey, Option<GpuMatrix>>,
     bind_groups: HashMap<(MatrixKey, bool), (wgpu::BindGroup, u32)>,
@@ -182,19 +185,13 @@ impl HeatmapResources {
             contents: bytemuck::cast_slice(&all_tables_rgba()),
             usage: wgpu::BufferUsages::STORAGE,
         });
-        let capacity = 64;
-        let (params_buffer, params_bind_group) =
-            Self::params_buffer(device, &params_layout, &lut, capacity);
+        let params = UniformSlots::new(device, params_layout, "heatmap params", &[lut_entry(&lut)]);
         let limits = device.limits();
         Self {
             pipeline,
-            params_layout,
             matrix_layout,
             lut,
-            params_buffer,
-            params_bind_group,
-            params_capacity: capacity,
-            pending: Vec::new(),
+            params,
             generation: None,
             matrices: HashMap::new(),
             bind_groups: HashMap::new(),
@@ -203,39 +200,6 @@ impl HeatmapResources {
                 .min(limits.max_buffer_size),
             uploaded_bytes: 0,
         }
-    }
-
-    fn params_buffer(
-        device: &wgpu::Device,
-        layout: &wgpu::BindGroupLayout,
-        lut: &wgpu::Buffer,
-        capacity: u64,
-    ) -> (wgpu::Buffer, wgpu::BindGroup) {
-        let buffer = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("heatmap params"),
-            size: capacity * PARAMS_STRIDE,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("heatmap params"),
-            layout,
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: &buffer,
-                        offset: 0,
-                        size: wgpu::BufferSize::new(size_of::<Params>() as u64),
-                    }),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: lut.as_entire_binding(),
-                },
-            ],
-        });
-        (buffer, bind_group)
     }
 
     /// Registers the heatmap with an egui_wgpu renderer (the window's or an offscreen one).
@@ -402,8 +366,7 @@ impl CallbackTrait for HeatmapCallback {
             log_floor: style.log_min.max(1e-30).log10(),
             _pad: [0.0; 2],
         };
-        self.slot.store(res.pending.len() as u32, Ordering::Relaxed);
-        res.pending.push(params);
+        self.slot.store(res.params.queue(params), Ordering::Relaxed);
         Vec::new()
     }
 
@@ -415,26 +378,10 @@ impl CallbackTrait for HeatmapCallback {
         resources: &mut CallbackResources,
     ) -> Vec<wgpu::CommandBuffer> {
         // The first callback to get here writes every callback's parameters in one go.
-        let Some(res) = resources.get_mut::<HeatmapResources>() else {
-            return Vec::new();
-        };
-        if res.pending.is_empty() {
-            return Vec::new();
+        if let Some(res) = resources.get_mut::<HeatmapResources>() {
+            let lut = lut_entry(&res.lut);
+            res.params.flush(device, queue, &[lut]);
         }
-        let needed = res.pending.len() as u64;
-        if needed > res.params_capacity {
-            let capacity = needed.next_power_of_two();
-            (res.params_buffer, res.params_bind_group) =
-                HeatmapResources::params_buffer(device, &res.params_layout, &res.lut, capacity);
-            res.params_capacity = capacity;
-        }
-        let mut bytes = vec![0u8; (needed * PARAMS_STRIDE) as usize];
-        for (i, p) in res.pending.iter().enumerate() {
-            let at = i * PARAMS_STRIDE as usize;
-            bytes[at..at + size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(p));
-        }
-        queue.write_buffer(&res.params_buffer, 0, &bytes);
-        res.pending.clear();
         Vec::new()
     }
 
@@ -451,11 +398,10 @@ impl CallbackTrait for HeatmapCallback {
         let Some((matrix, _)) = res.bind_groups.get(&(self.key, self.hide_special)) else {
             return;
         };
-        if slot == u32::MAX || slot as u64 >= res.params_capacity {
+        render_pass.set_pipeline(&res.pipeline);
+        if !res.params.bind(render_pass, 0, slot) {
             return;
         }
-        render_pass.set_pipeline(&res.pipeline);
-        render_pass.set_bind_group(0, &res.params_bind_group, &[slot * PARAMS_STRIDE as u32]);
         render_pass.set_bind_group(1, matrix, &[]);
         render_pass.draw(0..3, 0..1);
     }

@@ -5,3 +5,4 @@ pub mod colormap;
 pub mod heatmap;
 pub mod offscreen;
 pub mod scatter;
+pub mod uniform_slots;

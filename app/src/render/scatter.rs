@@ -3,6 +3,7 @@
 //! and its points' colours and sizes, and the egui paint callback the views place. Positions are
 //! uploaded once per layout; colours and sizes once per style; a frame only writes a camera.
 
+use super::uniform_slots::UniformSlots;
 use eframe::egui;
 use eframe::egui_wgpu::{CallbackResources, CallbackTrait, ScreenDescriptor, wgpu};
 use std::collections::HashMap;
@@ -11,7 +12,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use wgpu::util::DeviceExt;
 
 const SHADER: &str = include_str!("../../../shaders/scatter.wgsl");
-const PARAMS_STRIDE: u64 = 256;
 
 /// Which layout: the document's generation and the layout's own version name it exactly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,12 +48,8 @@ struct GpuLayout {
 
 pub struct ScatterResources {
     pipeline: wgpu::RenderPipeline,
-    params_layout: wgpu::BindGroupLayout,
     points_layout: wgpu::BindGroupLayout,
-    params_buffer: wgpu::Buffer,
-    params_bind_group: wgpu::BindGroup,
-    params_capacity: u64,
-    pending: Vec<Params>,
+    params: UniformSlots<Params>,
     generation: Option<u64>,
     layouts: HashMap<LayoutKey, GpuLayout>,
 }
@@ -121,46 +117,13 @@ impl ScatterResources {
             multiview_mask: None,
             cache: None,
         });
-        let capacity = 128;
-        let (params_buffer, params_bind_group) =
-            Self::params_buffer(device, &params_layout, capacity);
         Self {
             pipeline,
-            params_layout,
             points_layout,
-            params_buffer,
-            params_bind_group,
-            params_capacity: capacity,
-            pending: Vec::new(),
+            params: UniformSlots::new(device, params_layout, "scatter params", &[]),
             generation: None,
             layouts: HashMap::new(),
         }
-    }
-
-    fn params_buffer(
-        device: &wgpu::Device,
-        layout: &wgpu::BindGroupLayout,
-        capacity: u64,
-    ) -> (wgpu::Buffer, wgpu::BindGroup) {
-        let buffer = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("scatter params"),
-            size: capacity * PARAMS_STRIDE,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("scatter params"),
-            layout,
-            entries: &[wgpu::BindGroupEntry {
-                binding: 0,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: &buffer,
-                    offset: 0,
-                    size: wgpu::BufferSize::new(size_of::<Params>() as u64),
-                }),
-            }],
-        });
-        (buffer, bind_group)
     }
 
     pub fn install(
@@ -324,8 +287,7 @@ impl CallbackTrait for ScatterCallback {
             point_px: self.point_size * ppp,
             _pad: [0.0; 3],
         };
-        self.slot.store(res.pending.len() as u32, Ordering::Relaxed);
-        res.pending.push(params);
+        self.slot.store(res.params.queue(params), Ordering::Relaxed);
         Vec::new()
     }
 
@@ -336,26 +298,9 @@ impl CallbackTrait for ScatterCallback {
         _encoder: &mut wgpu::CommandEncoder,
         resources: &mut CallbackResources,
     ) -> Vec<wgpu::CommandBuffer> {
-        let Some(res) = resources.get_mut::<ScatterResources>() else {
-            return Vec::new();
-        };
-        if res.pending.is_empty() {
-            return Vec::new();
+        if let Some(res) = resources.get_mut::<ScatterResources>() {
+            res.params.flush(device, queue, &[]);
         }
-        let needed = res.pending.len() as u64;
-        if needed > res.params_capacity {
-            let capacity = needed.next_power_of_two();
-            (res.params_buffer, res.params_bind_group) =
-                ScatterResources::params_buffer(device, &res.params_layout, capacity);
-            res.params_capacity = capacity;
-        }
-        let mut bytes = vec![0u8; (needed * PARAMS_STRIDE) as usize];
-        for (i, p) in res.pending.iter().enumerate() {
-            let at = i * PARAMS_STRIDE as usize;
-            bytes[at..at + size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(p));
-        }
-        queue.write_buffer(&res.params_buffer, 0, &bytes);
-        res.pending.clear();
         Vec::new()
     }
 
@@ -375,7 +320,7 @@ impl CallbackTrait for ScatterCallback {
         let Some((_, bind_group)) = &gpu.styled else {
             return;
         };
-        if slot == u32::MAX || slot as u64 >= res.params_capacity || gpu.count == 0 {
+        if gpu.count == 0 {
             return;
         }
         // Points are placed in framebuffer pixels; the whole target is the viewport, and the
@@ -383,7 +328,9 @@ impl CallbackTrait for ScatterCallback {
         let [w, h] = [info.screen_size_px[0] as f32, info.screen_size_px[1] as f32];
         render_pass.set_viewport(0.0, 0.0, w, h, 0.0, 1.0);
         render_pass.set_pipeline(&res.pipeline);
-        render_pass.set_bind_group(0, &res.params_bind_group, &[slot * PARAMS_STRIDE as u32]);
+        if !res.params.bind(render_pass, 0, slot) {
+            return;
+        }
         render_pass.set_bind_group(1, bind_group, &[]);
         render_pass.draw(0..6, 0..gpu.count);
     }
