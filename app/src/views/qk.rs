@@ -533,6 +533,35 @@ fn screen_positions(
         .collect()
 }
 
+/// [`screen_positions`], kept in egui's memory while the layout, camera and rectangle stay the
+/// same: moving the mouse over a million still points then costs one nearest-point search.
+fn cached_screen_positions(
+    ctx: &egui::Context,
+    layout: &Layout,
+    transform: &[[f32; 4]; 4],
+    rect: egui::Rect,
+) -> Arc<Vec<egui::Pos2>> {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    layout.version.hash(&mut hasher);
+    for v in transform
+        .iter()
+        .flatten()
+        .chain(&[rect.min.x, rect.min.y, rect.max.x, rect.max.y])
+    {
+        v.to_bits().hash(&mut hasher);
+    }
+    let key = hasher.finish();
+    let slot = egui::Id::unique("headwise qk screen positions");
+    if let Some((stored, positions)) = ctx.data(|d| d.get_temp::<(u64, Arc<Vec<egui::Pos2>>)>(slot))
+        && stored == key
+    {
+        return positions;
+    }
+    let positions = Arc::new(screen_positions(layout, transform, rect));
+    ctx.data_mut(|d| d.insert_temp(slot, (key, positions.clone())));
+    positions
+}
+
 /// A few tokens either side of `token`, the token itself in brackets.
 fn in_sentence(tokens: &[String], token: usize) -> String {
     let from = token.saturating_sub(10);
@@ -622,9 +651,9 @@ fn single(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
     let needs_positions =
         response.hover_pos().is_some() || state.qk.selected.is_some() || thumbnails;
     let positions = if needs_positions {
-        screen_positions(&layout, &transform, rect)
+        cached_screen_positions(ui.ctx(), &layout, &transform, rect)
     } else {
-        Vec::new()
+        Arc::new(Vec::new())
     };
     let inputs = &doc.session.meta.inputs;
     if thumbnails {
