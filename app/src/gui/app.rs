@@ -973,6 +973,7 @@ impl HeadwiseApp {
                 doc: doc.clone(),
                 dims,
             }),
+            QkAction::NeedNorms => self.projector.ask(ProjectJob::Norms { doc: doc.clone() }),
             QkAction::NeedRefine {
                 method,
                 layer,

@@ -4,7 +4,7 @@
 
 use crate::document::Document;
 use eframe::egui;
-use headwise_engine::analysis::projection::joint::gather;
+use headwise_engine::analysis::projection::joint::{gather, joint_embedding, norms};
 use headwise_engine::analysis::projection::{Method, Work, pca_heads_with_norms, project_head};
 use headwise_engine::device::{DeviceChoice, create_device};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 pub enum ProjectJob {
     /// PCA of every head, a layer at a time.
     Pca { doc: Arc<Document>, dims: usize },
+    /// Every head's joint-vector norms (a session opened with its layouts has none).
+    Norms { doc: Arc<Document> },
     /// UMAP or t-SNE of one head.
     Refine {
         doc: Arc<Document>,
@@ -91,6 +93,7 @@ impl Projector {
     pub fn ask(&self, job: ProjectJob) {
         let key = match &job {
             ProjectJob::Pca { doc, dims } => (doc.generation, Method::Pca, usize::MAX, 0, *dims),
+            ProjectJob::Norms { doc } => (doc.generation, Method::Pca, usize::MAX, 1, 0),
             ProjectJob::Refine {
                 doc,
                 method,
@@ -155,6 +158,28 @@ fn run(
                 for (head, (layout, norms)) in layouts.into_iter().zip(norms).enumerate() {
                     doc.projections
                         .insert(Method::Pca, layer, head, dims, layout, 0);
+                    doc.projections.set_norms(layer, head, norms);
+                }
+            }
+            Ok(())
+        }
+        ProjectJob::Norms { doc } => {
+            let m = doc.session.meta.model.clone();
+            for layer in 0..m.layers {
+                if cancel.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                set(
+                    format!("norms, layer {layer} of {}", m.layers),
+                    layer as f32 / m.layers as f32,
+                );
+                let heads: Vec<_> = (0..m.heads)
+                    .map(|h| gather(&doc.session.layers, layer, h, m.heads, m.kv_heads))
+                    .collect();
+                let norms = joint_embedding(&heads, device)
+                    .and_then(norms)
+                    .map_err(|e| format!("norms: {e}"))?;
+                for (head, norms) in norms.into_iter().enumerate() {
                     doc.projections.set_norms(layer, head, norms);
                 }
             }

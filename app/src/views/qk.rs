@@ -31,6 +31,8 @@ pub enum QkAction {
         dims: usize,
         seed: u64,
     },
+    /// The joint vectors' norms (for colouring or sizing by norm) are missing.
+    NeedNorms,
     /// Lay out every head by the chosen method.
     RefineAll {
         method: Method,
@@ -141,6 +143,12 @@ fn point_style(
     let max_norm = norms
         .as_ref()
         .map_or(1.0, |v| v.iter().copied().fold(0.0f32, f32::max).max(1e-12));
+    // Colours span the head's own range of norms, so differences between tokens show.
+    let min_norm = norms
+        .as_ref()
+        .map_or(0.0, |v| v.iter().copied().fold(f32::INFINITY, f32::min))
+        .min(max_norm);
+    let norm_span = (max_norm - min_norm).max(1e-12);
     let max_position = inputs
         .iter()
         .map(|i| i.tokens.len())
@@ -171,7 +179,7 @@ fn point_style(
             }
             ColourBy::Input => CATEGORIES[input as usize % CATEGORIES.len()],
             ColourBy::Norm => match &norms {
-                Some(v) => ColorMap::Viridis.sample(v[i] / max_norm),
+                Some(v) => ColorMap::Viridis.sample((v[i] - min_norm) / norm_span),
                 None => [150, 150, 150],
             },
         };
@@ -315,7 +323,7 @@ fn colour_legend(ui: &mut egui::Ui, doc: &Document, state: &ViewState) {
         ColourBy::Input => {
             ui.label("colour: input (ten colours, repeating)");
         }
-        ColourBy::Norm => legend::show(ui, ColorMap::Viridis, "norm", "0", "max"),
+        ColourBy::Norm => legend::show(ui, ColorMap::Viridis, "norm", "head's min", "max"),
     }
 }
 
@@ -329,6 +337,10 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Ve
     }
     if doc.projections.count(Method::Pca, dims) < doc.layers() * doc.heads() {
         actions.push(QkAction::NeedPca { dims });
+    }
+    let by_norm = state.qk.colour == ColourBy::Norm || state.qk.size_by_norm;
+    if by_norm && doc.projections.norms(state.layer, state.head).is_none() {
+        actions.push(QkAction::NeedNorms);
     }
     colour_legend(ui, doc, state);
     if state.qk.single {
