@@ -30,9 +30,9 @@ struct VertexOut {
 
 @vertex
 fn vs_main(@builtin(vertex_index) vertex: u32, @builtin(instance_index) point: u32) -> VertexOut {
-    var corners = array<vec2<f32>, 6>(
-        vec2(-1.0, -1.0), vec2(1.0, -1.0), vec2(1.0, 1.0),
-        vec2(-1.0, -1.0), vec2(1.0, 1.0), vec2(-1.0, 1.0),
+    // A triangle strip of four corners per point: two thirds of the vertex work of a list.
+    var corners = array<vec2<f32>, 4>(
+        vec2(-1.0, -1.0), vec2(1.0, -1.0), vec2(-1.0, 1.0), vec2(1.0, 1.0),
     );
     let p = vec4(positions[3u * point], positions[3u * point + 1u], positions[3u * point + 2u], 1.0);
     let clip = params.transform * p;

@@ -111,7 +111,10 @@ impl ScatterResources {
                 })],
                 compilation_options: Default::default(),
             }),
-            primitive: wgpu::PrimitiveState::default(),
+            primitive: wgpu::PrimitiveState {
+                topology: wgpu::PrimitiveTopology::TriangleStrip,
+                ..Default::default()
+            },
             depth_stencil: None,
             multisample: wgpu::MultisampleState::default(),
             multiview_mask: None,
@@ -332,6 +335,6 @@ impl CallbackTrait for ScatterCallback {
             return;
         }
         render_pass.set_bind_group(1, bind_group, &[]);
-        render_pass.draw(0..6, 0..gpu.count);
+        render_pass.draw(0..4, 0..gpu.count);
     }
 }
