@@ -91,13 +91,8 @@ impl Gpt2 {
         })
     }
 
-    pub fn forward(&self, input: &TokenInput, device: &Device) -> Result<Trace> {
-        let packing = Packing::single(input.ids.len());
-        let mut traces = self.forward_packed(input, &packing, device)?;
-        Ok(traces.remove(0))
-    }
-
-    /// Several inputs packed into `input` (see [`Packing`]): one trace each.
+    /// The inputs packed into `input` (see [`Packing`]; one input is a packing of one): one
+    /// trace each.
     pub fn forward_packed(
         &self,
         input: &TokenInput,

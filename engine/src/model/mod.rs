@@ -326,10 +326,17 @@ impl Model {
     /// Runs the model on one input and captures every layer.
     pub fn forward(&self, input: &TokenInput) -> Result<Trace> {
         self.check(0, input)?;
+        let mut traces = self.forward_packed(input, &packing::Packing::single(input.ids.len()))?;
+        Ok(traces.remove(0))
+    }
+
+    /// One pass over checked text inputs laid end to end in `input`: one trace per input.
+    fn forward_packed(&self, input: &TokenInput, packing: &packing::Packing) -> Result<Vec<Trace>> {
+        let d = &self.device;
         match &self.network {
-            Network::Bert(m) => m.forward(input, &self.device),
-            Network::Gpt2(m) => m.forward(input, &self.device),
-            Network::Llama(m) => m.forward(input, &self.device),
+            Network::Bert(m) => m.forward_packed(input, packing, d),
+            Network::Gpt2(m) => m.forward_packed(input, packing, d),
+            Network::Llama(m) => m.forward_packed(input, packing, d),
             Network::Vit(_) => Err(EngineError::BadInput {
                 index: 0,
                 reason: "an image model takes pixels, not token ids".into(),
@@ -364,8 +371,12 @@ impl Model {
                 end += 1;
             }
             let group = &inputs[start..end];
-            if group.len() == 1 {
-                traces.push(self.forward(&group[0])?);
+            let packing = packing::Packing {
+                lengths: group.iter().map(|i| i.ids.len()).collect(),
+            };
+            if let [single] = group {
+                // Its own ids as they are, with any padding mask.
+                traces.extend(self.forward_packed(single, &packing)?);
             } else {
                 let packed = TokenInput {
                     ids: group.iter().flat_map(|i| i.ids.iter().copied()).collect(),
@@ -375,16 +386,7 @@ impl Model {
                         .collect(),
                     key_valid: None,
                 };
-                let packing = packing::Packing {
-                    lengths: group.iter().map(|i| i.ids.len()).collect(),
-                };
-                let d = &self.device;
-                traces.extend(match &self.network {
-                    Network::Bert(m) => m.forward_packed(&packed, &packing, d)?,
-                    Network::Gpt2(m) => m.forward_packed(&packed, &packing, d)?,
-                    Network::Llama(m) => m.forward_packed(&packed, &packing, d)?,
-                    Network::Vit(_) => unreachable!("checked: text models only"),
-                });
+                traces.extend(self.forward_packed(&packed, &packing)?);
             }
             start = end;
             if !done(start) {
