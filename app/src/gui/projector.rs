@@ -4,7 +4,7 @@
 
 use crate::document::Document;
 use eframe::egui;
-use headwise_engine::analysis::projection::joint::{gather, joint_embedding, norms};
+use headwise_engine::analysis::projection::joint::{HeadVectors, gather, joint_embedding, norms};
 use headwise_engine::analysis::projection::{Method, Work, pca_heads_with_norms, project_head};
 use headwise_engine::device::{DeviceChoice, create_device};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -133,6 +133,31 @@ impl Projector {
     }
 }
 
+/// Runs `work` on every head's vectors of one layer at a time, with progress, until cancelled.
+fn each_layer(
+    doc: &Document,
+    what: &str,
+    set: &(dyn Fn(String, f32) + Sync),
+    cancel: &AtomicBool,
+    mut work: impl FnMut(usize, &[HeadVectors]) -> headwise_engine::Result<()>,
+) -> Result<(), String> {
+    let m = &doc.session.meta.model;
+    for layer in 0..m.layers {
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        set(
+            format!("{what}, layer {layer} of {}", m.layers),
+            layer as f32 / m.layers as f32,
+        );
+        let heads: Vec<HeadVectors> = (0..m.heads)
+            .map(|h| gather(&doc.session.layers, layer, h, m.heads, m.kv_heads))
+            .collect();
+        work(layer, &heads).map_err(|e| format!("{what}: {e}"))?;
+    }
+    Ok(())
+}
+
 fn run(
     job: ProjectJob,
     device: &headwise_engine::device::Device,
@@ -140,51 +165,22 @@ fn run(
     cancel: &AtomicBool,
 ) -> Result<(), String> {
     match job {
-        ProjectJob::Pca { doc, dims } => {
-            let m = doc.session.meta.model.clone();
-            for layer in 0..m.layers {
-                if cancel.load(Ordering::Relaxed) {
-                    return Ok(());
-                }
-                set(
-                    format!("PCA, layer {layer} of {}", m.layers),
-                    layer as f32 / m.layers as f32,
-                );
-                let heads: Vec<_> = (0..m.heads)
-                    .map(|h| gather(&doc.session.layers, layer, h, m.heads, m.kv_heads))
-                    .collect();
-                let (layouts, norms) =
-                    pca_heads_with_norms(&heads, dims, device).map_err(|e| format!("PCA: {e}"))?;
-                for (head, (layout, norms)) in layouts.into_iter().zip(norms).enumerate() {
-                    doc.projections
-                        .insert(Method::Pca, layer, head, dims, layout, 0);
-                    doc.projections.set_norms(layer, head, norms);
-                }
+        ProjectJob::Pca { doc, dims } => each_layer(&doc, "PCA", set, cancel, |layer, heads| {
+            let (layouts, norms) = pca_heads_with_norms(heads, dims, device)?;
+            for (head, (layout, norms)) in layouts.into_iter().zip(norms).enumerate() {
+                doc.projections
+                    .insert(Method::Pca, layer, head, dims, layout, 0);
+                doc.projections.set_norms(layer, head, norms);
             }
             Ok(())
-        }
-        ProjectJob::Norms { doc } => {
-            let m = doc.session.meta.model.clone();
-            for layer in 0..m.layers {
-                if cancel.load(Ordering::Relaxed) {
-                    return Ok(());
-                }
-                set(
-                    format!("norms, layer {layer} of {}", m.layers),
-                    layer as f32 / m.layers as f32,
-                );
-                let heads: Vec<_> = (0..m.heads)
-                    .map(|h| gather(&doc.session.layers, layer, h, m.heads, m.kv_heads))
-                    .collect();
-                let norms = joint_embedding(&heads, device)
-                    .and_then(norms)
-                    .map_err(|e| format!("norms: {e}"))?;
-                for (head, norms) in norms.into_iter().enumerate() {
-                    doc.projections.set_norms(layer, head, norms);
-                }
+        }),
+        ProjectJob::Norms { doc } => each_layer(&doc, "norms", set, cancel, |layer, heads| {
+            let norms = norms(joint_embedding(heads, device)?)?;
+            for (head, norms) in norms.into_iter().enumerate() {
+                doc.projections.set_norms(layer, head, norms);
             }
             Ok(())
-        }
+        }),
         ProjectJob::Refine {
             doc,
             method,
