@@ -230,18 +230,22 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// Runs `headwise trace` on the CPU with a fixture model over `texts` and returns the session
-/// it wrote to `dir/name`.
-pub fn traced_session(dir: &Path, model: &str, texts: &[&str], name: &str) -> PathBuf {
+/// Runs `headwise trace` on the CPU with `model` and the given input flags (e.g.
+/// `["--image", path]`) and returns the session it wrote to `dir/name`.
+pub fn trace_to(dir: &Path, model: &Path, inputs: &[&str], name: &str) -> PathBuf {
     let out = dir.join(name);
-    let model = fixture(model);
     let mut args = vec!["trace", "--model", model.to_str().unwrap()];
-    for text in texts {
-        args.extend(["--text", text]);
-    }
+    args.extend_from_slice(inputs);
     args.extend(["--device", "cpu", "--out", out.to_str().unwrap()]);
     assert_success(&headwise(&args, dir));
     out
+}
+
+/// Runs `headwise trace` on the CPU with a fixture model over `texts` and returns the session
+/// it wrote to `dir/name`.
+pub fn traced_session(dir: &Path, model: &str, texts: &[&str], name: &str) -> PathBuf {
+    let inputs: Vec<&str> = texts.iter().flat_map(|t| ["--text", t]).collect();
+    trace_to(dir, &fixture(model), &inputs, name)
 }
 
 /// A real model fetched with `headwise models fetch`, or None (with a message) when it is not
@@ -270,22 +274,7 @@ pub fn asset(name: &str) -> PathBuf {
 /// Runs `headwise trace` on the CPU with an image model (a path) over one picture and returns
 /// the session it wrote to `dir/name`.
 pub fn traced_image_session(dir: &Path, model: &Path, picture: &Path, name: &str) -> PathBuf {
-    let out = dir.join(name);
-    assert_success(&headwise(
-        &[
-            "trace",
-            "--model",
-            model.to_str().unwrap(),
-            "--image",
-            picture.to_str().unwrap(),
-            "--device",
-            "cpu",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        dir,
-    ));
-    out
+    trace_to(dir, model, &["--image", picture.to_str().unwrap()], name)
 }
 
 /// Runs `headwise render` on a session and returns the PNG it wrote to `dir/name`.
@@ -353,29 +342,16 @@ pub fn assert_clean_failure(out: &Output, needles: &[&str]) {
     }
 }
 
-/// Reading rendered pictures back: which pixels carry a colour map's exact colours, and where
-/// the bands of such pixels (heatmaps, grid cells) lie.
 /// The tiny Llama (grouped-query attention) traced by `headwise trace --corpus` over the
 /// projection fixture's sentences; returns the session it wrote to `dir/corpus.safetensors`.
 pub fn traced_corpus_session(dir: &Path) -> PathBuf {
-    let out = dir.join("corpus.safetensors");
     let corpus = fixture("projection").join("corpus.txt");
-    let model = fixture("tiny-llama");
-    assert_success(&headwise(
-        &[
-            "trace",
-            "--model",
-            model.to_str().unwrap(),
-            "--corpus",
-            corpus.to_str().unwrap(),
-            "--device",
-            "cpu",
-            "--out",
-            out.to_str().unwrap(),
-        ],
+    trace_to(
         dir,
-    ));
-    out
+        &fixture("tiny-llama"),
+        &["--corpus", corpus.to_str().unwrap()],
+        "corpus.safetensors",
+    )
 }
 
 /// Pixels near the query-key view's query (green) and key (pink) colours, whatever their
@@ -397,6 +373,8 @@ pub fn query_key_pixels(img: &image::RgbaImage) -> (usize, usize, std::collectio
     (green, pink, columns)
 }
 
+/// Reading rendered pictures back: which pixels carry a colour map's exact colours, and where
+/// the bands of such pixels (heatmaps, grid cells) lie.
 pub mod pixels {
     use headwise::render::colormap::ColorMap;
     use std::collections::HashSet;

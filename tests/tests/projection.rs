@@ -430,21 +430,12 @@ fn an_image_corpus_draws_its_patches_as_thumbnails_in_the_query_key_view() {
     for name in ["chelsea.png", "coffee.png"] {
         std::fs::copy(asset(name), pictures.join(name)).unwrap();
     }
-    let session = dir.join("pictures.safetensors");
-    assert_success(&headwise(
-        &[
-            "trace",
-            "--model",
-            model.to_str().unwrap(),
-            "--corpus",
-            pictures.to_str().unwrap(),
-            "--device",
-            "cpu",
-            "--out",
-            session.to_str().unwrap(),
-        ],
+    let session = trace_to(
         &dir,
-    ));
+        &model,
+        &["--corpus", pictures.to_str().unwrap()],
+        "pictures.safetensors",
+    );
     let opened = Session::open(&session).unwrap();
     assert_eq!(opened.meta.inputs.len(), 2, "one input per picture");
     // Points alone take a handful of colours (two, blended); patches of two photographs take

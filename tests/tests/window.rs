@@ -42,25 +42,37 @@ fn window(xvfb: &str, args: &[&str], home: &Path) -> Output {
         .expect("run the window")
 }
 
+/// Opens `session` in the window (with `model` loaded, so it does not fetch the default one)
+/// and returns how it ended and the screenshot it saved once the session was on screen.
+fn screenshot(
+    xvfb: &str,
+    dir: &Path,
+    session: &Path,
+    model: Option<&Path>,
+) -> (Output, image::RgbaImage) {
+    let shot = dir.join("window.png");
+    let mut args = vec![
+        session.to_str().unwrap(),
+        "--screenshot",
+        shot.to_str().unwrap(),
+    ];
+    if let Some(model) = model {
+        args.extend(["--model", model.to_str().unwrap()]);
+    }
+    let out = window(xvfb, &args, dir);
+    let img = image::open(&shot)
+        .expect("the window saved a screenshot")
+        .to_rgba8();
+    (out, img)
+}
+
 #[test]
 fn the_window_opens_a_session_and_shows_its_head_overview() {
     let Some(xvfb) = xvfb_run() else { return };
     let dir = scratch("window-overview");
     let session = traced_session(&dir, "tiny-gpt2", &[PROMPT], "tiny.safetensors");
-    let shot = dir.join("window.png");
-    let out = window(
-        xvfb,
-        &[
-            session.to_str().unwrap(),
-            "--screenshot",
-            shot.to_str().unwrap(),
-        ],
-        &dir,
-    );
+    let (out, img) = screenshot(xvfb, &dir, &session, None);
     assert_success(&out);
-    let img = image::open(&shot)
-        .expect("the window saved a screenshot")
-        .to_rgba8();
     assert!(
         img.width() >= 1000 && img.height() >= 600,
         "window is {}x{}",
@@ -95,20 +107,9 @@ fn a_corrupt_session_is_reported_in_the_window_and_on_the_command_line() {
     let dir = scratch("window-corrupt");
     let session = traced_session(&dir, "tiny-gpt2", &[PROMPT], "tiny.safetensors");
     let broken = truncated_copy(&session, 1, 3, &dir, "broken.safetensors");
-    let shot = dir.join("window.png");
     // The model is named so the window does not go fetching the default one.
     let model = fixture("tiny-gpt2");
-    let out = window(
-        xvfb,
-        &[
-            broken.to_str().unwrap(),
-            "--screenshot",
-            shot.to_str().unwrap(),
-            "--model",
-            model.to_str().unwrap(),
-        ],
-        &dir,
-    );
+    let (out, img) = screenshot(xvfb, &dir, &broken, Some(&model));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(
@@ -116,9 +117,6 @@ fn a_corrupt_session_is_reported_in_the_window_and_on_the_command_line() {
         "stderr names the file: {stderr}"
     );
     // The window still came up and showed no heatmap.
-    let img = image::open(&shot)
-        .expect("the window saved a screenshot")
-        .to_rgba8();
     let mask = map_mask(&img, ColorMap::Viridis);
     let (rows, _) = counts(&mask);
     assert!(rows.iter().max().copied().unwrap_or(0) < 50);
@@ -151,22 +149,8 @@ fn the_window_shows_a_photograph_under_dinov2_s_patch_heatmaps() {
     };
     let dir = scratch("window-image");
     let session = traced_image_session(&dir, &model, &asset("chelsea.png"), "cat.safetensors");
-    let shot = dir.join("window.png");
-    let out = window(
-        xvfb,
-        &[
-            session.to_str().unwrap(),
-            "--screenshot",
-            shot.to_str().unwrap(),
-            "--model",
-            model.to_str().unwrap(),
-        ],
-        &dir,
-    );
+    let (out, img) = screenshot(xvfb, &dir, &session, Some(&model));
     assert_success(&out);
-    let img = image::open(&shot)
-        .expect("the window saved a screenshot")
-        .to_rgba8();
     // A photograph under a heatmap: tens of thousands of colours (the text views show a few
     // hundred: the colour map's and antialiased text's).
     let colours = distinct_colours(&img);
@@ -196,22 +180,8 @@ fn the_window_lays_out_every_heads_queries_and_keys_of_a_corpus() {
     let mut opened = headwise_engine::session::Session::open(&session).unwrap();
     opened.meta.view = serde_json::json!({"tab": "Qk"});
     opened.save(&session, opened.dtype).unwrap();
-    let shot = dir.join("window.png");
-    let out = window(
-        xvfb,
-        &[
-            session.to_str().unwrap(),
-            "--screenshot",
-            shot.to_str().unwrap(),
-            "--model",
-            model.to_str().unwrap(),
-        ],
-        &dir,
-    );
+    let (out, img) = screenshot(xvfb, &dir, &session, Some(&model));
     assert_success(&out);
-    let img = image::open(&shot)
-        .expect("the window saved a screenshot")
-        .to_rgba8();
     let (green, pink, columns) = headwise_tests::query_key_pixels(&img);
     assert!(
         green > 300 && pink > 300,
