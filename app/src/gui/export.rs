@@ -6,7 +6,7 @@ use crate::document::Document;
 use crate::render::offscreen::Offscreen;
 use crate::views::image as image_view;
 use crate::views::state::{PatchSource, Selection, Tab, ViewState};
-use crate::views::{head, overview, qk};
+use crate::views::{grid, head, overview, qk};
 use anyhow::{Context, Result};
 use eframe::egui;
 use headwise_engine::atomic_file::write_atomically;
@@ -59,12 +59,12 @@ pub fn natural_size(doc: &Document, state: &ViewState) -> egui::Vec2 {
             } else {
                 64.0
             };
-            overview::grid_size(cell, doc.layers(), doc.heads()) + egui::vec2(40.0, 80.0)
+            grid::grid_size(cell, doc.layers(), doc.heads()) + egui::vec2(40.0, 80.0)
         }
         Tab::Head => egui::vec2(900.0, 940.0),
         Tab::Image => image_view::natural_size(doc, state),
         Tab::Qk if state.qk.single => egui::vec2(900.0, 900.0),
-        Tab::Qk => qk::grid_size(90.0, doc.layers(), doc.heads()) + egui::vec2(40.0, 80.0),
+        Tab::Qk => grid::grid_size(90.0, doc.layers(), doc.heads()) + egui::vec2(40.0, 80.0),
     }
 }
 

@@ -2,8 +2,8 @@
 //! layer x head grid, as attention thumbnails drawn by the heatmap shader or coloured by a
 //! head metric. Hover tells a head's metrics; a click opens it in the head view.
 
-use super::legend;
 use super::state::{OverviewMode, ViewState};
+use super::{grid, legend};
 use crate::document::{Document, thumbnail_key};
 use crate::render::heatmap::{HeatmapCallback, Matrix, MatrixSource};
 use eframe::egui;
@@ -14,10 +14,6 @@ use std::sync::Arc;
 pub enum OverviewAction {
     OpenHead { layer: usize, head: usize },
 }
-
-const LABEL_WIDTH: f32 = 34.0;
-const HEADER_HEIGHT: f32 = 18.0;
-const GAP: f32 = 3.0;
 
 /// The controls above the grid.
 pub fn controls(ui: &mut egui::Ui, state: &mut ViewState) {
@@ -101,17 +97,7 @@ fn metric_range(doc: &Document, input: usize, metric: HeadMetric) -> (f32, f32) 
 
 /// The grid's cell size for an area: as large as fits, within reason.
 pub fn cell_size(available: egui::Vec2, layers: usize, heads: usize) -> f32 {
-    let w = (available.x - LABEL_WIDTH) / heads.max(1) as f32 - GAP;
-    let h = (available.y - HEADER_HEIGHT) / layers.max(1) as f32 - GAP;
-    w.min(h).clamp(14.0, 160.0)
-}
-
-/// The size the whole grid takes at a cell size.
-pub fn grid_size(cell: f32, layers: usize, heads: usize) -> egui::Vec2 {
-    egui::vec2(
-        LABEL_WIDTH + heads as f32 * (cell + GAP),
-        HEADER_HEIGHT + layers as f32 * (cell + GAP),
-    )
+    grid::cell_size(available, layers, heads, 14.0, 160.0)
 }
 
 /// Draws the grid in the space left in `ui`.
@@ -152,7 +138,7 @@ pub fn show(
         });
     }
     let cell = cell_size(ui.available_size(), layers, heads);
-    let size = grid_size(cell, layers, heads);
+    let size = grid::grid_size(cell, layers, heads);
     let mut action = None;
     egui::ScrollArea::both()
         .auto_shrink([false, false])
@@ -160,39 +146,21 @@ pub fn show(
             let (rect, response) = ui.allocate_exact_size(size, egui::Sense::click());
             let painter = ui.painter_at(rect);
             let clip = ui.clip_rect();
-            let text = ui.visuals().text_color();
-            let font = egui::FontId::proportional(11.0);
             let order = head_order(doc, input, state.sort_by);
             let source: Arc<dyn MatrixSource> = doc.clone();
-            for h in 0..heads {
-                let x = rect.left() + LABEL_WIDTH + h as f32 * (cell + GAP) + cell / 2.0;
-                let label = if state.sort_by.is_some() {
+            let sorted = state.sort_by.is_some();
+            let column_labels = (0..heads).map(|h| {
+                if sorted {
                     format!("#{}", h + 1)
                 } else {
                     format!("H{h}")
-                };
-                painter.text(
-                    egui::pos2(x, rect.top() + 2.0),
-                    egui::Align2::CENTER_TOP,
-                    label,
-                    font.clone(),
-                    text,
-                );
-            }
+                }
+            });
+            grid::labels(ui, &painter, rect, cell, layers, column_labels);
             let mut hovered = None;
             for (layer, row) in order.iter().enumerate() {
-                let y = rect.top() + HEADER_HEIGHT + layer as f32 * (cell + GAP);
-                painter.text(
-                    egui::pos2(rect.left() + 2.0, y + cell / 2.0),
-                    egui::Align2::LEFT_CENTER,
-                    format!("L{layer}"),
-                    font.clone(),
-                    text,
-                );
                 for (column, &head) in row.iter().enumerate() {
-                    let min =
-                        egui::pos2(rect.left() + LABEL_WIDTH + column as f32 * (cell + GAP), y);
-                    let cell_rect = egui::Rect::from_min_size(min, egui::vec2(cell, cell));
+                    let cell_rect = grid::cell_rect(rect, cell, layer, column);
                     if !clip.intersects(cell_rect) {
                         continue;
                     }
@@ -217,12 +185,7 @@ pub fn show(
                         }
                     }
                     if (layer, head) == (state.layer, state.head) {
-                        painter.rect_stroke(
-                            cell_rect.expand(1.5),
-                            0.0,
-                            egui::Stroke::new(2.0, ui.visuals().selection.stroke.color),
-                            egui::StrokeKind::Outside,
-                        );
+                        grid::mark_selected(ui, &painter, cell_rect);
                     }
                     if response.hover_pos().is_some_and(|p| cell_rect.contains(p)) {
                         hovered = Some((layer, head));

@@ -7,8 +7,8 @@
 //! and answers the mouse, with the same camera matrix the shader uses.
 
 use super::camera::{Camera, apply};
-use super::legend;
 use super::state::{ColourBy, ViewState};
+use super::{grid, legend};
 use crate::document::Document;
 use crate::projections::Layout;
 use crate::render::colormap::ColorMap;
@@ -57,9 +57,6 @@ const CATEGORIES: [[u8; 3]; 10] = [
     [156, 117, 95],
     [186, 176, 172],
 ];
-const LABEL_WIDTH: f32 = 34.0;
-const HEADER_HEIGHT: f32 = 18.0;
-const GAP: f32 = 3.0;
 
 fn pack([r, g, b]: [u8; 3], alpha: u8) -> u32 {
     u32::from_le_bytes([r, g, b, alpha])
@@ -395,25 +392,16 @@ fn callback(
     )
 }
 
-/// The grid's cell size for an area.
+/// The grid's cell size for an area: scatters need more room than heatmap thumbnails.
 pub fn cell_size(available: egui::Vec2, layers: usize, heads: usize) -> f32 {
-    let w = (available.x - LABEL_WIDTH) / heads.max(1) as f32 - GAP;
-    let h = (available.y - HEADER_HEIGHT) / layers.max(1) as f32 - GAP;
-    w.min(h).clamp(40.0, 220.0)
-}
-
-pub fn grid_size(cell: f32, layers: usize, heads: usize) -> egui::Vec2 {
-    egui::vec2(
-        LABEL_WIDTH + heads as f32 * (cell + GAP),
-        HEADER_HEIGHT + layers as f32 * (cell + GAP),
-    )
+    grid::cell_size(available, layers, heads, 40.0, 220.0)
 }
 
 fn matrix(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
     let (layers, heads) = (doc.layers(), doc.heads());
     let dims = state.qk.dims();
     let cell = cell_size(ui.available_size(), layers, heads);
-    let size = grid_size(cell, layers, heads);
+    let size = grid::grid_size(cell, layers, heads);
     egui::ScrollArea::both()
         .auto_shrink([false, false])
         .show(ui, |ui| {
@@ -423,30 +411,19 @@ fn matrix(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
             let text = ui.visuals().text_color();
             let font = egui::FontId::proportional(11.0);
             let background = ui.visuals().extreme_bg_color;
-            for h in 0..heads {
-                let x = rect.left() + LABEL_WIDTH + h as f32 * (cell + GAP) + cell / 2.0;
-                painter.text(
-                    egui::pos2(x, rect.top() + 2.0),
-                    egui::Align2::CENTER_TOP,
-                    format!("H{h}"),
-                    font.clone(),
-                    text,
-                );
-            }
+            grid::labels(
+                ui,
+                &painter,
+                rect,
+                cell,
+                layers,
+                (0..heads).map(|h| format!("H{h}")),
+            );
             let mut hovered = None;
             let camera = Camera::default();
             for layer in 0..layers {
-                let y = rect.top() + HEADER_HEIGHT + layer as f32 * (cell + GAP);
-                painter.text(
-                    egui::pos2(rect.left() + 2.0, y + cell / 2.0),
-                    egui::Align2::LEFT_CENTER,
-                    format!("L{layer}"),
-                    font.clone(),
-                    text,
-                );
                 for head in 0..heads {
-                    let min = egui::pos2(rect.left() + LABEL_WIDTH + head as f32 * (cell + GAP), y);
-                    let cell_rect = egui::Rect::from_min_size(min, egui::vec2(cell, cell));
+                    let cell_rect = grid::cell_rect(rect, cell, layer, head);
                     if !clip.intersects(cell_rect) {
                         continue;
                     }
@@ -482,12 +459,7 @@ fn matrix(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
                         }
                     }
                     if (layer, head) == (state.layer, state.head) {
-                        painter.rect_stroke(
-                            cell_rect.expand(1.5),
-                            0.0,
-                            egui::Stroke::new(2.0, ui.visuals().selection.stroke.color),
-                            egui::StrokeKind::Outside,
-                        );
+                        grid::mark_selected(ui, &painter, cell_rect);
                     }
                     if response.hover_pos().is_some_and(|p| cell_rect.contains(p)) {
                         hovered = Some((layer, head));
