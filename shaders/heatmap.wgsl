@@ -21,7 +21,9 @@ struct Params {
     vmax: f32,
     // Log scale: log10 of the weight drawn with the bottom colour.
     log_floor: f32,
-    _pad0: f32,
+    // Index of the matrix's first value in `weights` (a head inside its layer's buffer, when
+    // drawing from the compute's own buffer).
+    first: u32,
     _pad1: f32,
 };
 
@@ -45,7 +47,7 @@ fn vs_main(@builtin(vertex_index) index: u32) -> VertexOut {
 }
 
 fn weight_at(row: u32, col: u32) -> f32 {
-    return weights[tokens[row] * params.side + tokens[col]];
+    return weights[params.first + tokens[row] * params.side + tokens[col]];
 }
 
 fn colour(w: f32) -> vec4<f32> {

@@ -3,35 +3,51 @@
 //! a new document with a new generation, which tells the GPU side to drop its old buffers.
 
 use crate::projections::ProjectionStore;
-use crate::render::heatmap::{Matrix, MatrixKey, MatrixSource};
+use crate::render::heatmap::{DeviceMatrix, Matrix, MatrixKey, MatrixSource};
 use headwise_engine::analysis::aggregate::{Reduce, reduce_heads};
 use headwise_engine::analysis::metrics::{HeadMetrics, layer_metrics};
+use headwise_engine::device_buffer::DeviceBuffer;
 use headwise_engine::session::Session;
+use headwise_engine::trace::Trace;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Inputs longer than this are drawn in the overview from a max-pooled copy.
 pub const THUMBNAIL_ABOVE: usize = 512;
 /// The side of that copy.
 pub const THUMBNAIL_SIDE: usize = 256;
 
+/// Every head's metrics, `[input][layer][head]`.
+pub type Metrics = Vec<Vec<Vec<HeadMetrics>>>;
+
+/// Sessions with more attention than this get their head metrics worked out on a thread of
+/// their own after opening, so the first frame does not wait for them (about 0.1 s per 100 MB
+/// on 2 cores); smaller ones have them at once.
+const METRICS_IN_BACKGROUND_ABOVE_BYTES: u64 = 128 << 20;
+
 /// Aggregates over heads by (input, matrix).
 type ReducedCache = HashMap<(usize, Matrix), Arc<Vec<f32>>>;
+
+/// Each layer's attention [heads, T, T] where the GPU computed it, `[input][layer]`; None
+/// where it is not on the GPU (the heatmap then uploads the session's copy).
+pub type DeviceAttention = Vec<Vec<Option<DeviceBuffer>>>;
 
 static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 
 pub struct Document {
     pub session: Session,
     pub generation: u64,
-    /// `metrics[input][layer][head]`
-    pub metrics: Vec<Vec<Vec<HeadMetrics>>>,
+    /// Worked out once; see [`Document::metrics`].
+    metrics: OnceLock<Metrics>,
     /// `special[input][token]`
     pub special: Vec<Vec<bool>>,
     /// Aggregates over heads, worked out on first use.
     reduced: Mutex<ReducedCache>,
     /// The query-key layouts: the session's, and those computed since it opened.
     pub projections: ProjectionStore,
+    /// The attention as the GPU computed it, drawn from there (runs on a GPU only).
+    device_attention: DeviceAttention,
 }
 
 impl Document {
@@ -42,7 +58,16 @@ impl Document {
             .iter()
             .map(|i| i.special_mask())
             .collect();
-        let metrics = all_metrics(&session, &special);
+        let metrics = OnceLock::new();
+        let attention_bytes: u64 = session
+            .layers
+            .iter()
+            .flatten()
+            .map(|l| l.attn.data.len() as u64 * 4)
+            .sum();
+        if attention_bytes <= METRICS_IN_BACKGROUND_ABOVE_BYTES {
+            let _ = metrics.set(all_metrics(&session, &special));
+        }
         Self {
             projections: ProjectionStore::from_session(&session),
             session,
@@ -50,7 +75,44 @@ impl Document {
             metrics,
             special,
             reduced: Mutex::new(HashMap::new()),
+            device_attention: Vec::new(),
         }
+    }
+
+    /// Every head's metrics if they are worked out yet; the window shows the rest of a view
+    /// meanwhile.
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.get()
+    }
+
+    /// Every head's metrics, working them out first (or waiting for the thread that does).
+    pub fn wait_for_metrics(&self) -> &Metrics {
+        self.metrics
+            .get_or_init(|| all_metrics(&self.session, &self.special))
+    }
+
+    /// Starts working out the head metrics on a thread of their own, if they are not yet.
+    pub fn start_metrics(self: &Arc<Self>) {
+        if self.metrics.get().is_none() {
+            let doc = self.clone();
+            std::thread::Builder::new()
+                .name("head metrics".into())
+                .spawn(move || {
+                    doc.wait_for_metrics();
+                })
+                .ok();
+        }
+    }
+
+    /// The same document, drawing its heads from the GPU buffers the run left them in.
+    pub fn with_device_attention(mut self, attention: DeviceAttention) -> Self {
+        self.device_attention = attention;
+        self
+    }
+
+    /// How many layers' attention is drawn from the compute's own buffers.
+    pub fn layers_in_place(&self) -> usize {
+        self.device_attention.iter().flatten().flatten().count()
     }
 
     pub fn layers(&self) -> usize {
@@ -92,7 +154,7 @@ impl Document {
             Matrix::Layer { layer, reduce } => reduce_heads([&layers.get(layer)?.attn], reduce),
             Matrix::Model { reduce } => reduce_heads(layers.iter().map(|l| &l.attn), reduce),
         };
-        let values = Arc::new(values.data);
+        let values = Arc::new(values.data.into_vec());
         cache.insert((input, matrix), values.clone());
         Some(values)
     }
@@ -121,9 +183,32 @@ impl Document {
     }
 }
 
+/// The most attention a run keeps on the GPU for the views to draw in place, in bytes. wgpu
+/// does not tell how much memory a GPU has; past this, a run's attention is only read back, and
+/// the views upload what they show, as after a run on the CPU.
+pub const IN_PLACE_BUDGET_BYTES: u64 = 2 << 30;
+
+/// The GPU buffers of the traces' attention. Call it once the session holds its host copy:
+/// reading that back also waited for the GPU to finish the attention. Empty after a CPU run and
+/// over the budget.
+pub fn device_attention(traces: &[Trace]) -> DeviceAttention {
+    let bytes: u64 = traces
+        .iter()
+        .flat_map(|t| &t.layers)
+        .map(|l| l.attn.shape().num_elements() as u64 * 4)
+        .sum();
+    if bytes > IN_PLACE_BUDGET_BYTES {
+        return Vec::new();
+    }
+    traces
+        .iter()
+        .map(|t| t.layers.iter().map(|l| DeviceBuffer::of(&l.attn)).collect())
+        .collect()
+}
+
 /// Every head's metrics, `[input][layer][head]`, worked out on all cores: opening a large
 /// session is mostly this.
-fn all_metrics(session: &Session, special: &[Vec<bool>]) -> Vec<Vec<Vec<HeadMetrics>>> {
+fn all_metrics(session: &Session, special: &[Vec<bool>]) -> Metrics {
     let jobs: Vec<(usize, usize)> = session
         .layers
         .iter()
@@ -132,7 +217,7 @@ fn all_metrics(session: &Session, special: &[Vec<bool>]) -> Vec<Vec<Vec<HeadMetr
         .collect();
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
     let chunk = jobs.len().div_ceil(threads).max(1);
-    let results: Vec<Vec<Vec<HeadMetrics>>> = std::thread::scope(|scope| {
+    let results: Metrics = std::thread::scope(|scope| {
         let handles: Vec<_> = jobs
             .chunks(chunk)
             .map(|part| {
@@ -173,6 +258,24 @@ pub fn max_pool(values: &[f32], t: usize, side: usize) -> Vec<f32> {
 impl MatrixSource for Document {
     fn generation(&self) -> u64 {
         self.generation
+    }
+
+    fn device_matrix(&self, key: MatrixKey) -> Option<DeviceMatrix> {
+        let Matrix::Head { layer, head } = key.matrix else {
+            return None;
+        };
+        if key.thumbnail || head >= self.heads() {
+            return None;
+        }
+        let buffer = self.device_attention.get(key.input)?.get(layer)?.as_ref()?;
+        let side = self.tokens(key.input).len();
+        Some(DeviceMatrix {
+            buffer: buffer.buffer().clone(),
+            offset: buffer.offset(),
+            size: buffer.size(),
+            first: (head * side * side) as u64,
+            side,
+        })
     }
 
     fn matrix(&self, key: MatrixKey) -> Option<(usize, Vec<f32>)> {

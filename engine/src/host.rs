@@ -1,17 +1,25 @@
-//! A tensor in host memory: the common currency between weight files and the device.
+//! A tensor in host memory: the common currency between weight files, session files and the
+//! device.
+
+use memmap2::Mmap;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 
 /// Row-major f32 data with its shape. Weight readers produce these, whatever the file's dtype,
 /// and the model builders upload them to the device.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostTensor {
     pub shape: Vec<usize>,
-    pub data: Vec<f32>,
+    pub data: Floats,
 }
 
 impl HostTensor {
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
         debug_assert_eq!(shape.iter().product::<usize>(), data.len());
-        Self { shape, data }
+        Self {
+            shape,
+            data: Floats::Owned(data),
+        }
     }
 
     /// The transpose of a 2-D tensor. Hugging Face stores linear weights [out, in]; the forward
@@ -49,5 +57,94 @@ impl HostTensor {
             data.extend_from_slice(&self.data[r * cols + start..r * cols + start + len]);
         }
         Self::new(vec![rows, len], data)
+    }
+}
+
+/// A tensor's values: owned, or read in place from a memory-mapped file, so that opening a
+/// large session copies nothing. Reads see a slice either way; the first write to mapped values
+/// copies them.
+#[derive(Clone)]
+pub enum Floats {
+    Owned(Vec<f32>),
+    Mapped {
+        map: Arc<Mmap>,
+        /// Byte offset of the first value in `map`.
+        start: usize,
+        len: usize,
+    },
+}
+
+impl Floats {
+    /// `len` little-endian f32s at byte `start` of `map`, read in place. None when they cannot
+    /// be (out of the map, not 4-byte aligned, or a big-endian machine): decode a copy instead.
+    pub fn mapped(map: Arc<Mmap>, start: usize, len: usize) -> Option<Self> {
+        if cfg!(target_endian = "big") {
+            return None;
+        }
+        let end = start.checked_add(len.checked_mul(4)?)?;
+        let bytes = map.get(start..end)?;
+        if bytes.as_ptr().align_offset(align_of::<f32>()) != 0 {
+            return None;
+        }
+        Some(Self::Mapped { map, start, len })
+    }
+
+    /// The values as an owned vector (a copy only when they are mapped).
+    pub fn into_vec(self) -> Vec<f32> {
+        match self {
+            Self::Owned(v) => v,
+            mapped @ Self::Mapped { .. } => mapped.to_vec(),
+        }
+    }
+
+    /// Whether the values are read in place from a file.
+    pub fn is_mapped(&self) -> bool {
+        matches!(self, Self::Mapped { .. })
+    }
+}
+
+impl Deref for Floats {
+    type Target = [f32];
+
+    fn deref(&self) -> &[f32] {
+        match self {
+            Self::Owned(v) => v,
+            Self::Mapped { map, start, len } => {
+                let bytes = &map[*start..*start + len * 4];
+                // SAFETY: `mapped` checked that the range lies in the map and is aligned for
+                // f32; every bit pattern is a valid f32; the map lives as long as `self`.
+                unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), *len) }
+            }
+        }
+    }
+}
+
+impl DerefMut for Floats {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        if let Self::Mapped { .. } = self {
+            *self = Self::Owned(self.to_vec());
+        }
+        match self {
+            Self::Owned(v) => v,
+            Self::Mapped { .. } => unreachable!("made owned above"),
+        }
+    }
+}
+
+impl From<Vec<f32>> for Floats {
+    fn from(v: Vec<f32>) -> Self {
+        Self::Owned(v)
+    }
+}
+
+impl PartialEq for Floats {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl std::fmt::Debug for Floats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
     }
 }

@@ -4,6 +4,7 @@
 pub mod analysis;
 pub mod atomic_file;
 pub mod device;
+pub mod device_buffer;
 pub mod error;
 pub mod fetch;
 pub mod host;

@@ -5,7 +5,7 @@
 use crate::analysis::projection::Method;
 use crate::atomic_file::write_atomically;
 use crate::error::{EngineError, Result};
-use crate::host::HostTensor;
+use crate::host::{Floats, HostTensor};
 use crate::imaging::{PreparedImage, RgbImage};
 use crate::model::safetensors_file::decode_floats;
 use crate::model::{Model, to_vec};
@@ -16,6 +16,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 /// The newest format this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -570,11 +571,19 @@ impl Session {
         // no second copy of the file in memory. SAFETY: the map is read-only, and sessions are
         // replaced by renaming a new file over the old one, never rewritten in place, so the
         // mapped bytes stay as they were.
+        // The f32 tensors are then read in place from the map: opening copies nothing.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| EngineError::io(path, e))?;
-        Self::from_bytes(&map, path)
+        let map = Arc::new(map);
+        Self::parse(&map, Some(&map), path)
     }
 
+    /// A session from a file's bytes, decoded into owned tensors.
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        Self::parse(bytes, None, path)
+    }
+
+    /// `map`, when given, holds `bytes`: f32 tensors are then read in place instead of decoded.
+    fn parse(bytes: &[u8], map: Option<&Arc<memmap2::Mmap>>, path: &Path) -> Result<Self> {
         let bad = |reason: String| EngineError::BadSession {
             path: path.to_path_buf(),
             reason,
@@ -606,8 +615,10 @@ impl Session {
         }
         let meta: SessionMeta =
             serde_json::from_str(json).map_err(|e| bad(format!("metadata: {e}")))?;
-        let data = &bytes[8 + header_len..];
-        let read = |name: &str| -> Result<(Dtype, Vec<usize>, &[u8])> {
+        let data_start = 8 + header_len;
+        let data = &bytes[data_start..];
+        // The dtype, shape, bytes and the bytes' offset in the file.
+        let read = |name: &str| -> Result<(Dtype, Vec<usize>, &[u8], usize)> {
             let info = metadata
                 .info(name)
                 .ok_or_else(|| bad(format!("missing tensor {name}")))?;
@@ -615,6 +626,7 @@ impl Session {
                 info.dtype,
                 info.shape.clone(),
                 &data[info.data_offsets.0..info.data_offsets.1],
+                data_start + info.data_offsets.0,
             ))
         };
         let m = &meta.model;
@@ -659,11 +671,18 @@ impl Session {
             for l in 0..m.layers {
                 let get = |prefix: &str, expected: [usize; 3]| -> Result<HostTensor> {
                     let name = format!("{prefix}/{i}/{l}");
-                    let (dtype, shape, raw) = read(&name)?;
+                    let (dtype, shape, raw, offset) = read(&name)?;
                     if shape != expected {
                         return Err(bad(format!(
                             "tensor {name} has shape {shape:?}, the metadata says {expected:?}"
                         )));
+                    }
+                    let count = expected.iter().product::<usize>();
+                    let in_place = map
+                        .filter(|_| dtype == Dtype::F32 && raw.len() == count * 4)
+                        .and_then(|map| Floats::mapped(map.clone(), offset, count));
+                    if let Some(data) = in_place {
+                        return Ok(HostTensor { shape, data });
                     }
                     let values = decode_floats(dtype, raw)
                         .map_err(|e| bad(format!("tensor {name}: {e}")))?;

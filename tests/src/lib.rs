@@ -97,7 +97,7 @@ pub fn assert_allclose(
     let (worst, at) = actual
         .data
         .iter()
-        .zip(&expected.data)
+        .zip(expected.data.iter())
         .map(|(a, e)| (a - e).abs())
         .enumerate()
         .fold((0.0f32, 0), |(w, wi), (i, d)| {

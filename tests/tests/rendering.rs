@@ -100,3 +100,85 @@ fn rendering_a_corrupt_session_is_a_clear_error() {
     );
     assert_clean_failure(&out, &["broken.safetensors"]);
 }
+
+/// After a run on the GPU, the views draw each head from the buffer burn computed it in, and
+/// the picture is exactly the one drawn from the session's host copy.
+#[test]
+fn heads_drawn_in_place_from_a_gpu_run_equal_heads_drawn_from_the_session_copy() {
+    use headwise::document::{Document, device_attention};
+    use headwise::gui::export::render_view;
+    use headwise::render::offscreen::Offscreen;
+    use headwise::views::state::{Tab, ViewState};
+    use headwise_engine::device::{DeviceChoice, create_device, shared_wgpu_setup};
+    use headwise_engine::{LongInput, Model, TokenInput};
+    use headwise_tests::{fixture, required};
+    use std::sync::Arc;
+    let Ok(gpu) = create_device(DeviceChoice::Gpu) else {
+        assert!(
+            !required("HEADWISE_REQUIRE_WGPU"),
+            "no wgpu adapter, but HEADWISE_REQUIRE_WGPU=1"
+        );
+        eprintln!("skipped: no wgpu adapter on this machine");
+        return;
+    };
+    let model = Model::load(&fixture("tiny-gpt2"), &gpu.device, &|_| {}).unwrap();
+    let encoded = model.encode(0, PROMPT, LongInput::Reject).unwrap();
+    let trace = model.forward(&TokenInput::from(&encoded)).unwrap();
+    let session = |trace| {
+        let mut s = Session::new(&model, "tiny-gpt2");
+        s.push_text(&model, PROMPT, &encoded, trace).unwrap();
+        s
+    };
+    let copied = Arc::new(Document::new(session(&trace)));
+    let attention = device_attention(std::slice::from_ref(&trace));
+    assert_eq!(attention.len(), 1);
+    assert!(
+        attention[0].iter().all(Option::is_some),
+        "every layer's attention has a GPU buffer"
+    );
+    let in_place = Arc::new(Document::new(session(&trace)).with_device_attention(attention));
+    assert_eq!(in_place.layers_in_place(), in_place.layers());
+    // The trace's tensors may go; the buffers stay held by the document.
+    drop(trace);
+
+    let t = copied.tokens(0).len();
+    let (layer, head) = (1, 2);
+    let expected = copied.head(0, layer, head).unwrap().to_vec();
+    for tab in [Tab::Head, Tab::Overview] {
+        let draw = |doc: &Arc<Document>| {
+            let setup = shared_wgpu_setup().expect("the wgpu device the model ran on");
+            let mut offscreen =
+                Offscreen::new(setup.device, setup.queue, eframe::egui::Visuals::dark());
+            let mut view = ViewState {
+                tab,
+                layer,
+                head,
+                ..Default::default()
+            };
+            let size = eframe::egui::vec2(700.0, 700.0);
+            let img = render_view(&mut offscreen, doc, &mut view, size, 1.0).unwrap();
+            (img, offscreen.heatmap_bytes())
+        };
+        let (from_copy, (uploaded, none)) = draw(&copied);
+        assert!(uploaded > 0 && none == 0, "{tab:?}: the copy is uploaded");
+        let (from_gpu, (none, bound)) = draw(&in_place);
+        assert!(
+            none == 0 && bound > 0,
+            "{tab:?}: nothing uploaded, all bound"
+        );
+        assert_eq!(bound, uploaded, "{tab:?}: the same matrices drawn");
+        assert!(
+            from_copy == from_gpu,
+            "{tab:?}: the in-place picture differs from the uploaded one"
+        );
+        if tab == Tab::Head {
+            let mask = map_mask(&from_gpu, ColorMap::Viridis);
+            let decoded = decode_heatmap(&from_gpu, heatmap_box(&mask), t, ColorMap::Viridis);
+            let error = max_diff(&decoded, &expected);
+            assert!(
+                error < 0.01,
+                "head {layer}.{head} decodes with error {error}"
+            );
+        }
+    }
+}

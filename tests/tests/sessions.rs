@@ -28,6 +28,42 @@ fn session_round_trips_tensors_metadata_and_view_exactly_in_f32() {
     assert_eq!(reopened, session);
 }
 
+/// Opening reads an f32 session's tensors straight from the mapped file instead of copying
+/// them; what a caller sees is the same, and saving over the open file leaves it intact.
+#[test]
+fn an_f32_session_opens_its_tensors_in_place_and_can_be_saved_over_itself() {
+    let dir = scratch("session-in-place");
+    let path = dir.join("s.safetensors");
+    let session = traced_session();
+    session.save(&path, StoreDtype::F32).unwrap();
+    let mut reopened = Session::open(&path).unwrap();
+    let tensors = reopened
+        .layers
+        .iter()
+        .flatten()
+        .flat_map(|l| [&l.attn, &l.q, &l.k]);
+    assert!(
+        tensors.clone().all(|t| t.data.is_mapped()),
+        "every tensor read in place"
+    );
+    assert_eq!(tensors.count(), 2 * 2 * 3);
+    assert_eq!(reopened, session);
+    reopened.meta.view = serde_json::json!({"tab": "overview"});
+    reopened.save(&path, StoreDtype::F32).unwrap();
+    assert_eq!(
+        reopened.layers, session.layers,
+        "the old mapping still reads"
+    );
+    let again = Session::open(&path).unwrap();
+    assert_eq!(again.layers, session.layers);
+    assert_eq!(again.meta.view, serde_json::json!({"tab": "overview"}));
+    // A write to a mapped tensor copies it first; the file is untouched.
+    let mut edited = again.clone();
+    edited.layers[0][0].attn.data[0] = 42.0;
+    assert!(!edited.layers[0][0].attn.data.is_mapped());
+    assert_eq!(Session::open(&path).unwrap().layers, session.layers);
+}
+
 #[test]
 fn session_file_has_the_documented_names_shapes_and_metadata() {
     let dir = scratch("session-layout");

@@ -21,7 +21,7 @@ fn fixture_pixels(expected: &Expected) -> PixelInput {
         panic!("pixels are [3, H, W]")
     };
     PixelInput {
-        pixels: pixels.data.clone(),
+        pixels: pixels.data.to_vec(),
         channels,
         height,
         width,
@@ -198,7 +198,7 @@ fn exif_orientation_turns_the_picture_upright() {
     let mean_diff: f32 = upright
         .pixels
         .iter()
-        .zip(&reference.data)
+        .zip(reference.data.iter())
         .map(|(a, b)| (f32::from(*a) - b).abs())
         .sum::<f32>()
         / reference.data.len() as f32;

@@ -170,6 +170,8 @@ pub fn run(args: RenderArgs) -> Result<()> {
         lay_out(&mut session, &args, layer, head)?;
     }
     let doc = Arc::new(Document::new(session));
+    // A picture is drawn once: it waits for the metrics the window would fill in later.
+    doc.wait_for_metrics();
     let mut state = ViewState::from_json(&doc.session.meta.view);
     state.window = None;
     if let Some(input) = args.input {

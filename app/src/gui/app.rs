@@ -6,7 +6,7 @@ use super::export::{self, ExportJob};
 use super::projector::{ProjectJob, Projector};
 use super::settings::Settings;
 use super::worker::{Job, Report, Worker};
-use crate::document::Document;
+use crate::document::{DeviceAttention, Document};
 use crate::render::heatmap::HeatmapResources;
 use crate::render::offscreen::Offscreen;
 use crate::render::scatter::ScatterResources;
@@ -263,8 +263,13 @@ impl HeadwiseApp {
         }
     }
 
-    fn set_document(&mut self, session: Session, view: Option<ViewState>) {
-        let doc = Document::new(session);
+    fn set_document(
+        &mut self,
+        session: Session,
+        device_attention: DeviceAttention,
+        view: Option<ViewState>,
+    ) {
+        let doc = Document::new(session).with_device_attention(device_attention);
         let was_picture = self
             .doc
             .as_ref()
@@ -294,7 +299,9 @@ impl HeadwiseApp {
             view.window = None;
         }
         self.view = view;
-        self.doc = Some(Arc::new(doc));
+        let doc = Arc::new(doc);
+        doc.start_metrics();
+        self.doc = Some(doc);
     }
 
     /// Opens a session file: inputs, attention and view state, without running the model.
@@ -314,7 +321,7 @@ impl HeadwiseApp {
             self.sent_prompt = Some(text);
         }
         self.last_edit = None;
-        self.set_document(session, view);
+        self.set_document(session, Vec::new(), view);
         self.session_path = Some(path.to_path_buf());
         self.dirty = false;
         self.error = None;
@@ -432,7 +439,12 @@ impl HeadwiseApp {
                     self.loading = None;
                     self.error = Some(format!("could not load {spec}: {error}"));
                 }
-                Report::Ran { id, session, took } => {
+                Report::Ran {
+                    id,
+                    session,
+                    device_attention,
+                    took,
+                } => {
                     if Some(id) == self.awaited_run {
                         self.awaited_run = None;
                         self.busy = None;
@@ -449,7 +461,14 @@ impl HeadwiseApp {
                                 took.as_secs_f64()
                             );
                         }
-                        self.set_document(session, None);
+                        self.set_document(session, device_attention, None);
+                        let in_place = self.doc.as_ref().map_or(0, |d| d.layers_in_place());
+                        if in_place > 0 {
+                            self.info += &format!(
+                                "; {in_place} layers of attention drawn from the GPU where \
+                                 they were computed"
+                            );
+                        }
                         if corpus {
                             self.view.tab = Tab::Qk;
                             self.view.input = 0;

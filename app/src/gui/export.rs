@@ -24,6 +24,8 @@ pub fn render_view(
     size: egui::Vec2,
     pixels_per_point: f32,
 ) -> Result<image::RgbaImage> {
+    // A picture is drawn once: it waits for the metrics the window would fill in later.
+    doc.wait_for_metrics();
     offscreen.render(size, pixels_per_point, |ui| draw_view(ui, doc, state))
 }
 

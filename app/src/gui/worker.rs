@@ -2,6 +2,7 @@
 //! sends jobs and reads reports each frame; a burst of edits collapses into one run of the
 //! newest text.
 
+use crate::document::{DeviceAttention, device_attention};
 use crate::model_source::resolve_model;
 use eframe::egui;
 use headwise_engine::device::{DeviceChoice, create_device};
@@ -50,6 +51,8 @@ pub enum Report {
     Ran {
         id: u64,
         session: Session,
+        /// Where a GPU run left its attention, for the views to draw from (empty on the CPU).
+        device_attention: DeviceAttention,
         took: Duration,
     },
     RunFailed {
@@ -199,9 +202,10 @@ fn work(
                                 run(&l.model, &l.spec, &texts, long, l.pack_tokens, &progress)
                             };
                             match ran {
-                                Ok(session) => report(Report::Ran {
+                                Ok((session, device_attention)) => report(Report::Ran {
                                     id,
                                     session,
+                                    device_attention,
                                     took: start.elapsed(),
                                 }),
                                 Err(e) => report(Report::RunFailed {
@@ -249,7 +253,7 @@ fn run(
     long: LongInput,
     pack_tokens: usize,
     progress: &Progress,
-) -> anyhow::Result<Session> {
+) -> anyhow::Result<(Session, DeviceAttention)> {
     let mut session = Session::new(model, spec);
     let encoded = texts
         .iter()
@@ -267,7 +271,7 @@ fn run(
     for ((text, encoded), trace) in texts.iter().zip(&encoded).zip(&traces) {
         session.push_text(model, text, encoded, trace)?;
     }
-    Ok(session)
+    Ok((session, device_attention(&traces)))
 }
 
 fn run_images(
@@ -275,11 +279,12 @@ fn run_images(
     spec: &str,
     images: &[PathBuf],
     progress: &Progress,
-) -> anyhow::Result<Session> {
+) -> anyhow::Result<(Session, DeviceAttention)> {
     if images.is_empty() {
         anyhow::bail!("{spec} is an image model: open a picture or drop one on the window");
     }
     let mut session = Session::new(model, spec);
+    let mut traces = Vec::with_capacity(images.len());
     for (index, path) in images.iter().enumerate() {
         if !progress(index) {
             anyhow::bail!("cancelled after {index} of {} pictures", images.len());
@@ -292,6 +297,7 @@ fn run_images(
             |n| n.to_string_lossy().into(),
         );
         session.push_image(model, &name, &prepared, &trace)?;
+        traces.push(trace);
     }
-    Ok(session)
+    Ok((session, device_attention(&traces)))
 }

@@ -48,11 +48,30 @@ pub struct MatrixKey {
     pub thumbnail: bool,
 }
 
+/// A matrix that already lies on the GPU, in a buffer on the renderer's own device (the trace
+/// burn computed there): drawn from where it is, without a copy.
+pub struct DeviceMatrix {
+    pub buffer: wgpu::Buffer,
+    /// Where the matrix's range starts in `buffer`, in bytes.
+    pub offset: u64,
+    /// The range's length in bytes; the matrix lies inside it.
+    pub size: u64,
+    /// The matrix's first value inside the range, in f32s (a head's place in its layer).
+    pub first: u64,
+    /// Side of the matrix.
+    pub side: usize,
+}
+
 /// Where the heatmap's numbers come from (the app's open session). Called on the render thread
 /// the first time a matrix is drawn; its result stays on the GPU until the generation changes.
 pub trait MatrixSource: Send + Sync {
     /// Changes whenever the data behind the keys changes (a new run, another session).
     fn generation(&self) -> u64;
+    /// The matrix for `key` where it already lies on the GPU, if it does; tried before
+    /// [`MatrixSource::matrix`].
+    fn device_matrix(&self, _key: MatrixKey) -> Option<DeviceMatrix> {
+        None
+    }
     /// The matrix for `key`: its side and row-major values.
     fn matrix(&self, key: MatrixKey) -> Option<(usize, Vec<f32>)>;
     /// Which stored rows/columns to show, in order (all, or all but the special tokens).
@@ -92,12 +111,63 @@ struct Params {
     colormap: u32,
     vmax: f32,
     log_floor: f32,
-    _pad: [f32; 2],
+    /// Index of the matrix's first value in the bound range.
+    first: u32,
+    _pad: f32,
 }
 
+/// A matrix the heatmap can bind: uploaded by the heatmap, or a range of the compute's buffer.
 struct GpuMatrix {
     side: usize,
-    weights: wgpu::Buffer,
+    buffer: wgpu::Buffer,
+    offset: u64,
+    size: u64,
+    first: u32,
+}
+
+impl GpuMatrix {
+    fn uploaded(device: &wgpu::Device, side: usize, values: &[f32]) -> Self {
+        let buffer = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("attention"),
+            contents: bytemuck::cast_slice(values),
+            usage: wgpu::BufferUsages::STORAGE,
+        });
+        Self {
+            side,
+            size: buffer.size(),
+            buffer,
+            offset: 0,
+            first: 0,
+        }
+    }
+
+    /// Binds the range from the nearest offset the device allows at or below the matrix's own,
+    /// and moves `first` up by the difference.
+    fn in_place(m: DeviceMatrix, alignment: u64, max_binding: u64) -> Option<Self> {
+        let alignment = alignment.max(4);
+        let offset = m.offset - m.offset % alignment;
+        let size = m.size + (m.offset - offset);
+        let first = (m.offset - offset) / 4 + m.first;
+        let needed = (first + (m.side * m.side) as u64) * 4;
+        if size > max_binding || needed > size || m.side == 0 {
+            return None;
+        }
+        Some(Self {
+            side: m.side,
+            buffer: m.buffer,
+            offset,
+            size,
+            first: u32::try_from(first).ok()?,
+        })
+    }
+
+    fn binding(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: self.offset,
+            size: wgpu::BufferSize::new(self.size),
+        })
+    }
 }
 
 /// Everything the heatmap needs on the GPU; lives in egui_wgpu's callback resources.
@@ -110,8 +180,11 @@ pub struct HeatmapResources {
     matrices: HashMap<MatrixKey, Option<GpuMatrix>>,
     bind_groups: HashMap<(MatrixKey, bool), (wgpu::BindGroup, u32)>,
     max_binding: u64,
-    /// Bytes of attention on the GPU, for the status bar.
+    offset_alignment: u64,
+    /// Bytes of attention the heatmap uploaded, for the status bar.
     pub uploaded_bytes: u64,
+    /// Bytes of attention drawn where the compute left them, for the status bar.
+    pub in_place_bytes: u64,
 }
 
 impl HeatmapResources {
@@ -198,7 +271,9 @@ impl HeatmapResources {
             max_binding: limits
                 .max_storage_buffer_binding_size
                 .min(limits.max_buffer_size),
+            offset_alignment: limits.min_storage_buffer_offset_alignment as u64,
             uploaded_bytes: 0,
+            in_place_bytes: 0,
         }
     }
 
@@ -211,8 +286,9 @@ impl HeatmapResources {
         resources.insert(Self::new(device, target_format));
     }
 
-    /// The bind group for `key`, uploading the matrix on first use. None when the source has
-    /// no such matrix or it is too large for one GPU binding.
+    /// The bind group for `key`: the matrix where it lies on the GPU if the source has it there,
+    /// else uploaded on first use. None when the source has no such matrix or it is too large
+    /// for one GPU binding.
     fn matrix_bind_group(
         &mut self,
         device: &wgpu::Device,
@@ -223,25 +299,26 @@ impl HeatmapResources {
         if let Some((_, visible)) = self.bind_groups.get(&(key, hide_special)) {
             return Some(*visible);
         }
-        let max_binding = self.max_binding;
-        let mut uploaded = 0;
+        let (max_binding, alignment) = (self.max_binding, self.offset_alignment);
+        let (mut uploaded, mut in_place) = (0, 0);
         let gpu = self.matrices.entry(key).or_insert_with(|| {
+            if let Some(m) = source
+                .device_matrix(key)
+                .and_then(|m| GpuMatrix::in_place(m, alignment, max_binding))
+            {
+                in_place = (m.side * m.side * 4) as u64;
+                return Some(m);
+            }
             let (side, values) = source.matrix(key)?;
             let bytes = (values.len() * 4) as u64;
             if bytes > max_binding || values.is_empty() {
                 return None;
             }
             uploaded = bytes;
-            Some(GpuMatrix {
-                side,
-                weights: device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some("attention"),
-                    contents: bytemuck::cast_slice(&values),
-                    usage: wgpu::BufferUsages::STORAGE,
-                }),
-            })
+            Some(GpuMatrix::uploaded(device, side, &values))
         });
         self.uploaded_bytes += uploaded;
+        self.in_place_bytes += in_place;
         let gpu = gpu.as_ref()?;
         let visible: Vec<u32> = if key.thumbnail {
             (0..gpu.side as u32).collect()
@@ -260,7 +337,7 @@ impl HeatmapResources {
             entries: &[
                 wgpu::BindGroupEntry {
                     binding: 0,
-                    resource: gpu.weights.as_entire_binding(),
+                    resource: gpu.binding(),
                 },
                 wgpu::BindGroupEntry {
                     binding: 1,
@@ -274,11 +351,12 @@ impl HeatmapResources {
         Some(count)
     }
 
-    fn side(&self, key: MatrixKey) -> usize {
+    /// The side of `key`'s matrix and the index of its first value in its binding.
+    fn placement(&self, key: MatrixKey) -> (usize, u32) {
         self.matrices
             .get(&key)
             .and_then(|m| m.as_ref())
-            .map_or(0, |m| m.side)
+            .map_or((0, 0), |m| (m.side, m.first))
     }
 }
 
@@ -342,6 +420,7 @@ impl CallbackTrait for HeatmapCallback {
             res.matrices.clear();
             res.bind_groups.clear();
             res.uploaded_bytes = 0;
+            res.in_place_bytes = 0;
         }
         let Some(visible) =
             res.matrix_bind_group(device, self.source.as_ref(), self.key, self.hide_special)
@@ -350,6 +429,7 @@ impl CallbackTrait for HeatmapCallback {
         };
         let ppp = screen.pixels_per_point;
         let style = &self.style;
+        let (side, first) = res.placement(self.key);
         let params = Params {
             rect_px: [
                 self.rect.min.x * ppp,
@@ -358,13 +438,14 @@ impl CallbackTrait for HeatmapCallback {
                 self.rect.height() * ppp,
             ],
             window: self.window,
-            side: res.side(self.key) as u32,
+            side: side as u32,
             visible,
             log_scale: style.log_scale as u32,
             colormap: style.colormap.index(),
             vmax: style.vmax.max(1e-30),
             log_floor: style.log_min.max(1e-30).log10(),
-            _pad: [0.0; 2],
+            first,
+            _pad: 0.0,
         };
         self.slot.store(res.params.queue(params), Ordering::Relaxed);
         Vec::new()

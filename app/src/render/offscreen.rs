@@ -42,6 +42,15 @@ impl Offscreen {
         }
     }
 
+    /// Bytes of attention the heatmap has uploaded and bytes it draws where the compute left
+    /// them, since the document last changed.
+    pub fn heatmap_bytes(&self) -> (u64, u64) {
+        self.renderer
+            .callback_resources
+            .get::<HeatmapResources>()
+            .map_or((0, 0), |h| (h.uploaded_bytes, h.in_place_bytes))
+    }
+
     /// Lays out `ui` on a canvas of `size` points and renders it at `pixels_per_point`.
     pub fn render(
         &mut self,

@@ -63,9 +63,10 @@ fn head_order(doc: &Document, input: usize, sort_by: Option<HeadMetric>) -> Vec<
     (0..doc.layers())
         .map(|layer| {
             let mut heads: Vec<usize> = (0..doc.heads()).collect();
-            if let (Some(metric), Some(m)) =
-                (sort_by, doc.metrics.get(input).and_then(|m| m.get(layer)))
-            {
+            if let (Some(metric), Some(m)) = (
+                sort_by,
+                doc.metrics().and_then(|m| m.get(input)?.get(layer)),
+            ) {
                 heads.sort_by(|&a, &b| m[b].get(metric).total_cmp(&m[a].get(metric)));
             }
             heads
@@ -79,8 +80,8 @@ fn metric_range(doc: &Document, input: usize, metric: HeadMetric) -> (f32, f32) 
         return (0.0, 1.0);
     }
     let values = doc
-        .metrics
-        .get(input)
+        .metrics()
+        .and_then(|m| m.get(input))
         .into_iter()
         .flatten()
         .flatten()
@@ -109,9 +110,18 @@ pub fn show(
     let (layers, heads) = (doc.layers(), doc.heads());
     let input = state.input;
     let t = doc.tokens(input).len();
+    let metrics = doc.metrics().and_then(|m| m.get(input));
+    if metrics.is_none() {
+        // A large session's metrics come from a thread of their own; the grid draws meanwhile.
+        ui.small("working out the head metrics…");
+        ui.ctx()
+            .request_repaint_after(std::time::Duration::from_millis(100));
+    }
     let range = match state.overview_mode {
-        OverviewMode::Metric(metric) => Some((metric, metric_range(doc, input, metric))),
-        OverviewMode::Thumbnails => None,
+        OverviewMode::Metric(metric) if metrics.is_some() => {
+            Some((metric, metric_range(doc, input, metric)))
+        }
+        _ => None,
     };
     if let Some((metric, (lo, hi))) = range {
         legend::show(
@@ -178,7 +188,9 @@ pub fn show(
                             painter.add(callback.into_shape(clip));
                         }
                         Some((metric, (lo, hi))) => {
-                            let value = doc.metrics[input][layer][head].get(metric);
+                            let value = metrics
+                                .and_then(|m| Some(m.get(layer)?.get(head)?.get(metric)))
+                                .unwrap_or(lo);
                             let colour =
                                 legend::colour(state.style.colormap, (value - lo) / (hi - lo));
                             painter.rect_filled(cell_rect, 0.0, colour);
@@ -193,13 +205,16 @@ pub fn show(
                 }
             }
             if let Some((layer, head)) = hovered {
-                let metrics = doc.metrics[input][layer][head];
+                let head_metrics = metrics.and_then(|m| m.get(layer)?.get(head));
                 response.clone().on_hover_ui_at_pointer(|ui| {
                     ui.strong(format!("layer {layer}, head {head}"));
                     egui::Grid::new("head metrics").show(ui, |ui| {
                         for metric in HeadMetric::ALL {
                             ui.label(metric.label());
-                            ui.label(format!("{:.3}", metrics.get(metric)));
+                            ui.label(
+                                head_metrics
+                                    .map_or("…".into(), |m| format!("{:.3}", m.get(metric))),
+                            );
                             ui.end_row();
                         }
                     });
@@ -215,8 +230,8 @@ pub fn show(
 /// The heads ranked by a metric over the whole model, highest first: (layer, head, value).
 pub fn ranking(doc: &Document, input: usize, metric: HeadMetric) -> Vec<(usize, usize, f32)> {
     let mut all: Vec<(usize, usize, f32)> = doc
-        .metrics
-        .get(input)
+        .metrics()
+        .and_then(|m| m.get(input))
         .into_iter()
         .flatten()
         .enumerate()

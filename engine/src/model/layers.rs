@@ -8,7 +8,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 
 pub fn upload<const D: usize>(t: &HostTensor, device: &Device) -> Tensor<D> {
-    Tensor::from_data(TensorData::new(t.data.clone(), t.shape.clone()), device)
+    Tensor::from_data(TensorData::new(t.data.to_vec(), t.shape.clone()), device)
 }
 
 /// `x · W + b` with W stored [in, out] on the device.

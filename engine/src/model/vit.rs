@@ -71,7 +71,7 @@ fn prefix(w: &dyn WeightSource, model_type: &str) -> String {
 fn rows(t: HostTensor) -> HostTensor {
     let hidden = *t.shape.last().unwrap_or(&0);
     let n = t.data.len() / hidden.max(1);
-    HostTensor::new(vec![n, hidden], t.data)
+    HostTensor::new(vec![n, hidden], t.data.into_vec())
 }
 
 impl Vit {
@@ -102,7 +102,10 @@ impl Vit {
                 reason: format!("shape {:?}, expected {expected:?}", conv.shape),
             });
         }
-        let conv = HostTensor::new(vec![hidden, vision.channels * ph * pw], conv.data);
+        let conv = HostTensor::new(
+            vec![hidden, vision.channels * ph * pw],
+            conv.data.into_vec(),
+        );
         let conv_bias = w.tensor(&format!("{p}embeddings.patch_embeddings.projection.bias"))?;
         let patch = Linear::from_host(&conv.transposed(), Some(&conv_bias), device);
         let token = |name: &str| -> Result<Tensor<2>> {
