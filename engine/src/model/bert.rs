@@ -2,12 +2,13 @@
 
 use super::TokenInput;
 use super::config::{Activation, ModelConfig};
+use super::cpu_kernels::{gelu, silu};
 use super::layers::{LayerNorm, Linear, attend, embed, split_heads, upload};
 use super::packing::Packing;
 use super::weights::WeightSource;
 use crate::error::Result;
 use crate::trace::Trace;
-use burn::tensor::activation::{gelu, relu, silu};
+use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 struct BertLayer {

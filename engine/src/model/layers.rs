@@ -4,7 +4,6 @@ use super::weights::WeightSource;
 use crate::error::Result;
 use crate::host::HostTensor;
 use crate::trace::LayerTrace;
-use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 
 pub fn upload<const D: usize>(t: &HostTensor, device: &Device) -> Tensor<D> {
@@ -136,11 +135,8 @@ pub fn attend(
     let scale = 1.0 / (d as f64).sqrt();
     let keys = expand_kv(k.clone(), heads);
     let values = expand_kv(v, heads);
-    let mut logits = q.clone().matmul(keys.swap_dims(1, 2)) * scale;
-    if let Some(mask) = mask {
-        logits = logits + mask.clone().unsqueeze::<3>();
-    }
-    let attn = softmax(logits, 2);
+    let logits = q.clone().matmul(keys.swap_dims(1, 2));
+    let attn = super::cpu_kernels::scaled_masked_softmax(logits, scale as f32, mask);
     let context = merge_heads(attn.clone().matmul(values));
     let trace = LayerTrace {
         attn,

@@ -3,12 +3,12 @@
 
 use super::TokenInput;
 use super::config::ModelConfig;
+use super::cpu_kernels::silu;
 use super::layers::{Linear, RmsNorm, attend, embed, split_heads, upload};
 use super::packing::Packing;
 use super::weights::WeightSource;
 use crate::error::Result;
 use crate::trace::Trace;
-use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor, TensorData};
 
 struct LlamaLayer {

@@ -3,6 +3,7 @@
 
 pub mod bert;
 pub mod config;
+pub mod cpu_kernels;
 pub mod gguf_file;
 pub mod gpt2;
 pub mod layers;
