@@ -10,7 +10,7 @@ use eframe::egui;
 use headwise_engine::analysis::aggregate::Reduce;
 use headwise_engine::analysis::artifacts::{LayerArtifacts, OUTLIER_FACTOR, layer_artifacts};
 use headwise_engine::analysis::flow::attention_flow;
-use headwise_engine::analysis::rollout::{Fusion, rollout_row};
+use headwise_engine::analysis::rollout::{Fusion, LayerMatrices, rollout_row_of};
 use headwise_engine::session::{InputInfo, InputKind};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -193,17 +193,32 @@ pub fn patch_values(
         PatchSource::Rollout => {
             let r = &settings.rollout;
             let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            (doc.generation, input, query, r.fusion, r.start_layer).hash(&mut hasher);
+            (doc.generation, input, r.fusion, r.start_layer).hash(&mut hasher);
             r.discard_ratio.to_bits().hash(&mut hasher);
+            let setting = hasher.finish();
+            query.hash(&mut hasher);
             let key = hasher.finish();
-            let slot = egui::Id::unique("headwise rollout row");
-            match ctx.data(|d| d.get_temp::<(u64, Arc<Vec<f32>>)>(slot)) {
+            let row_slot = egui::Id::unique("headwise rollout row");
+            let matrices_slot = egui::Id::unique("headwise rollout layers");
+            match ctx.data(|d| d.get_temp::<(u64, Arc<Vec<f32>>)>(row_slot)) {
                 Some((k, row)) if k == key => row.as_ref().clone(),
                 _ => {
-                    let layers: Vec<_> =
-                        doc.session.layers[input].iter().map(|l| &l.attn).collect();
-                    let row = Arc::new(rollout_row(&layers, r, query));
-                    ctx.data_mut(|d| d.insert_temp(slot, (key, row.clone())));
+                    // The fused layer matrices change with the sliders only; following the
+                    // mouse reuses them.
+                    let matrices = match ctx
+                        .data(|d| d.get_temp::<(u64, Arc<LayerMatrices>)>(matrices_slot))
+                    {
+                        Some((k, m)) if k == setting => m,
+                        _ => {
+                            let layers: Vec<_> =
+                                doc.session.layers[input].iter().map(|l| &l.attn).collect();
+                            let m = Arc::new(LayerMatrices::new(&layers, r));
+                            ctx.data_mut(|d| d.insert_temp(matrices_slot, (setting, m.clone())));
+                            m
+                        }
+                    };
+                    let row = Arc::new(rollout_row_of(&matrices, query));
+                    ctx.data_mut(|d| d.insert_temp(row_slot, (key, row.clone())));
                     row.as_ref().clone()
                 }
             }

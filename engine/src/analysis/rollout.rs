@@ -98,19 +98,43 @@ pub fn rollout<L: Borrow<HostTensor>>(layers: &[L], settings: &RolloutSettings) 
 }
 
 /// Row `query` of the rollout, without the whole product: a vector times each layer's matrix,
-/// last layer first. O(layers · T²), so it can follow the mouse.
+/// last layer first.
 pub fn rollout_row<L: Borrow<HostTensor>>(
     layers: &[L],
     settings: &RolloutSettings,
     query: usize,
 ) -> Vec<f32> {
-    let t = layers.first().map_or(0, |l| l.borrow().shape[1]);
+    rollout_row_of(&LayerMatrices::new(layers, settings), query)
+}
+
+/// Every layer's [`layer_matrix`] from `start_layer` on, worked out once for a setting so that
+/// rows for a moving query cost O(layers · T²) each instead of a sort per layer.
+pub struct LayerMatrices {
+    t: usize,
+    matrices: Vec<Vec<f32>>,
+}
+
+impl LayerMatrices {
+    pub fn new<L: Borrow<HostTensor>>(layers: &[L], settings: &RolloutSettings) -> Self {
+        Self {
+            t: layers.first().map_or(0, |l| l.borrow().shape[1]),
+            matrices: layers
+                .iter()
+                .skip(settings.start_layer)
+                .map(|l| layer_matrix(l.borrow(), settings))
+                .collect(),
+        }
+    }
+}
+
+/// Row `query` of the rollout of already fused layer matrices.
+pub fn rollout_row_of(layers: &LayerMatrices, query: usize) -> Vec<f32> {
+    let t = layers.t;
     let mut row = vec![0.0f32; t];
     if query < t {
         row[query] = 1.0;
     }
-    for attn in layers.iter().skip(settings.start_layer).rev() {
-        let a = layer_matrix(attn.borrow(), settings);
+    for a in layers.matrices.iter().rev() {
         let mut next = vec![0.0f32; t];
         for (k, &w) in row.iter().enumerate() {
             if w != 0.0 {
