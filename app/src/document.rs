@@ -6,6 +6,7 @@ use crate::projections::ProjectionStore;
 use crate::render::heatmap::{DeviceMatrix, Matrix, MatrixKey, MatrixSource};
 use headwise_engine::analysis::aggregate::{Reduce, reduce_heads};
 use headwise_engine::analysis::metrics::{HeadMetrics, layer_metrics};
+use headwise_engine::device::{Device, DeviceChoice, create_device};
 use headwise_engine::device_buffer::DeviceBuffer;
 use headwise_engine::session::Session;
 use headwise_engine::trace::Trace;
@@ -48,6 +49,8 @@ pub struct Document {
     pub projections: ProjectionStore,
     /// The attention as the GPU computed it, drawn from there (runs on a GPU only).
     device_attention: DeviceAttention,
+    /// Where analyses that follow the sliders (rollout) compute.
+    analysis_device: Device,
 }
 
 impl Document {
@@ -76,7 +79,19 @@ impl Document {
             special,
             reduced: Mutex::new(HashMap::new()),
             device_attention: Vec::new(),
+            analysis_device: default_analysis_device(),
         }
+    }
+
+    /// The same document, computing its analyses on `device` (the window's compute device).
+    pub fn with_analysis_device(mut self, device: Device) -> Self {
+        self.analysis_device = device;
+        self
+    }
+
+    /// Where analyses that follow the sliders (rollout) compute.
+    pub fn analysis_device(&self) -> &Device {
+        &self.analysis_device
     }
 
     /// Every head's metrics if they are worked out yet; the window shows the rest of a view
@@ -181,6 +196,19 @@ impl Document {
             _ => Some((t, self.reduced(input, matrix)?.to_vec())),
         }
     }
+}
+
+/// wgpu on a real GPU, burn's CPU backend otherwise (what `--device auto` picks), made once.
+fn default_analysis_device() -> Device {
+    static DEVICE: OnceLock<Device> = OnceLock::new();
+    DEVICE
+        .get_or_init(|| {
+            create_device(DeviceChoice::Auto)
+                .or_else(|_| create_device(DeviceChoice::Cpu))
+                .map(|d| d.device)
+                .unwrap_or_else(|_| Device::flex())
+        })
+        .clone()
 }
 
 /// The most attention a run keeps on the GPU for the views to draw in place, in bytes. wgpu

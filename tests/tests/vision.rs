@@ -397,6 +397,111 @@ fn rollout_equals_the_reference_for_each_fusion_discard_ratio_and_start_layer() 
     }
 }
 
+/// The device rollout (burn's CPU backend, and wgpu where there is an adapter) gives the rows
+/// of the committed reference for every setting, as the host version does.
+#[test]
+fn rollout_on_the_device_equals_the_reference_on_cpu_and_wgpu() {
+    use headwise_engine::analysis::rollout::{Fusion, RolloutSettings};
+    use headwise_engine::analysis::rollout_device::DeviceLayers;
+    use headwise_engine::device::create_device;
+    let attention = Expected::load(&fixture("tiny-dinov2"));
+    let layers: Vec<HostTensor> = (0..2)
+        .map(|l| attention.get(&format!("attn/{l}")).clone())
+        .collect();
+    let t = layers[0].shape[1];
+    let expected = Expected::load(&fixture("rollout"));
+    let mut devices = vec![create_device(DeviceChoice::Cpu).unwrap()];
+    match create_device(DeviceChoice::Gpu) {
+        Ok(gpu) => devices.push(gpu),
+        Err(_) => assert!(
+            !required("HEADWISE_REQUIRE_WGPU"),
+            "no wgpu adapter, but HEADWISE_REQUIRE_WGPU=1"
+        ),
+    }
+    for device in &devices {
+        let uploaded = DeviceLayers::upload(&layers, &device.device);
+        for (i, s) in expected.meta["settings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+        {
+            let settings = RolloutSettings {
+                fusion: match s["fusion"].as_str().unwrap() {
+                    "mean" => Fusion::Mean,
+                    "max" => Fusion::Max,
+                    _ => Fusion::Min,
+                },
+                discard_ratio: s["discard_ratio"].as_f64().unwrap() as f32,
+                start_layer: s["start_layer"].as_u64().unwrap() as usize,
+            };
+            let reference = expected.get(&format!("rollout/{i}"));
+            let matrices = uploaded.matrices(&settings);
+            for query in [0, 1, t / 2, t - 1] {
+                let row = matrices.row(query).unwrap();
+                assert_close(
+                    &format!("{}: row {query} of rollout {s}", device.description),
+                    &HostTensor::new(vec![t], row),
+                    &HostTensor::new(vec![t], reference.data[query * t..(query + 1) * t].to_vec()),
+                    1e-5,
+                );
+            }
+        }
+    }
+}
+
+/// The image view's rollout overlay, computed on the document's device as the sliders move,
+/// gives the host rollout's row over the patches, for a pruned max fusion from layer 1.
+#[test]
+fn the_image_views_rollout_overlay_is_the_rollout_row_over_the_patches() {
+    use headwise::document::Document;
+    use headwise::views::image::{Overlay, patch_values};
+    use headwise::views::state::{ImageViewState, PatchSource};
+    use headwise_engine::analysis::rollout::{Fusion, RolloutSettings, rollout_row};
+    let dir = scratch("rollout-overlay");
+    let path = traced_image_session(
+        &dir,
+        &fixture("tiny-dinov2"),
+        &asset("chelsea.png"),
+        "cat.safetensors",
+    );
+    let doc = Document::new(Session::open(&path).unwrap());
+    let info = &doc.session.meta.inputs[0];
+    let [rows, cols] = info.patch_grid.unwrap();
+    let prefix = info.prefix_tokens.unwrap();
+    let rollout = RolloutSettings {
+        fusion: Fusion::Max,
+        discard_ratio: 0.3,
+        start_layer: 1,
+    };
+    let settings = ImageViewState {
+        source: PatchSource::Rollout,
+        rollout,
+        ..Default::default()
+    };
+    let layers: Vec<_> = doc.session.layers[0].iter().map(|l| &l.attn).collect();
+    let ctx = eframe::egui::Context::default();
+    for query in [0, prefix + 3] {
+        let overlay = Overlay {
+            query,
+            source: PatchSource::Rollout,
+            layer: 0,
+            head: 0,
+        };
+        let ours = patch_values(&ctx, &doc, 0, overlay, &settings).unwrap();
+        let host = rollout_row(&layers, &rollout, query);
+        assert_close(
+            &format!("rollout overlay for query {query}"),
+            &HostTensor::new(vec![rows * cols], ours),
+            &HostTensor::new(
+                vec![rows * cols],
+                host[prefix..prefix + rows * cols].to_vec(),
+            ),
+            1e-5,
+        );
+    }
+}
+
 #[test]
 fn render_draws_the_image_view_and_patch_labelled_head_view_and_refuses_image_view_for_text() {
     let dir = scratch("render-image-view");

@@ -76,6 +76,8 @@ pub struct HeadwiseApp {
     projections_seen: u64,
     settings: Settings,
     doc: Option<Arc<Document>>,
+    /// Where documents compute their slider-driven analyses: the device the user chose.
+    analysis_device: Option<headwise_engine::device::Device>,
     view: ViewState,
     prompt: String,
     sent_prompt: Option<String>,
@@ -134,6 +136,9 @@ impl HeadwiseApp {
         let settings = Settings::load();
         let mut app = Self {
             worker: Worker::start(cc.egui_ctx.clone(), options.device),
+            analysis_device: headwise_engine::device::create_device(options.device)
+                .ok()
+                .map(|d| d.device),
             projector: Projector::start(cc.egui_ctx.clone(), options.device),
             corpus_path: None,
             corpus_running: false,
@@ -269,7 +274,10 @@ impl HeadwiseApp {
         device_attention: DeviceAttention,
         view: Option<ViewState>,
     ) {
-        let doc = Document::new(session).with_device_attention(device_attention);
+        let mut doc = Document::new(session).with_device_attention(device_attention);
+        if let Some(device) = &self.analysis_device {
+            doc = doc.with_analysis_device(device.clone());
+        }
         let was_picture = self
             .doc
             .as_ref()

@@ -10,7 +10,8 @@ use eframe::egui;
 use headwise_engine::analysis::aggregate::Reduce;
 use headwise_engine::analysis::artifacts::{LayerArtifacts, OUTLIER_FACTOR, layer_artifacts};
 use headwise_engine::analysis::flow::attention_flow;
-use headwise_engine::analysis::rollout::{Fusion, LayerMatrices, rollout_row_of};
+use headwise_engine::analysis::rollout::Fusion;
+use headwise_engine::analysis::rollout_device::{DeviceLayerMatrices, DeviceLayers};
 use headwise_engine::session::{InputInfo, InputKind};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -199,25 +200,38 @@ pub fn patch_values(
             query.hash(&mut hasher);
             let key = hasher.finish();
             let row_slot = egui::Id::unique("headwise rollout row");
+            let layers_slot = egui::Id::unique("headwise rollout attention");
             let matrices_slot = egui::Id::unique("headwise rollout layers");
             match ctx.data(|d| d.get_temp::<(u64, Arc<Vec<f32>>)>(row_slot)) {
                 Some((k, row)) if k == key => row.as_ref().clone(),
                 _ => {
-                    // The fused layer matrices change with the sliders only; following the
-                    // mouse reuses them.
-                    let matrices = match ctx
-                        .data(|d| d.get_temp::<(u64, Arc<LayerMatrices>)>(matrices_slot))
+                    // The attention goes to the compute device once per input; the layer
+                    // matrices are rebuilt there when a slider moves, and following the mouse
+                    // reuses them.
+                    let uploaded_key = (doc.generation, input);
+                    let uploaded = match ctx
+                        .data(|d| d.get_temp::<((u64, usize), Arc<DeviceLayers>)>(layers_slot))
                     {
-                        Some((k, m)) if k == setting => m,
+                        Some((k, l)) if k == uploaded_key => l,
                         _ => {
                             let layers: Vec<_> =
                                 doc.session.layers[input].iter().map(|l| &l.attn).collect();
-                            let m = Arc::new(LayerMatrices::new(&layers, r));
+                            let l = Arc::new(DeviceLayers::upload(&layers, doc.analysis_device()));
+                            ctx.data_mut(|d| d.insert_temp(layers_slot, (uploaded_key, l.clone())));
+                            l
+                        }
+                    };
+                    let matrices = match ctx
+                        .data(|d| d.get_temp::<(u64, Arc<DeviceLayerMatrices>)>(matrices_slot))
+                    {
+                        Some((k, m)) if k == setting => m,
+                        _ => {
+                            let m = Arc::new(uploaded.matrices(r));
                             ctx.data_mut(|d| d.insert_temp(matrices_slot, (setting, m.clone())));
                             m
                         }
                     };
-                    let row = Arc::new(rollout_row_of(&matrices, query));
+                    let row = Arc::new(matrices.row(query).ok()?);
                     ctx.data_mut(|d| d.insert_temp(row_slot, (key, row.clone())));
                     row.as_ref().clone()
                 }

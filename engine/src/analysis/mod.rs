@@ -7,3 +7,4 @@ pub mod flow;
 pub mod metrics;
 pub mod projection;
 pub mod rollout;
+pub mod rollout_device;
