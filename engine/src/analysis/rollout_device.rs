@@ -76,6 +76,8 @@ impl DeviceLayerMatrices {
     }
 }
 
+// burn's `slice` takes one range per dimension: `[a..b]` is a 1-D slice, not a list of one range.
+#[allow(clippy::single_range_in_vec_init)]
 fn layer_matrix(attn: Tensor<3>, settings: &RolloutSettings, device: &Device) -> Tensor<2> {
     let [_, t, _] = attn.dims();
     let fused = match settings.fusion {
