@@ -363,31 +363,54 @@ fn an_image_session_renders_in_the_overview_and_head_view() {
     }
 }
 
-#[test]
-fn rollout_equals_the_reference_for_each_fusion_discard_ratio_and_start_layer() {
-    use headwise_engine::analysis::rollout::{Fusion, RolloutSettings, rollout, rollout_row};
+/// One case of the committed rollout reference: its settings, as the script wrote them, and the
+/// rollout it expects, [T, T].
+type RolloutCase = (
+    headwise_engine::analysis::rollout::RolloutSettings,
+    String,
+    HostTensor,
+);
+
+/// The tiny DINOv2's attention and every case of the committed rollout reference.
+fn rollout_reference() -> (Vec<HostTensor>, Vec<RolloutCase>) {
+    use headwise_engine::analysis::rollout::{Fusion, RolloutSettings};
     let attention = Expected::load(&fixture("tiny-dinov2"));
     let layers: Vec<HostTensor> = (0..2)
         .map(|l| attention.get(&format!("attn/{l}")).clone())
         .collect();
-    let t = layers[0].shape[1];
     let expected = Expected::load(&fixture("rollout"));
-    let settings = expected.meta["settings"].as_array().unwrap();
-    assert_eq!(settings.len(), 3);
-    for (i, s) in settings.iter().enumerate() {
-        let settings = RolloutSettings {
-            fusion: match s["fusion"].as_str().unwrap() {
-                "mean" => Fusion::Mean,
-                "max" => Fusion::Max,
-                _ => Fusion::Min,
-            },
-            discard_ratio: s["discard_ratio"].as_f64().unwrap() as f32,
-            start_layer: s["start_layer"].as_u64().unwrap() as usize,
-        };
-        let ours = HostTensor::new(vec![t, t], rollout(&layers, &settings));
-        let reference = expected.get(&format!("rollout/{i}"));
+    let cases = expected.meta["settings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let settings = RolloutSettings {
+                fusion: match s["fusion"].as_str().unwrap() {
+                    "mean" => Fusion::Mean,
+                    "max" => Fusion::Max,
+                    _ => Fusion::Min,
+                },
+                discard_ratio: s["discard_ratio"].as_f64().unwrap() as f32,
+                start_layer: s["start_layer"].as_u64().unwrap() as usize,
+            };
+            let reference = expected.get(&format!("rollout/{i}")).clone();
+            (settings, s.to_string(), reference)
+        })
+        .collect();
+    (layers, cases)
+}
+
+#[test]
+fn rollout_equals_the_reference_for_each_fusion_discard_ratio_and_start_layer() {
+    use headwise_engine::analysis::rollout::{rollout, rollout_row};
+    let (layers, cases) = rollout_reference();
+    let t = layers[0].shape[1];
+    assert_eq!(cases.len(), 3);
+    for (settings, s, reference) in &cases {
+        let ours = HostTensor::new(vec![t, t], rollout(&layers, settings));
         assert_close(&format!("rollout {s}"), &ours, reference, 1e-6);
-        let cls = rollout_row(&layers, &settings, 0);
+        let cls = rollout_row(&layers, settings, 0);
         assert_close(
             &format!("CLS row of rollout {s}"),
             &HostTensor::new(vec![t], cls),
@@ -401,15 +424,10 @@ fn rollout_equals_the_reference_for_each_fusion_discard_ratio_and_start_layer() 
 /// of the committed reference for every setting, as the host version does.
 #[test]
 fn rollout_on_the_device_equals_the_reference_on_cpu_and_wgpu() {
-    use headwise_engine::analysis::rollout::{Fusion, RolloutSettings};
     use headwise_engine::analysis::rollout_device::DeviceLayers;
     use headwise_engine::device::create_device;
-    let attention = Expected::load(&fixture("tiny-dinov2"));
-    let layers: Vec<HostTensor> = (0..2)
-        .map(|l| attention.get(&format!("attn/{l}")).clone())
-        .collect();
+    let (layers, cases) = rollout_reference();
     let t = layers[0].shape[1];
-    let expected = Expected::load(&fixture("rollout"));
     let mut devices = vec![create_device(DeviceChoice::Cpu).unwrap()];
     match create_device(DeviceChoice::Gpu) {
         Ok(gpu) => devices.push(gpu),
@@ -420,23 +438,8 @@ fn rollout_on_the_device_equals_the_reference_on_cpu_and_wgpu() {
     }
     for device in &devices {
         let uploaded = DeviceLayers::upload(&layers, &device.device);
-        for (i, s) in expected.meta["settings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .enumerate()
-        {
-            let settings = RolloutSettings {
-                fusion: match s["fusion"].as_str().unwrap() {
-                    "mean" => Fusion::Mean,
-                    "max" => Fusion::Max,
-                    _ => Fusion::Min,
-                },
-                discard_ratio: s["discard_ratio"].as_f64().unwrap() as f32,
-                start_layer: s["start_layer"].as_u64().unwrap() as usize,
-            };
-            let reference = expected.get(&format!("rollout/{i}"));
-            let matrices = uploaded.matrices(&settings);
+        for (settings, s, reference) in &cases {
+            let matrices = uploaded.matrices(settings);
             for query in [0, 1, t / 2, t - 1] {
                 let row = matrices.row(query).unwrap();
                 assert_close(
