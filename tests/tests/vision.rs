@@ -505,6 +505,105 @@ fn the_image_views_rollout_overlay_is_the_rollout_row_over_the_patches() {
     }
 }
 
+/// Past 512 tokens the rollout's layer matrices are built off the UI thread when a slider
+/// moves; the overlay arrives a few frames later and is the same row.
+#[test]
+fn a_long_inputs_rollout_overlay_is_built_in_the_background_and_equals_the_host_row() {
+    use headwise::document::Document;
+    use headwise::views::image::{Overlay, patch_values};
+    use headwise::views::state::{ImageViewState, PatchSource};
+    use headwise_engine::analysis::rollout::{Fusion, RolloutSettings, rollout_row};
+    let dir = scratch("rollout-overlay-long");
+    // The tiny DINOv2 at 200 × 200 pixels: 25 × 25 patches and CLS, 626 tokens.
+    let model = dir.join("tiny-dinov2-200");
+    std::fs::create_dir_all(&model).unwrap();
+    for entry in std::fs::read_dir(fixture("tiny-dinov2")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, model.join(path.file_name().unwrap())).unwrap();
+    }
+    let config = model.join("preprocessor_config.json");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("\"shortest_edge\": 40", "\"shortest_edge\": 200")
+        .replace("\"height\": 40", "\"height\": 200")
+        .replace("\"width\": 40", "\"width\": 200");
+    std::fs::write(&config, text).unwrap();
+    let path = traced_image_session(&dir, &model, &asset("chelsea.png"), "cat.safetensors");
+    let doc = Document::new(Session::open(&path).unwrap());
+    let info = &doc.session.meta.inputs[0];
+    assert_eq!(info.tokens.len(), 626);
+    let [rows, cols] = info.patch_grid.unwrap();
+    let rollout = RolloutSettings {
+        fusion: Fusion::Mean,
+        discard_ratio: 0.2,
+        start_layer: 0,
+    };
+    let settings = ImageViewState {
+        source: PatchSource::Rollout,
+        rollout,
+        ..Default::default()
+    };
+    let overlay = Overlay {
+        query: 0,
+        source: PatchSource::Rollout,
+        layer: 0,
+        head: 0,
+    };
+    let ctx = eframe::egui::Context::default();
+    // The frame that moves the slider does not wait: there is no row yet to keep on screen.
+    assert!(patch_values(&ctx, &doc, 0, overlay, &settings).is_none());
+    let started = std::time::Instant::now();
+    let ours = loop {
+        if let Some(values) = patch_values(&ctx, &doc, 0, overlay, &settings) {
+            break values;
+        }
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the background rollout never arrived"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let layers: Vec<_> = doc.session.layers[0].iter().map(|l| &l.attn).collect();
+    let patches = |r: &RolloutSettings| rollout_row(&layers, r, 0)[1..1 + rows * cols].to_vec();
+    assert_close(
+        "background rollout overlay",
+        &HostTensor::new(vec![rows * cols], ours.clone()),
+        &HostTensor::new(vec![rows * cols], patches(&rollout)),
+        1e-5,
+    );
+
+    // Dragging a slider: each new setting keeps the last row on screen until its own arrives,
+    // and the newest setting is the one that ends up drawn.
+    let mut dragged = settings.clone();
+    for discard in [0.4, 0.6] {
+        dragged.rollout.discard_ratio = discard;
+        let shown = patch_values(&ctx, &doc, 0, overlay, &dragged);
+        assert_eq!(
+            shown.as_ref(),
+            Some(&ours),
+            "discard {discard}: the last row stays"
+        );
+    }
+    let newest = patches(&dragged.rollout);
+    let started = std::time::Instant::now();
+    loop {
+        let shown = patch_values(&ctx, &doc, 0, overlay, &dragged).unwrap();
+        let largest = shown
+            .iter()
+            .zip(&newest)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        if largest < 1e-5 {
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the newest setting's rollout never arrived ({largest})"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn render_draws_the_image_view_and_patch_labelled_head_view_and_refuses_image_view_for_text() {
     let dir = scratch("render-image-view");

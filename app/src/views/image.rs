@@ -191,55 +191,112 @@ pub fn patch_values(
             let m = doc.reduced(input, Matrix::Layer { layer, reduce })?;
             m[query * t..(query + 1) * t].to_vec()
         }
-        PatchSource::Rollout => {
-            let r = &settings.rollout;
-            let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            (doc.generation, input, r.fusion, r.start_layer).hash(&mut hasher);
-            r.discard_ratio.to_bits().hash(&mut hasher);
-            let setting = hasher.finish();
-            query.hash(&mut hasher);
-            let key = hasher.finish();
-            let row_slot = egui::Id::unique("headwise rollout row");
-            let layers_slot = egui::Id::unique("headwise rollout attention");
-            let matrices_slot = egui::Id::unique("headwise rollout layers");
-            match ctx.data(|d| d.get_temp::<(u64, Arc<Vec<f32>>)>(row_slot)) {
-                Some((k, row)) if k == key => row.as_ref().clone(),
-                _ => {
-                    // The attention goes to the compute device once per input; the layer
-                    // matrices are rebuilt there when a slider moves, and following the mouse
-                    // reuses them.
-                    let uploaded_key = (doc.generation, input);
-                    let uploaded = match ctx
-                        .data(|d| d.get_temp::<((u64, usize), Arc<DeviceLayers>)>(layers_slot))
-                    {
-                        Some((k, l)) if k == uploaded_key => l,
-                        _ => {
-                            let layers: Vec<_> =
-                                doc.session.layers[input].iter().map(|l| &l.attn).collect();
-                            let l = Arc::new(DeviceLayers::upload(&layers, doc.analysis_device()));
-                            ctx.data_mut(|d| d.insert_temp(layers_slot, (uploaded_key, l.clone())));
-                            l
-                        }
-                    };
-                    let matrices = match ctx
-                        .data(|d| d.get_temp::<(u64, Arc<DeviceLayerMatrices>)>(matrices_slot))
-                    {
-                        Some((k, m)) if k == setting => m,
-                        _ => {
-                            let m = Arc::new(uploaded.matrices(r));
-                            ctx.data_mut(|d| d.insert_temp(matrices_slot, (setting, m.clone())));
-                            m
-                        }
-                    };
-                    let row = Arc::new(matrices.row(query).ok()?);
-                    ctx.data_mut(|d| d.insert_temp(row_slot, (key, row.clone())));
-                    row.as_ref().clone()
-                }
-            }
-        }
+        PatchSource::Rollout => rollout_row(ctx, doc, input, query, &settings.rollout)?,
         PatchSource::Flow => flow_row(ctx, doc, input, query, settings).result?,
     };
     row.get(prefix..prefix + rows * cols).map(<[f32]>::to_vec)
+}
+
+/// Inputs with more tokens than this get their rollout layer matrices built off the UI thread
+/// when a slider moves (at 1,025 tokens that took 0.4 s on a 2-core CPU); smaller ones at once.
+const ROLLOUT_IN_BACKGROUND_ABOVE: usize = 512;
+
+/// The rollout's layer matrices for one setting, once built; and the attention on the device
+/// they were built from, for the next setting of the same input.
+#[derive(Default)]
+struct RolloutLayers {
+    uploaded: Option<Arc<DeviceLayers>>,
+    matrices: Option<Arc<DeviceLayerMatrices>>,
+}
+
+/// The rollout row of `query` for the rollout settings `r`. The input's attention goes to the
+/// compute device once; the layer matrices are rebuilt there when a slider moves (off the UI
+/// thread for long inputs, keeping the last row on screen meanwhile), and following the mouse
+/// reuses them.
+fn rollout_row(
+    ctx: &egui::Context,
+    doc: &Document,
+    input: usize,
+    query: usize,
+    r: &headwise_engine::analysis::rollout::RolloutSettings,
+) -> Option<Vec<f32>> {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (doc.generation, input).hash(&mut hasher);
+    let this_input = hasher.finish();
+    (r.fusion, r.start_layer, r.discard_ratio.to_bits()).hash(&mut hasher);
+    let setting = hasher.finish();
+    query.hash(&mut hasher);
+    let key = hasher.finish();
+    let row_slot = egui::Id::unique("headwise rollout row");
+    let layers_slot = egui::Id::unique("headwise rollout layers");
+    // (input, setting, query) of the row kept, and the row.
+    let kept = ctx.data(|d| d.get_temp::<(u64, u64, Arc<Vec<f32>>)>(row_slot));
+    if let Some((_, k, row)) = &kept
+        && *k == key
+    {
+        return Some(row.as_ref().clone());
+    }
+    let job = ctx.data(|d| d.get_temp::<(u64, u64, Arc<Mutex<RolloutLayers>>)>(layers_slot));
+    let job = match job {
+        Some((_, k, job)) if k == setting => job,
+        Some((input_key, _, building))
+            if input_key == this_input && building.lock().is_ok_and(|j| j.matrices.is_none()) =>
+        {
+            // A build for an earlier setting is still running (a slider being dragged): the
+            // newest setting starts when it ends, so builds never pile up.
+            ctx.request_repaint_after(std::time::Duration::from_millis(30));
+            return kept
+                .filter(|(input_key, _, _)| *input_key == this_input)
+                .map(|(_, _, row)| row.as_ref().clone());
+        }
+        previous => {
+            // The attention already on the device for this input, if the last setting put it
+            // there.
+            let uploaded = previous
+                .filter(|(input_key, _, _)| *input_key == this_input)
+                .and_then(|(_, _, job)| job.lock().ok()?.uploaded.clone());
+            let job = Arc::new(Mutex::new(RolloutLayers::default()));
+            ctx.data_mut(|d| d.insert_temp(layers_slot, (this_input, setting, job.clone())));
+            let layers: Vec<_> = doc.session.layers[input]
+                .iter()
+                .map(|l| l.attn.clone())
+                .collect();
+            let device = doc.analysis_device().clone();
+            let settings = *r;
+            let build = {
+                let job = job.clone();
+                move || {
+                    let uploaded = uploaded
+                        .unwrap_or_else(|| Arc::new(DeviceLayers::upload(&layers, &device)));
+                    let matrices = Arc::new(uploaded.matrices(&settings));
+                    if let Ok(mut j) = job.lock() {
+                        j.uploaded = Some(uploaded);
+                        j.matrices = Some(matrices);
+                    }
+                }
+            };
+            if doc.tokens(input).len() > ROLLOUT_IN_BACKGROUND_ABOVE {
+                let repaint = ctx.clone();
+                std::thread::spawn(move || {
+                    build();
+                    repaint.request_repaint();
+                });
+            } else {
+                build();
+            }
+            job
+        }
+    };
+    let matrices = job.lock().ok()?.matrices.clone();
+    let Some(matrices) = matrices else {
+        // Still building: the last row of this input stays on screen.
+        return kept
+            .filter(|(input_key, _, _)| *input_key == this_input)
+            .map(|(_, _, row)| row.as_ref().clone());
+    };
+    let row = Arc::new(matrices.row(query).ok()?);
+    ctx.data_mut(|d| d.insert_temp(row_slot, (this_input, key, row.clone())));
+    Some(row.as_ref().clone())
 }
 
 /// An attention flow being computed off the UI thread, or its result.
