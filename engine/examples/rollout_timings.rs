@@ -1,6 +1,6 @@
 //! Times attention rollout at DINOv2-S's shapes at 448 px (12 layers × 6 heads × 1,025 tokens):
 //! the host version against the device version, per slider move (layer matrices) and per
-//! mouse move (one row). `cargo run --example rollout_timings -- cpu|gpu`.
+//! mouse move (one row). `cargo run --example rollout_timings -- cpu|gpu [TOKENS]`.
 
 use headwise_engine::analysis::rollout::{Fusion, LayerMatrices, RolloutSettings, rollout_row_of};
 use headwise_engine::analysis::rollout_device::DeviceLayers;
@@ -36,7 +36,11 @@ fn main() {
         .parse()
         .unwrap_or(DeviceChoice::Cpu);
     let device = create_device(choice).expect("device");
-    let (layers, heads, t) = (12, 6, 1025);
+    let t: usize = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1025);
+    let (layers, heads) = (12, 6);
     let mut seed = 7;
     let attention: Vec<HostTensor> = (0..layers)
         .map(|_| random_attention(heads, t, &mut seed))

@@ -505,7 +505,7 @@ fn the_image_views_rollout_overlay_is_the_rollout_row_over_the_patches() {
     }
 }
 
-/// Past 512 tokens the rollout's layer matrices are built off the UI thread when a slider
+/// Past 256 tokens the rollout's layer matrices are built off the UI thread when a slider
 /// moves; the overlay arrives a few frames later and is the same row.
 #[test]
 fn a_long_inputs_rollout_overlay_is_built_in_the_background_and_equals_the_host_row() {

@@ -198,8 +198,9 @@ pub fn patch_values(
 }
 
 /// Inputs with more tokens than this get their rollout layer matrices built off the UI thread
-/// when a slider moves (at 1,025 tokens that took 0.4 s on a 2-core CPU); smaller ones at once.
-const ROLLOUT_IN_BACKGROUND_ABOVE: usize = 512;
+/// when a slider moves (measured on a 2-core CPU: 26 ms at 257 tokens, 101 ms at 513, 421 ms at
+/// 1,025); smaller ones at once.
+const ROLLOUT_IN_BACKGROUND_ABOVE: usize = 256;
 
 /// The rollout's layer matrices for one setting, once built; and the attention on the device
 /// they were built from, for the next setting of the same input.
