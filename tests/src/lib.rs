@@ -184,6 +184,22 @@ pub fn required(var: &str) -> bool {
     std::env::var(var).is_ok_and(|v| v == "1")
 }
 
+/// The wgpu device (lavapipe on CI), or None after saying the test is skipped; a missing
+/// adapter fails the test instead when `HEADWISE_REQUIRE_WGPU=1`.
+pub fn wgpu_device() -> Option<headwise_engine::device::ComputeDevice> {
+    match headwise_engine::device::create_device(headwise_engine::device::DeviceChoice::Gpu) {
+        Ok(device) => Some(device),
+        Err(e) => {
+            assert!(
+                !required("HEADWISE_REQUIRE_WGPU"),
+                "no wgpu adapter, but HEADWISE_REQUIRE_WGPU=1 ({e})"
+            );
+            eprintln!("skipped on wgpu: no adapter on this machine ({e})");
+            None
+        }
+    }
+}
+
 /// The `headwise` binary built alongside the tests (`cargo test --workspace` builds it).
 pub fn headwise_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");

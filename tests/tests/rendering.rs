@@ -109,16 +109,11 @@ fn heads_drawn_in_place_from_a_gpu_run_equal_heads_drawn_from_the_session_copy()
     use headwise::gui::export::render_view;
     use headwise::render::offscreen::Offscreen;
     use headwise::views::state::{Tab, ViewState};
-    use headwise_engine::device::{DeviceChoice, create_device, shared_wgpu_setup};
+    use headwise_engine::device::shared_wgpu_setup;
     use headwise_engine::{LongInput, Model, TokenInput};
-    use headwise_tests::{fixture, required};
+    use headwise_tests::{fixture, wgpu_device};
     use std::sync::Arc;
-    let Ok(gpu) = create_device(DeviceChoice::Gpu) else {
-        assert!(
-            !required("HEADWISE_REQUIRE_WGPU"),
-            "no wgpu adapter, but HEADWISE_REQUIRE_WGPU=1"
-        );
-        eprintln!("skipped: no wgpu adapter on this machine");
+    let Some(gpu) = wgpu_device() else {
         return;
     };
     let model = Model::load(&fixture("tiny-gpt2"), &gpu.device, &|_| {}).unwrap();

@@ -119,12 +119,7 @@ fn onnx_export_loads_with_weights_named_through_its_nodes() {
 
 #[test]
 fn tiny_vision_models_match_transformers_on_wgpu() {
-    if headwise_engine::device::create_device(DeviceChoice::Gpu).is_err() {
-        assert!(
-            !required("HEADWISE_REQUIRE_WGPU"),
-            "no wgpu adapter, but HEADWISE_REQUIRE_WGPU=1"
-        );
-        eprintln!("skipped: no wgpu adapter on this machine");
+    if wgpu_device().is_none() {
         return;
     }
     for name in [
@@ -429,13 +424,7 @@ fn rollout_on_the_device_equals_the_reference_on_cpu_and_wgpu() {
     let (layers, cases) = rollout_reference();
     let t = layers[0].shape[1];
     let mut devices = vec![create_device(DeviceChoice::Cpu).unwrap()];
-    match create_device(DeviceChoice::Gpu) {
-        Ok(gpu) => devices.push(gpu),
-        Err(_) => assert!(
-            !required("HEADWISE_REQUIRE_WGPU"),
-            "no wgpu adapter, but HEADWISE_REQUIRE_WGPU=1"
-        ),
-    }
+    devices.extend(wgpu_device());
     for device in &devices {
         let uploaded = DeviceLayers::upload(&layers, &device.device);
         for (settings, s, reference) in &cases {

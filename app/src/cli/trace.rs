@@ -172,11 +172,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
     };
     let mut session = Session::new(&model, &args.model);
     let progress = InputProgress::new(texts.len());
-    let encoded = texts
-        .iter()
-        .enumerate()
-        .map(|(index, text)| model.encode(index, text, long))
-        .collect::<Result<Vec<_>, _>>()?;
+    let encoded = model.encode_all(&texts, long)?;
     let inputs: Vec<TokenInput> = encoded.iter().map(TokenInput::from).collect();
     let pack = args
         .pack_tokens

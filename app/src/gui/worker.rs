@@ -255,11 +255,7 @@ fn run(
     progress: &Progress,
 ) -> anyhow::Result<(Session, DeviceAttention)> {
     let mut session = Session::new(model, spec);
-    let encoded = texts
-        .iter()
-        .enumerate()
-        .map(|(index, text)| model.encode(index, text, long))
-        .collect::<Result<Vec<_>, _>>()?;
+    let encoded = model.encode_all(texts, long)?;
     let inputs: Vec<TokenInput> = encoded.iter().map(TokenInput::from).collect();
     if !progress(0) {
         anyhow::bail!("cancelled before the first of {} inputs", texts.len());

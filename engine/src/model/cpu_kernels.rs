@@ -45,33 +45,10 @@ fn tensor_like<const D: usize>(values: Vec<f32>, like: &Tensor<D>) -> Tensor<D> 
 /// [T, T] is added to every head (0 where a key is allowed, a huge negative where not).
 pub fn scaled_masked_softmax(logits: Tensor<3>, scale: f32, mask: Option<&Tensor<2>>) -> Tensor<3> {
     let t = logits.dims()[2];
-    let fused = with_flex_values(&logits, |values| {
-        let mask_values = mask.map(|m| with_flex_values(m, <[f32]>::to_vec));
-        let mask_values = match mask_values {
-            Some(Some(m)) => Some(m),
-            Some(None) => return None,
-            None => None,
-        };
-        let mut out = vec![0.0f32; values.len()];
-        let rows_per_head = values.len() / t.max(1) / logits.dims()[0].max(1);
-        let row = |(index, (out_row, in_row)): (usize, (&mut [f32], &[f32]))| {
-            let mask_row = mask_values
-                .as_deref()
-                .map(|m| &m[(index % rows_per_head) * t..][..t]);
-            softmax_row(in_row, mask_row, scale, out_row);
-        };
-        if values.len() > PARALLEL_ABOVE {
-            out.par_chunks_mut(t)
-                .zip(values.par_chunks(t))
-                .enumerate()
-                .for_each(row);
-        } else {
-            out.chunks_mut(t)
-                .zip(values.chunks(t))
-                .enumerate()
-                .for_each(row);
-        }
-        Some(out)
+    let fused = with_flex_values(&logits, |values| match mask {
+        // The mask is read where it lies, not copied, once per layer.
+        Some(mask) => with_flex_values(mask, |mask| softmax_rows(values, t, Some(mask), scale)),
+        None => Some(softmax_rows(values, t, None, scale)),
     });
     match fused.flatten() {
         Some(out) => tensor_like(out, &logits),
@@ -83,6 +60,28 @@ pub fn scaled_masked_softmax(logits: Tensor<3>, scale: f32, mask: Option<&Tensor
             activation::softmax(logits, 2)
         }
     }
+}
+
+/// Every row of `values` ([heads, T, T]) through [`softmax_row`], each with its row of the
+/// [T, T] `mask`.
+fn softmax_rows(values: &[f32], t: usize, mask: Option<&[f32]>, scale: f32) -> Vec<f32> {
+    let mut out = vec![0.0f32; values.len()];
+    let row = |(index, (out_row, in_row)): (usize, (&mut [f32], &[f32]))| {
+        let mask_row = mask.map(|m| &m[(index % t) * t..][..t]);
+        softmax_row(in_row, mask_row, scale, out_row);
+    };
+    if values.len() > PARALLEL_ABOVE {
+        out.par_chunks_mut(t)
+            .zip(values.par_chunks(t))
+            .enumerate()
+            .for_each(row);
+    } else {
+        out.chunks_mut(t)
+            .zip(values.chunks(t))
+            .enumerate()
+            .for_each(row);
+    }
+    out
 }
 
 /// GELU with the exact erf, as PyTorch's `gelu` (BERT, ViT).

@@ -288,6 +288,16 @@ impl Model {
         }
     }
 
+    /// Tokenises every input of a run, each checked as [`Model::encode`] does; the first that
+    /// fails is the error.
+    pub fn encode_all(&self, texts: &[String], long: LongInput) -> Result<Vec<Encoded>> {
+        texts
+            .iter()
+            .enumerate()
+            .map(|(index, text)| self.encode(index, text, long))
+            .collect()
+    }
+
     /// Tokenises input `index` of a run, checking it against the model's limits.
     pub fn encode(&self, index: usize, text: &str, long: LongInput) -> Result<Encoded> {
         let tokenizer = self.tokenizer().map_err(|e| match e {
