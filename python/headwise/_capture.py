@@ -402,15 +402,18 @@ class _Recorder:
             mask_kind = "custom"
         lse = torch.logsumexp(z, dim=-1)
         rebuilt = torch.exp(z - lse.unsqueeze(-1))
-        w = weights[:1].detach() if weights is not None else None
         tolerance = REBUILD_TOLERANCE.get(str(q.dtype).replace("torch.", ""), HALF_TOLERANCE)
-        exact = w is not None and float((rebuilt - w.float()).abs().max()) <= tolerance
+        if weights is not None:
+            w = weights[:1].detach()
+            exact = float((rebuilt - w.float()).abs().max()) <= tolerance
+        else:  # an eager function that returns no probabilities: ours are its formula's
+            w, exact = rebuilt, True
         rebuildable = exact and not extra_bias and mask_kind == "standard"
 
         attn_bytes = heads * t * t * self.itemsize
-        if w is not None and not rebuildable:
+        if not rebuildable:
             lay.attn = w[0].float().cpu().numpy()  # the only exact copy: always kept
-        elif w is not None and self.kept_bytes + attn_bytes <= self.keep_bytes:
+        elif self.kept_bytes + attn_bytes <= self.keep_bytes:
             lay.attn = w[0].float().cpu().numpy()
             self.kept_bytes += attn_bytes
         else:
@@ -543,12 +546,14 @@ def _fallback_layers(model, kwargs, root):
 
 def _model_info(model, layers, source):
     config = getattr(model, "config", None)
-    first = layers[0]
     shapes = {(l.q.shape[0], l.k.shape[0], l.q.shape[2]) if l.q is not None
               else (l.attn.shape[0], l.attn.shape[0], 0) for l in layers}
-    if len(shapes) != 1:
-        raise RuntimeError(f"the attention layers differ in shape ({sorted(shapes)}); a session "
-                           f"needs one heads × head_dim for every layer")
+    lengths = {l.q.shape[1] if l.q is not None else l.attn.shape[-1] for l in layers}
+    if len(shapes) != 1 or len(lengths) != 1:
+        raise RuntimeError(
+            f"the attention layers seen differ in shape (heads, kv_heads, head_dim: "
+            f"{sorted(shapes)}; tokens: {sorted(lengths)}): a session needs one shape for every "
+            f"layer; pick the stack to capture with tower= (e.g. tower=model.vision_model)")
     heads, kv_heads, head_dim = shapes.pop()
     if source is None:
         source = getattr(config, "_name_or_path", "") or type(model).__name__

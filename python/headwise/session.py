@@ -116,7 +116,10 @@ class Session:
 
     def attention_row(self, layer, head, query, input=0):
         """[T]: how query token `query` of head `head` attends to every key."""
-        return self.attention_block(layer, head, queries=slice(query, query + 1), input=input)[0]
+        t = len(self.tokens(input))
+        if not -t <= query < t:
+            raise SessionError(f"no query {query}: input {input} has {t} tokens")
+        return self.attention_block(layer, head, queries=[query % t], input=input)[0]
 
     def attention_block(self, layer, head, queries=None, keys=None, input=0):
         """[len(queries), len(keys)] of head `head`'s attention; `queries` and `keys` are slices

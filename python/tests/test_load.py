@@ -147,3 +147,23 @@ def test_rows_of_a_session_written_by_the_engine_read_its_stored_attention(headw
     path = trace(headwise_bin, fixture("tiny-gpt2"), tmp_path / "rust.safetensors", texts=PROMPTS[:1])
     s = headwise.load(path)
     assert_close(s.attention_row(1, 2, 4), s["attn/0/1"][2, 4], 0.0, "row")
+
+
+@pytest.mark.parametrize("family", ["clip", "siglip"])
+def test_clip_and_siglip_vision_towers_are_captured_as_images(family, tmp_path):
+    """CLIP puts a class token before the patches, SigLIP none; both rebuild exactly."""
+    import transformers
+
+    torch.manual_seed(0)
+    kwargs = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  image_size=16, patch_size=4)
+    if family == "clip":
+        model = transformers.CLIPVisionModel(transformers.CLIPVisionConfig(**kwargs))
+    else:
+        model = transformers.SiglipVisionModel(transformers.SiglipVisionConfig(**kwargs))
+    model.config._attn_implementation = "eager"
+    full, _ = rebuilt_equals_stored(model.eval(), torch.randn(1, 3, 16, 16), tmp_path)
+    info = full.inputs[0]
+    assert info["kind"] == "image" and info["patch_grid"] == [4, 4]
+    assert info["prefix_tokens"] == (1 if family == "clip" else 0)
+    assert full["image/0"].shape == (16, 16, 3)
