@@ -619,8 +619,8 @@ def _next_tokens(model, output, tok, top_k):
 
     config = getattr(model, "config", None)
     logits = getattr(output, "logits", None)
-    decoder = (getattr(config, "is_decoder", False) or "CausalLM" in type(model).__name__
-               or "ConditionalGeneration" in type(model).__name__)
+    can_generate = getattr(model, "can_generate", None)
+    decoder = getattr(config, "is_decoder", False) or bool(callable(can_generate) and can_generate())
     if (logits is None or logits.dim() != 3 or not decoder
             or getattr(config, "is_encoder_decoder", False)):
         return []
