@@ -34,6 +34,10 @@ AUTO_BUDGET_BYTES = 256 * 1024 * 1024
 #: eager returned before a layer counts as not rebuildable (f32; half precision is looser).
 REBUILD_TOLERANCE = {"float32": 1e-4, "float64": 1e-6}
 HALF_TOLERANCE = 2e-2
+#: Query rows whose probabilities are checked against eager's, evenly spread.
+CHECKED_ROWS = 64
+#: Logits computed at once while summing lse: 64 MiB of f32.
+LOGIT_BLOCK_ELEMENTS = 16 * 1024 * 1024
 #: Rows of `massive/{input}/{layer}`.
 MASSIVE_ROWS = 16
 
@@ -288,6 +292,14 @@ class _Layer:
         self.info = None
 
 
+class _MaskLayout:
+    def __init__(self):
+        self.blocked = None
+        self.additive = None
+        self.causal = False
+        self.kind = "standard"
+
+
 class _Recorder:
     """Replaces `eager_attention_forward` in the modeling modules of `model` while active and
     records the calls made by attention modules inside `root`, in call order."""
@@ -302,6 +314,7 @@ class _Recorder:
         self.patched = []
         self.hooks = []
         self.block_owner = {}
+        self._layouts = {}
 
     def __enter__(self):
         self._hook_blocks()
@@ -370,44 +383,44 @@ class _Recorder:
         window = call.get("sliding_window", getattr(module, "sliding_window", None))
         window = int(window) if window else None
         bias = call.get("position_bias")
+        layout = self._mask_layout(mask, t, window)
+        extra_bias = bias is not None or layout.additive is not None
+        qf = q[0].float()
+        kf = k[0].float().repeat_interleave(heads // kv_heads, 0)
+        bias = bias[0].float() if bias is not None else None
 
-        z = torch.matmul(q.float(), k.float().repeat_interleave(heads // kv_heads, 1)
-                         .transpose(-1, -2)) * float(scaling)
-        if softcap:
-            z = float(softcap) * torch.tanh(z / float(softcap))
-        if bias is not None:
-            z = z + bias[:1].float()
-        extra_bias = bias is not None
-        mask_kind = "standard"
-        causal = False
-        if mask is not None:
-            m = mask[:1][..., :t]
-            if m.dtype == torch.bool:
-                blocked = ~m
-            else:
-                m = m.float()
-                floor = torch.finfo(mask.dtype).min / 2 if mask.is_floating_point() else -1e30
-                blocked = m <= floor
-                if bool(((m != 0) & ~blocked).any()):
-                    extra_bias = True  # ALiBi and the like, folded into the mask
-                    z = z + torch.where(blocked, torch.zeros_like(m), m)
-            blocked = blocked.expand(1, heads, t, t)
-            z = z.masked_fill(blocked, float("-inf"))
-            upper = torch.ones(t, t, dtype=torch.bool, device=blocked.device).triu(1)
-            causal = t > 1 and bool(blocked[..., upper].all())
-            expected = _standard_mask(t, causal, window, blocked.device)
-            if not torch.equal(blocked[0], expected.expand(heads, t, t)):
-                mask_kind = "custom"
-        elif window:
-            mask_kind = "custom"
-        lse = torch.logsumexp(z, dim=-1)
-        rebuilt = torch.exp(z - lse.unsqueeze(-1))
+        def logits(rows):
+            """z for some query rows, [heads, rows, T], in f32: DESIGN's definition plus
+            whatever bias the call adds (which then makes the layer not rebuildable)."""
+            z = torch.matmul(qf[:, rows], kf.transpose(-1, -2)) * float(scaling)
+            if softcap:
+                z = float(softcap) * torch.tanh(z / float(softcap))
+            if bias is not None:
+                z = z + bias[:, rows]
+            if layout.additive is not None:
+                z = z + layout.additive[:, rows]
+            if layout.blocked is not None:
+                z = z.masked_fill(layout.blocked[:, rows], float("-inf"))
+            return z
+
+        # lse exactly, a block of query rows at a time (no [heads, T, T] buffer beside eager's).
+        lse = torch.empty(heads, t, device=qf.device)
+        step = max(1, LOGIT_BLOCK_ELEMENTS // max(heads * t, 1))
+        for start in range(0, t, step):
+            lse[:, start:start + step] = torch.logsumexp(logits(slice(start, start + step)), dim=-1)
+        # The probabilities eager returned, checked on a sample of rows against exp(z - lse).
+        sample = torch.unique(torch.linspace(0, t - 1, min(t, CHECKED_ROWS), device=qf.device).long())
+        rebuilt = torch.exp(logits(sample) - lse[:, sample].unsqueeze(-1))
         tolerance = REBUILD_TOLERANCE.get(str(q.dtype).replace("torch.", ""), HALF_TOLERANCE)
         if weights is not None:
             w = weights[:1].detach()
-            exact = float((rebuilt - w.float()).abs().max()) <= tolerance
+            exact = float((rebuilt - w[0][:, sample].float()).abs().max()) <= tolerance
         else:  # an eager function that returns no probabilities: ours are its formula's
-            w, exact = rebuilt, True
+            w = torch.cat([torch.exp(logits(slice(r, r + step)) - lse[:, r:r + step, None])
+                           for r in range(0, t, step)], dim=1).unsqueeze(0)
+            exact = True
+        mask_kind, causal = layout.kind, layout.causal
+        lse = lse.unsqueeze(0)
         rebuildable = exact and not extra_bias and mask_kind == "standard"
 
         attn_bytes = heads * t * t * self.itemsize
@@ -444,6 +457,39 @@ class _Recorder:
                               f"and the call's arguments differ from eager's; its attention is "
                               f"stored and marked not rebuildable")
             lay.info["why"] = "; ".join(reasons)
+
+    def _mask_layout(self, mask, t, window):
+        """What the call's mask does, worked out once per mask (the layers of a forward pass
+        share one): which keys it blocks ([1 or heads, T, T]), any finite values it adds
+        (ALiBi and the like), whether it is causal, and whether it is DESIGN's standard mask
+        (causal and/or the layer's window) or something else (a VLM's image block)."""
+        import torch
+
+        key = (id(mask), None if mask is None else mask.data_ptr(), t, window)
+        if key in self._layouts:
+            return self._layouts[key][1]
+        layout = _MaskLayout()
+        if mask is None:
+            layout.kind = "custom" if window else "standard"
+        else:
+            m = mask[0][..., :t, :t]
+            if m.dtype == torch.bool:
+                blocked = ~m
+            else:
+                floor = torch.finfo(m.dtype).min / 2 if m.is_floating_point() else -1e30
+                blocked = m <= floor
+                finite = torch.where(blocked, torch.zeros((), dtype=m.dtype, device=m.device), m)
+                if bool((finite != 0).any()):
+                    layout.additive = finite.float()
+            layout.blocked = blocked
+            upper = torch.ones(t, t, dtype=torch.bool, device=blocked.device).triu(1)
+            layout.causal = t > 1 and bool(blocked[:, upper].all())
+            expected = _standard_mask(t, layout.causal, window, blocked.device)
+            if not bool((blocked == expected).all()):
+                layout.kind = "custom"
+        # The mask itself is kept in the key's tuple's company so its id is not reused.
+        self._layouts[key] = (mask, layout)
+        return layout
 
     def _drop_rebuildable_attention(self):
         """Past the budget an input keeps no rebuildable attention at all, so that its layers
