@@ -544,7 +544,8 @@ def _default(signature, name):
 
 def _standard_mask(t, causal, window, device):
     """True where DESIGN's mask blocks a key: later keys if causal, keys `window` or more
-    positions back if the layer has a window."""
+    positions away if the layer has a window (the engine's reading: key j is visible to query i
+    only when |i - j| < window; in a causal layer, the keys before it)."""
     import torch
 
     i = torch.arange(t, device=device).unsqueeze(1)
@@ -553,7 +554,7 @@ def _standard_mask(t, causal, window, device):
     if causal:
         blocked |= j > i
     if window:
-        blocked |= j <= i - window
+        blocked |= (i - j).abs() >= window
     return blocked
 
 

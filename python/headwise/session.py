@@ -3,8 +3,8 @@ attention rows and blocks rebuilt from q, k and lse where the file stores no att
 
 The rebuild is DESIGN's definition, exactly: for query head h (key head h // (heads /
 kv_heads)), z_ij = softcap(scale * q_i . k_j) + mask_ij, where the mask blocks later keys in a
-causal layer and keys `window` or more positions back in a windowed one, and the weight is
-exp(z_ij - lse_i).
+causal layer and keys `window` or more positions away in a windowed one (|i - j| >= window),
+and the weight is exp(z_ij - lse_i).
 """
 import json
 import os
@@ -163,7 +163,7 @@ class Session:
         if causal:
             blocked |= j > i
         if info.get("window"):
-            blocked |= j <= i - info["window"]
+            blocked |= np.abs(i - j) >= info["window"]
         z[blocked] = -np.inf
         return np.exp(z - lse[head, rows][:, None]).astype(np.float32)
 

@@ -167,3 +167,20 @@ def test_clip_and_siglip_vision_towers_are_captured_as_images(family, tmp_path):
     assert info["kind"] == "image" and info["patch_grid"] == [4, 4]
     assert info["prefix_tokens"] == (1 if family == "clip" else 0)
     assert full["image/0"].shape == (16, 16, 3)
+
+
+def test_a_bidirectional_sliding_window_is_rebuilt_exactly(tmp_path):
+    """ModernBERT's local layers see keys fewer than `window` positions away on both sides."""
+    from transformers import ModernBertConfig, ModernBertModel
+
+    torch.manual_seed(0)
+    config = ModernBertConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=4, local_attention=4, global_attn_every_n_layers=2,
+                              pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2,
+                              attn_implementation="eager")
+    model = ModernBertModel(config).eval()
+    full, _ = rebuilt_equals_stored(model, torch.tensor([[1, 5, 6, 7, 8, 9, 10, 11, 12, 2]]), tmp_path)
+    assert [a["window"] for a in full.model["attention"]] == [None, 3]
+    assert not any(a["causal"] for a in full.model["attention"])
+    row = full["attn/0/1"][0, 5]
+    assert row[3:8].min() > 0 and row[:3].max() == 0 and row[8:].max() == 0
