@@ -114,9 +114,13 @@ def capture(model, inputs, out, attention="auto", *, tokenizer=None, texts=None,
             infos.append(input_info)
     finally:
         restore()
+    model_meta = dict(model_info)
+    if all(info.get("scale") is not None for info in layer_infos):
+        # Captures from output_attentions have no q, k or logits to describe.
+        model_meta["attention"] = layer_infos
     meta = {
         "format_version": FORMAT_VERSION,
-        "model": dict(model_info, attention=layer_infos),
+        "model": model_meta,
         "inputs": infos,
         "view": None,
     }
@@ -580,9 +584,7 @@ def _fallback_layers(model, kwargs, root):
     for a in attentions or ():
         lay = _Layer()
         lay.attn = a[0].detach().float().cpu().numpy()
-        lay.info = {"scale": None, "softcap": None, "window": None, "rope": False,
-                    "causal": False, "rebuild": False,
-                    "why": "captured from output_attentions: no q, k or lse"}
+        lay.info = {"scale": None}
         layers.append(lay)
     return layers
 

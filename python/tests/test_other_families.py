@@ -74,3 +74,33 @@ def test_a_vision_language_models_language_tower_is_captured_with_its_image_toke
         expected = model(input_ids=ids, pixel_values=pixels, output_attentions=True).attentions
     for layer in range(2):
         assert_close(s.attention(layer), expected[layer][0], TOL, f"layer {layer}")
+
+
+class HandWrittenAttention(torch.nn.Module):
+    """A model whose attention does not go through a transformers modeling file: capture can
+    only take its probabilities from `output_attentions`."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.config = type("Config", (), {"model_type": "hand-written", "_name_or_path": "hand"})()
+        self.embed = torch.nn.Embedding(32, 8)
+        self.qk = torch.nn.Linear(8, 16)
+
+    def forward(self, input_ids, output_attentions=False):
+        q, k = self.qk(self.embed(input_ids)).view(1, -1, 2, 8).transpose(1, 2).chunk(2, dim=-1)
+        a = torch.softmax(q @ k.transpose(-1, -2), dim=-1)
+        return type("Output", (), {"attentions": (a, a.flip(-1).softmax(-1)) if output_attentions else None})()
+
+
+def test_a_model_outside_transformers_modeling_files_gets_attention_only(tmp_path):
+    model = HandWrittenAttention().eval()
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    s = headwise.capture(model, ids, out=tmp_path / "hand.safetensors", attention="none")
+    with torch.no_grad():
+        expected = model(ids, output_attentions=True).attentions
+    assert s.layers == 2 and s.heads == 2 and s.model["head_dim"] == 0
+    assert "attention" not in s.model, "no logits to describe"
+    assert not any(name.startswith(("q/", "k/", "lse/")) for name in s.keys())
+    for layer in range(2):
+        assert_close(s.attention(layer), expected[layer][0], 0.0, f"layer {layer}")
