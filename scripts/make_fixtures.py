@@ -4,12 +4,14 @@ checkpoints with their tokenizers, and the attention, queries and keys Hugging F
 computes for them (eager attention); and, when the real models are present, references for
 MiniLM and SmolLM2 on a few prompts.
 
-Run once by a developer (needs torch, transformers, tokenizers, safetensors, gguf); never at test
-time. Usage: python3 scripts/make_fixtures.py [--real-models DIR]
+Run once by a developer (needs torch, transformers, tokenizers, safetensors, gguf, accelerate);
+never at test time. Usage: python3 scripts/make_fixtures.py [--retrace] [--real-models DIR]
 where DIR holds `minilm/` and `smollm2/` as `headwise models fetch` lays them out.
 
-Definitions match DESIGN.md: q and k are the vectors whose scaled dot product gives the logits
-(after RoPE, before the 1/sqrt(d) scale), shaped [heads, T, d] and [kv_heads, T, d].
+Definitions match DESIGN.md: q and k are the vectors that enter the attention dot product
+(after RoPE and any q/k norm, before any scale), shaped [heads, T, d] and [kv_heads, T, d];
+lse is the logsumexp of each row of transformers' own logits (scaled, soft-capped, masked: the
+input of its eager softmax), shaped [heads, T].
 """
 import argparse
 import json
@@ -39,6 +41,26 @@ PROMPTS = [
 ]
 
 torch.manual_seed(0)
+
+
+RETRACE = False
+
+
+def checkpoint(folder, make_tokenizer, make_model, cls, **load_args):
+    """A fixture's tokenizer and model: made afresh and saved, or with --retrace the committed
+    ones, so that adding a reference tensor to expected.safetensors leaves the weights as they
+    are (tokenizer training is not reproducible across library versions)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if RETRACE and (folder / "model.safetensors").exists():
+        tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        model = cls.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32, **load_args)
+        return tok, model.eval()
+    tok = make_tokenizer()
+    tok.save(str(folder / "tokenizer.json"))
+    model = make_model(tok).eval()
+    sharpen(model)
+    model.save_pretrained(folder, safe_serialization=True)
+    return tok, model
 
 
 def sharpen(model):
@@ -91,6 +113,30 @@ class Capture:
         return fn
 
 
+class SoftmaxInputs:
+    """Records the input of every attention softmax during a forward pass: transformers' eager
+    attention logits after its scale, soft-cap and mask, one [batch, heads, T, T] per layer."""
+
+    def __enter__(self):
+        self.logits = []
+        self.original = torch.nn.functional.softmax
+
+        def softmax(input, dim=None, *args, **kwargs):
+            if input.dim() == 4 and dim in (-1, 3):
+                self.logits.append(input.detach().clone())
+            return self.original(input, dim, *args, **kwargs)
+
+        torch.nn.functional.softmax = softmax
+        return self
+
+    def __exit__(self, *_):
+        torch.nn.functional.softmax = self.original
+
+    def lse(self, layer, row=0):
+        """[heads, T]: each query row's logsumexp of layer `layer`'s logits."""
+        return torch.logsumexp(self.logits[layer][row].double(), dim=-1).float()
+
+
 def heads(x, n):  # [1, T, n*d] -> [n, T, d]
     b, t, w = x.shape
     return x.view(t, n, w // n).transpose(0, 1).contiguous()
@@ -102,14 +148,16 @@ def bert_trace(model, enc, attention_mask=None):
     for i, layer in enumerate(model.encoder.layer):
         hs.append(layer.attention.self.query.register_forward_hook(cap.hook(("q", i))))
         hs.append(layer.attention.self.key.register_forward_hook(cap.hook(("k", i))))
-    with torch.no_grad():
+    with torch.no_grad(), SoftmaxInputs() as logits:
         out = model(**enc, output_attentions=True)
     for h in hs:
         h.remove()
+    assert len(logits.logits) == len(out.attentions)
     n = model.config.num_attention_heads
     res = {}
     for i, a in enumerate(out.attentions):
         res[f"attn/{i}"] = a[0]
+        res[f"lse/{i}"] = logits.lse(i)
         res[f"q/{i}"] = heads(cap.out[("q", i)][:1], n)
         res[f"k/{i}"] = heads(cap.out[("k", i)][:1], n)
     return res
@@ -118,15 +166,17 @@ def bert_trace(model, enc, attention_mask=None):
 def gpt2_trace(model, ids):
     cap = Capture()
     hs = [blk.attn.c_attn.register_forward_hook(cap.hook(("qkv", i))) for i, blk in enumerate(model.transformer.h)]
-    with torch.no_grad():
+    with torch.no_grad(), SoftmaxInputs() as logits:
         out = model(input_ids=ids, output_attentions=True)
     for h in hs:
         h.remove()
+    assert len(logits.logits) == len(out.attentions)
     n, e = model.config.n_head, model.config.n_embd
     res = {}
     for i, a in enumerate(out.attentions):
         qkv = cap.out[("qkv", i)]
         res[f"attn/{i}"] = a[0]
+        res[f"lse/{i}"] = logits.lse(i)
         res[f"q/{i}"] = heads(qkv[..., :e], n)
         res[f"k/{i}"] = heads(qkv[..., e:2 * e], n)
     res["next_token_probs"] = torch.softmax(out.logits[0, -1].double(), -1).float()
@@ -142,7 +192,8 @@ def llama_trace(model, ids):
         hs.append(layer.self_attn.q_proj.register_forward_hook(cap.hook(("q", i))))
         hs.append(layer.self_attn.k_proj.register_forward_hook(cap.hook(("k", i))))
     with torch.no_grad():
-        out = model(input_ids=ids, output_attentions=True)
+        with SoftmaxInputs() as logits:
+            out = model(input_ids=ids, output_attentions=True)
         t = ids.shape[1]
         pos = torch.arange(t).unsqueeze(0)
         cos, sin = inner.rotary_emb(torch.zeros(1, t, 1), pos)
@@ -155,6 +206,7 @@ def llama_trace(model, ids):
         k = heads(cap.out[("k", i)], cfg.num_key_value_heads).unsqueeze(0)
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
         res[f"attn/{i}"] = a[0]
+        res[f"lse/{i}"] = logits.lse(i)
         res[f"q/{i}"] = q[0]
         res[f"k/{i}"] = k[0]
     res["next_token_probs"] = torch.softmax(out.logits[0, -1].double(), -1).float()
@@ -184,15 +236,14 @@ def trace_prompts(folder, tok, model, trace):
 
 def make_bert():
     folder = FIXTURES / "tiny-bert"
-    folder.mkdir(parents=True, exist_ok=True)
-    tok = wordpiece_tokenizer()
-    tok.save(str(folder / "tokenizer.json"))
-    cfg = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=64, max_position_embeddings=64, type_vocab_size=2, hidden_act="gelu",
-                     attn_implementation="eager")
-    model = BertModel(cfg, add_pooling_layer=False).eval()
-    sharpen(model)
-    model.save_pretrained(folder, safe_serialization=True)
+
+    def build(tok):
+        cfg = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=64, max_position_embeddings=64, type_vocab_size=2, hidden_act="gelu",
+                         attn_implementation="eager")
+        return BertModel(cfg, add_pooling_layer=False)
+
+    tok, model = checkpoint(folder, wordpiece_tokenizer, build, BertModel, add_pooling_layer=False)
     per_prompt, ids = [], []
     for text in PROMPTS:
         enc = tok.encode(text)
@@ -203,7 +254,7 @@ def make_bert():
     width = max(len(e.ids) for e in encs)
     batch = bert_inputs(encs, width)
     padded = bert_trace(model, batch)
-    extra = {k.replace("/", "_", 1).replace("attn_", "padded_attn/").replace("q_", "padded_q/").replace("k_", "padded_k/"): v
+    extra = {k.replace("/", "_", 1).replace("attn_", "padded_attn/").replace("q_", "padded_q/").replace("k_", "padded_k/").replace("lse_", "padded_lse/"): v
              for k, v in padded.items()}
     meta = {"padded_ids": batch["input_ids"][0].tolist(), "padded_mask": batch["attention_mask"][0].tolist()}
     save_expected(folder, per_prompt, PROMPTS, ids, meta, extra)
@@ -222,28 +273,26 @@ def bert_inputs(encodings, width):
 
 def make_gpt2():
     folder = FIXTURES / "tiny-gpt2"
-    folder.mkdir(parents=True, exist_ok=True)
-    tok = byte_bpe_tokenizer()
-    tok.save(str(folder / "tokenizer.json"))
-    cfg = GPT2Config(vocab_size=tok.get_vocab_size(), n_embd=32, n_layer=2, n_head=4, n_positions=64,
-                     activation_function="gelu_new", attn_implementation="eager")
-    model = GPT2LMHeadModel(cfg).eval()
-    sharpen(model)
-    model.save_pretrained(folder, safe_serialization=True)
+
+    def build(tok):
+        cfg = GPT2Config(vocab_size=tok.get_vocab_size(), n_embd=32, n_layer=2, n_head=4, n_positions=64,
+                         activation_function="gelu_new", attn_implementation="eager")
+        return GPT2LMHeadModel(cfg)
+
+    tok, model = checkpoint(folder, byte_bpe_tokenizer, build, GPT2LMHeadModel)
     trace_prompts(folder, tok, model, gpt2_trace)
 
 
 def make_llama():
     folder = FIXTURES / "tiny-llama"
-    folder.mkdir(parents=True, exist_ok=True)
-    tok = byte_bpe_tokenizer(bos="<s>")
-    tok.save(str(folder / "tokenizer.json"))
-    cfg = LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, rope_theta=500.0,
-                      rms_norm_eps=1e-6, tie_word_embeddings=False, attn_implementation="eager")
-    model = LlamaForCausalLM(cfg).eval()
-    sharpen(model)
-    model.save_pretrained(folder, safe_serialization=True)
+
+    def build(tok):
+        cfg = LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, rope_theta=500.0,
+                          rms_norm_eps=1e-6, tie_word_embeddings=False, attn_implementation="eager")
+        return LlamaForCausalLM(cfg)
+
+    tok, model = checkpoint(folder, lambda: byte_bpe_tokenizer(bos="<s>"), build, LlamaForCausalLM)
     trace_prompts(folder, tok, model, llama_trace)
 
 
@@ -251,15 +300,14 @@ def make_qwen2():
     """Qwen2: the Llama layout plus biases on q, k and v, here with tied embeddings."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
     folder = FIXTURES / "tiny-qwen2"
-    folder.mkdir(parents=True, exist_ok=True)
-    tok = byte_bpe_tokenizer()
-    tok.save(str(folder / "tokenizer.json"))
-    cfg = Qwen2Config(vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, rope_theta=1000.0,
-                      rms_norm_eps=1e-6, tie_word_embeddings=True, attn_implementation="eager")
-    model = Qwen2ForCausalLM(cfg).eval()
-    sharpen(model)
-    model.save_pretrained(folder, safe_serialization=True)
+
+    def build(tok):
+        cfg = Qwen2Config(vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, rope_theta=1000.0,
+                          rms_norm_eps=1e-6, tie_word_embeddings=True, attn_implementation="eager")
+        return Qwen2ForCausalLM(cfg)
+
+    tok, model = checkpoint(folder, byte_bpe_tokenizer, build, Qwen2ForCausalLM)
     trace_prompts(folder, tok, model, llama_trace)
 
 
@@ -401,7 +449,10 @@ def make_real(real_dir):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--real-models", help="folder holding minilm/ and smollm2/ as fetched by headwise")
+    ap.add_argument("--retrace", action="store_true",
+                    help="keep the committed tiny checkpoints and tokenizers; rewrite only the references")
     args = ap.parse_args()
+    RETRACE = args.retrace
     make_bert()
     make_gpt2()
     make_llama()

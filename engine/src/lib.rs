@@ -3,6 +3,7 @@
 
 pub mod analysis;
 pub mod atomic_file;
+pub mod attention;
 pub mod device;
 pub mod device_buffer;
 pub mod error;
@@ -15,6 +16,7 @@ pub mod session;
 pub mod tokenizer;
 pub mod trace;
 
+pub use attention::LayerAttention;
 pub use error::{EngineError, Result};
 pub use model::{LongInput, Model, PixelInput, TokenInput};
 pub use trace::{LayerTrace, Trace};

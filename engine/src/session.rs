@@ -10,7 +10,7 @@ use crate::imaging::{PreparedImage, RgbImage};
 use crate::model::safetensors_file::decode_floats;
 use crate::model::{Model, to_vec};
 use crate::tokenizer::Encoded;
-use crate::trace::Trace;
+use crate::trace::{LayerAttention, Trace};
 use half::f16;
 use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
@@ -18,8 +18,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
-/// The newest format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest format this build writes and reads. Format 2 adds `lse/{input}/{layer}` and
+/// `model.attention`; format 1 files (without them) stay readable.
+pub const FORMAT_VERSION: u32 = 2;
 /// The safetensors metadata key that holds the session's JSON.
 pub const METADATA_KEY: &str = "headwise";
 
@@ -33,6 +34,11 @@ pub struct ModelInfo {
     pub heads: usize,
     pub kv_heads: usize,
     pub head_dim: usize,
+    /// How each layer's logits follow from q and k (format 2). Empty in format 1 files: there
+    /// the logits are `q·k/sqrt(head_dim)`, without soft-cap or window, and whether RoPE
+    /// applied is unknown (see [`Session::layer_attention`]).
+    #[serde(default)]
+    pub attention: Vec<LayerAttention>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -269,6 +275,7 @@ impl Session {
                     heads: c.heads,
                     kv_heads: c.kv_heads,
                     head_dim: c.head_dim,
+                    attention: model.layer_attention(),
                 },
                 inputs: Vec::new(),
                 view: serde_json::Value::Null,
@@ -316,6 +323,24 @@ impl Session {
                 .map(|(i, _)| i)
                 .collect(),
         });
+        self.push_layers(trace)
+    }
+
+    /// Stores the trace's layers for the input just added: attention, q and k, and each row's
+    /// logsumexp as `lse/{input}/{layer}`.
+    fn push_layers(&mut self, trace: &Trace) -> Result<()> {
+        let index = self.layers.len();
+        for (l, layer) in trace.layers.iter().enumerate() {
+            let lse = to_vec(layer.lse.clone())?;
+            self.extras.insert(
+                format!("lse/{index}/{l}"),
+                ExtraTensor {
+                    dtype: Dtype::F32,
+                    shape: layer.lse.dims().to_vec(),
+                    bytes: lse.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                },
+            );
+        }
         let layers = trace
             .layers
             .iter()
@@ -402,13 +427,25 @@ impl Session {
                 );
             }
         }
-        let layers = trace
-            .layers
-            .iter()
-            .map(LayerTensors::from_trace)
-            .collect::<Result<_>>()?;
-        self.layers.push(layers);
-        Ok(())
+        self.push_layers(trace)
+    }
+
+    /// Each query row's logsumexp of layer `layer`'s logits for input `index`, [heads, T]
+    /// row-major (`lse/{input}/{layer}`); None in format 1 files.
+    pub fn lse(&self, index: usize, layer: usize) -> Option<Vec<f32>> {
+        let extra = self.extras.get(&format!("lse/{index}/{layer}"))?;
+        decode_floats(extra.dtype, &extra.bytes).ok()
+    }
+
+    /// How layer `layer`'s logits follow from its q and k. Format 1 files do not say: there it
+    /// is 1/sqrt(head_dim) without soft-cap or window (and `rope` reads false, meaning unknown).
+    pub fn layer_attention(&self, layer: usize) -> LayerAttention {
+        self.meta
+            .model
+            .attention
+            .get(layer)
+            .copied()
+            .unwrap_or_else(|| LayerAttention::standard(self.meta.model.head_dim, false))
     }
 
     /// Image inputs: each token's hidden-state norm after layer `layer` (`norms/{input}/{layer}`).
@@ -615,6 +652,13 @@ impl Session {
         }
         let meta: SessionMeta =
             serde_json::from_str(json).map_err(|e| bad(format!("metadata: {e}")))?;
+        if !meta.model.attention.is_empty() && meta.model.attention.len() != meta.model.layers {
+            return Err(bad(format!(
+                "model.attention has {} entries for {} layers",
+                meta.model.attention.len(),
+                meta.model.layers
+            )));
+        }
         let data_start = 8 + header_len;
         let data = &bytes[data_start..];
         // The dtype, shape, bytes and the bytes' offset in the file.
@@ -688,6 +732,15 @@ impl Session {
                         .map_err(|e| bad(format!("tensor {name}: {e}")))?;
                     Ok(HostTensor::new(shape, values))
                 };
+                if let Some(info) = metadata.info(&format!("lse/{i}/{l}")) {
+                    if info.shape != [m.heads, t] || info.dtype != Dtype::F32 {
+                        return Err(bad(format!(
+                            "tensor lse/{i}/{l} has shape {:?} ({:?}), the metadata says \
+                             [{}, {t}] (F32)",
+                            info.shape, info.dtype, m.heads
+                        )));
+                    }
+                }
                 per_layer.push(LayerTensors {
                     attn: get("attn", [m.heads, t, t])?,
                     q: get("q", [m.heads, t, m.head_dim])?,

@@ -1,11 +1,13 @@
 //! What a forward pass captures: per layer the attention probabilities, queries and keys.
 
+pub use crate::attention::LayerAttention;
 use burn::tensor::Tensor;
 
 /// One layer's capture, still on the compute device.
 ///
-/// `q` and `k` are the vectors whose scaled dot product gives the logits: after RoPE, before the
-/// 1/sqrt(d) scale. With grouped-query attention, query head h uses key head h / (heads / kv_heads).
+/// `q` and `k` are the vectors that enter the attention dot product: after RoPE and any q/k norm,
+/// before any scale. The logits follow from them by the layer's [`LayerAttention`]. With
+/// grouped-query attention, query head h uses key head h / (heads / kv_heads).
 #[derive(Clone, Debug)]
 pub struct LayerTrace {
     /// [heads, T, T], one row per query token.
@@ -14,6 +16,9 @@ pub struct LayerTrace {
     pub q: Tensor<3>,
     /// [kv_heads, T, d]
     pub k: Tensor<3>,
+    /// [heads, T]: the logsumexp of each query row's logits (mask included), so that any
+    /// attention weight is `exp(z_ij − lse_i)`.
+    pub lse: Tensor<2>,
     /// Image models: the L2 norm of each token's hidden state after this layer, [T], which
     /// shows the high-norm "artifact" patches that take over attention in ViTs without
     /// registers.

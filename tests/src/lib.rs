@@ -145,6 +145,19 @@ pub fn check_against_transformers_with(model: &Model, expected: &Expected, toler
             let ours = LayerTensors::from_trace(layer).expect("read back");
             let key = format!("attn/{p}/{l}");
             assert_close(&key, &ours.attn, expected.get(&key), tolerance.attn);
+            // lse is in logit units, unnormalised like q and k: their tolerance, and at least
+            // 2e-6 of the largest |lse| (a logit of 10 carries ~1e-6 of f32 rounding from the
+            // d-term dot product alone).
+            let key = format!("lse/{p}/{l}");
+            if let Some(reference) = expected.tensors.get(&key) {
+                assert_allclose(
+                    &key,
+                    &lse_of(layer),
+                    reference,
+                    tolerance.qk_atol,
+                    tolerance.qk_rtol.max(2e-6),
+                );
+            }
             for (name, t) in [("q", &ours.q), ("k", &ours.k)] {
                 let key = format!("{name}/{p}/{l}");
                 assert_allclose(
@@ -170,6 +183,12 @@ pub fn check_against_transformers_with(model: &Model, expected: &Expected, toler
             );
         }
     }
+}
+
+/// A layer's captured logsumexp per query row, [heads, T], on the host.
+pub fn lse_of(layer: &headwise_engine::LayerTrace) -> HostTensor {
+    let values = headwise_engine::model::to_vec(layer.lse.clone()).expect("read back lse");
+    HostTensor::new(layer.lse.dims().to_vec(), values)
 }
 
 pub fn load(path: &Path, device: DeviceChoice) -> Model {

@@ -74,7 +74,7 @@ fn session_file_has_the_documented_names_shapes_and_metadata() {
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     let meta: serde_json::Value =
         serde_json::from_str(&header.metadata().as_ref().unwrap()["headwise"]).unwrap();
-    assert_eq!(meta["format_version"], 1);
+    assert_eq!(meta["format_version"], 2);
     assert_eq!(meta["model"]["type"], "llama");
     assert_eq!(meta["model"]["heads"], 4);
     assert_eq!(meta["model"]["kv_heads"], 2);
@@ -94,6 +94,59 @@ fn session_file_has_the_documented_names_shapes_and_metadata() {
         meta["inputs"][0]["next_tokens"].as_array().unwrap().len(),
         5
     );
+    let lse = st.tensor("lse/0/1").unwrap();
+    assert_eq!(
+        (lse.dtype(), lse.shape()),
+        (safetensors::Dtype::F32, &[4, t][..])
+    );
+    let attention = meta["model"]["attention"].as_array().unwrap();
+    assert_eq!(attention.len(), 2, "one object per layer");
+    let scale = attention[1]["scale"].as_f64().unwrap();
+    assert!((scale - 1.0 / 8f64.sqrt()).abs() < 1e-7, "scale {scale}");
+    assert_eq!(
+        (
+            &attention[1]["softcap"],
+            &attention[1]["window"],
+            &attention[1]["rope"]
+        ),
+        (
+            &serde_json::Value::Null,
+            &serde_json::Value::Null,
+            &serde_json::json!(true)
+        )
+    );
+}
+
+/// DESIGN.md: any attention weight is exp(z_ij − lse_i), z = softcap(scale·q·k) + mask; here
+/// rebuilt from the stored q, k, lse and model.attention alone.
+#[test]
+fn stored_attention_is_exp_of_the_logits_minus_the_stored_lse() {
+    let session = traced_session();
+    let m = &session.meta.model;
+    let group = m.heads / m.kv_heads;
+    for (i, input) in session.layers.iter().enumerate() {
+        for (l, layer) in input.iter().enumerate() {
+            let lse = session.lse(i, l).expect("format 2 stores lse");
+            let attention = session.layer_attention(l);
+            let t = layer.q.shape[1];
+            let d = m.head_dim;
+            for h in 0..m.heads {
+                for qi in 0..t {
+                    for kj in 0..=qi {
+                        let q = &layer.q.data[(h * t + qi) * d..][..d];
+                        let k = &layer.k.data[((h / group) * t + kj) * d..][..d];
+                        let dot: f32 = q.iter().zip(k).map(|(a, b)| a * b).sum();
+                        let rebuilt = (attention.logit(dot) - lse[h * t + qi]).exp();
+                        let stored = layer.attn.data[(h * t + qi) * t + kj];
+                        assert!(
+                            (rebuilt - stored).abs() < 1e-5,
+                            "input {i} layer {l} head {h} ({qi}, {kj}): {rebuilt} vs {stored}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[test]
@@ -178,6 +231,61 @@ fn session_from_a_newer_headwise_is_refused_with_its_version() {
         message.contains("newer headwise") && message.contains("99"),
         "{message}"
     );
+}
+
+/// A session as headwise wrote it before format 2: no lse tensors, no model.attention.
+fn format_1_bytes(name: &str) -> Vec<u8> {
+    let dir = scratch(name);
+    let path = dir.join("s.safetensors");
+    let session = traced_session();
+    session.save(&path, StoreDtype::F32).unwrap();
+    let mut meta = serde_json::to_value(&session.meta).unwrap();
+    meta["format_version"] = serde_json::json!(1);
+    meta["model"].as_object_mut().unwrap().remove("attention");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tensors: Vec<_> = st
+        .tensors()
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with("lse/"))
+        .collect();
+    let metadata = std::collections::HashMap::from([("headwise".to_string(), meta.to_string())]);
+    safetensors::serialize(tensors, Some(metadata)).unwrap()
+}
+
+#[test]
+fn a_format_1_session_still_opens_with_the_plain_scaled_dot_product() {
+    let bytes = format_1_bytes("session-format-1");
+    let opened = Session::from_bytes(&bytes, Path::new("old.safetensors")).unwrap();
+    let traced = traced_session();
+    assert_eq!(opened.meta.format_version, 1);
+    assert_eq!(opened.layers, traced.layers);
+    assert!(opened.meta.model.attention.is_empty());
+    assert_eq!(opened.lse(0, 0), None);
+    let attention = opened.layer_attention(1);
+    assert_eq!(attention.scale, 1.0 / 8f32.sqrt());
+    assert_eq!((attention.softcap, attention.window), (None, None));
+}
+
+#[test]
+fn session_whose_lse_shape_disagrees_with_metadata_is_refused() {
+    let dir = scratch("session-lse-shape");
+    let path = dir.join("s.safetensors");
+    let mut session = traced_session();
+    let lse = session.extras.get_mut("lse/1/0").unwrap();
+    lse.shape = vec![1, lse.shape[0] * lse.shape[1]];
+    session.save(&path, StoreDtype::F32).unwrap();
+    let message = Session::open(&path).unwrap_err().to_string();
+    assert!(message.contains("lse/1/0"), "{message}");
+}
+
+#[test]
+fn session_whose_attention_list_has_the_wrong_length_is_refused() {
+    let bytes = rewrite_metadata("session-attention-length", |m| {
+        m["model"]["attention"].as_array_mut().unwrap().pop();
+    });
+    let message = open_error(&bytes);
+    assert!(message.contains("model.attention"), "{message}");
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! Tiny random checkpoints of each architecture give the attention, queries, keys (and
-//! next-token distribution) that Hugging Face transformers computes, to 1e-5.
+//! Tiny random checkpoints of each architecture give the attention, queries, keys, each row's
+//! logsumexp of the logits (and the next-token distribution) that Hugging Face transformers
+//! computes, to 1e-5, on the CPU and on wgpu.
 
 use headwise_engine::TokenInput;
 use headwise_engine::device::DeviceChoice;
@@ -90,6 +91,12 @@ fn bert_padding_mask_hides_padded_keys_as_transformers_does() {
             &format!("padded k {l}"),
             &ours.k,
             expected.get(&format!("padded_k/{l}")),
+            TOL,
+        );
+        assert_close(
+            &format!("padded lse {l}"),
+            &lse_of(layer),
+            expected.get(&format!("padded_lse/{l}")),
             TOL,
         );
     }

@@ -102,6 +102,7 @@ pub fn synthetic_session(layers: usize, heads: usize, tokens: usize, head_dim: u
                 heads,
                 kv_heads: heads,
                 head_dim,
+                attention: Vec::new(),
             },
             inputs: vec![InputInfo {
                 kind: InputKind::Text,

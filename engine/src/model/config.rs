@@ -1,6 +1,7 @@
 //! A model's hyper-parameters, read from Hugging Face's config.json or GGUF metadata.
 
 use super::gguf_file::GgufFile;
+use crate::attention::LayerAttention;
 use crate::error::{EngineError, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -84,6 +85,8 @@ pub struct ModelConfig {
     pub attention_bias: bool,
     /// Image models only.
     pub vision: Option<VisionConfig>,
+    /// How each layer's attention logits follow from its q and k: one entry per layer.
+    pub layer_attention: Vec<LayerAttention>,
 }
 
 /// What an image model adds to the config: its patch geometry and the tokens before the patches.
@@ -281,6 +284,13 @@ impl ModelConfig {
             .or_else(|| rope.and_then(|r| field(r, &["rope_theta"])))
             .and_then(Value::as_f64)
             .unwrap_or(10000.0);
+        let layer_attention = match architecture {
+            Architecture::Bert | Architecture::Vit => {
+                vec![LayerAttention::standard(head_dim, false); layers]
+            }
+            Architecture::Gpt2 => gpt2_attention(json, head_dim, layers),
+            Architecture::Llama => vec![LayerAttention::standard(head_dim, true); layers],
+        };
         if architecture == Architecture::Bert {
             let pos = field(json, &["position_embedding_type"]).and_then(Value::as_str);
             if !matches!(pos, None | Some("absolute")) {
@@ -311,6 +321,7 @@ impl ModelConfig {
                 .unwrap_or(model_type == "qwen2" || architecture == Architecture::Vit),
             vision,
             model_type,
+            layer_attention,
         })
     }
 
@@ -350,6 +361,7 @@ impl ModelConfig {
                 "inconsistent heads {heads} / kv heads {kv_heads} / hidden {hidden}"
             )));
         }
+        let head_dim = int("attention.key_length").unwrap_or(hidden / heads);
         let vocab = match int("vocab_size") {
             Ok(v) => v,
             Err(_) => file
@@ -365,7 +377,7 @@ impl ModelConfig {
             heads,
             kv_heads,
             hidden,
-            head_dim: int("attention.key_length").unwrap_or(hidden / heads),
+            head_dim,
             intermediate: int("feed_forward_length")?,
             vocab,
             max_positions: int("context_length")?,
@@ -376,6 +388,31 @@ impl ModelConfig {
             tie_word_embeddings: !file.has_tensor("output.weight"),
             attention_bias: file.has_tensor("blk.0.attn_q.bias"),
             vision: None,
+            layer_attention: vec![LayerAttention::standard(head_dim, true); layers],
         })
     }
+}
+
+/// GPT-2 divides the logits by sqrt(d) unless `scale_attn_weights` is false, and further by the
+/// layer's number (counted from 1) when `scale_attn_by_inverse_layer_idx` is true.
+fn gpt2_attention(json: &Value, head_dim: usize, layers: usize) -> Vec<LayerAttention> {
+    let flag = |name: &str, default: bool| {
+        field(json, &[name])
+            .and_then(Value::as_bool)
+            .unwrap_or(default)
+    };
+    let by_dim = flag("scale_attn_weights", true);
+    let by_layer = flag("scale_attn_by_inverse_layer_idx", false);
+    (0..layers)
+        .map(|l| {
+            let mut a = LayerAttention::standard(head_dim, false);
+            if !by_dim {
+                a.scale = 1.0;
+            }
+            if by_layer {
+                a.scale /= (l + 1) as f32;
+            }
+            a
+        })
+        .collect()
 }

@@ -1,6 +1,6 @@
 //! Fused CPU kernels for the forward pass's element-wise hot spots, used when the tensors live on
-//! burn's Flex CPU backend: the attention softmax (scale, mask and softmax in one pass over the
-//! logits) and the GELU and SiLU activations.
+//! burn's Flex CPU backend: the attention softmax (scale, soft-cap, mask, softmax and the row's
+//! logsumexp in one sweep over each row of logits) and the GELU and SiLU activations.
 //!
 //! Flex builds these from separate tensor operations, each a full pass with its own allocation,
 //! and evaluates `exp` and `erf` one value at a time: at MiniLM's shapes its softmax took 0.8 ms
@@ -41,47 +41,76 @@ fn tensor_like<const D: usize>(values: Vec<f32>, like: &Tensor<D>) -> Tensor<D> 
     Tensor::from_data(TensorData::new(values, like.shape()), &like.device())
 }
 
-/// `softmax(scale · logits + mask)` over the last dimension. `logits` [heads, T, T]; `mask`
-/// [T, T] is added to every head (0 where a key is allowed, a huge negative where not).
-pub fn scaled_masked_softmax(logits: Tensor<3>, scale: f32, mask: Option<&Tensor<2>>) -> Tensor<3> {
-    let t = logits.dims()[2];
+/// The attention softmax of one layer: `z = softcap(scale · logits) + mask`, returning
+/// `softmax(z)` over the last dimension and each row's `logsumexp(z)`. `logits` [heads, T, T]
+/// are q·kᵀ; `mask` [T, T] is added to every head (0 where a key is allowed, a huge negative
+/// where not); `softcap` c maps x to c·tanh(x/c). Returns ([heads, T, T], [heads, T]).
+pub fn attention_softmax(
+    logits: Tensor<3>,
+    scale: f32,
+    softcap: Option<f32>,
+    mask: Option<&Tensor<2>>,
+) -> (Tensor<3>, Tensor<2>) {
+    let [heads, rows, t] = logits.dims();
     let fused = with_flex_values(&logits, |values| match mask {
         // The mask is read where it lies, not copied, once per layer.
-        Some(mask) => with_flex_values(mask, |mask| softmax_rows(values, t, Some(mask), scale)),
-        None => Some(softmax_rows(values, t, None, scale)),
+        Some(mask) => with_flex_values(mask, |mask| {
+            softmax_rows(values, t, Some(mask), scale, softcap)
+        }),
+        None => Some(softmax_rows(values, t, None, scale, softcap)),
     });
     match fused.flatten() {
-        Some(out) => tensor_like(out, &logits),
+        Some((out, lse)) => {
+            let device = logits.device();
+            let lse = Tensor::from_data(TensorData::new(lse, vec![heads, rows]), &device);
+            (tensor_like(out, &logits), lse)
+        }
         None => {
-            let mut logits = logits * f64::from(scale);
-            if let Some(mask) = mask {
-                logits = logits + mask.clone().unsqueeze::<3>();
+            let mut z = logits * f64::from(scale);
+            if let Some(c) = softcap {
+                z = (z / f64::from(c)).tanh() * f64::from(c);
             }
-            activation::softmax(logits, 2)
+            if let Some(mask) = mask {
+                z = z + mask.clone().unsqueeze::<3>();
+            }
+            let max = z.clone().max_dim(2);
+            let exp = (z - max.clone()).exp();
+            let sum = exp.clone().sum_dim(2);
+            let lse = (max + sum.clone().log()).reshape([heads, rows]);
+            (exp / sum, lse)
         }
     }
 }
 
 /// Every row of `values` ([heads, T, T]) through [`softmax_row`], each with its row of the
-/// [T, T] `mask`.
-fn softmax_rows(values: &[f32], t: usize, mask: Option<&[f32]>, scale: f32) -> Vec<f32> {
+/// [T, T] `mask`: the probabilities and one logsumexp per row.
+fn softmax_rows(
+    values: &[f32],
+    t: usize,
+    mask: Option<&[f32]>,
+    scale: f32,
+    softcap: Option<f32>,
+) -> (Vec<f32>, Vec<f32>) {
     let mut out = vec![0.0f32; values.len()];
-    let row = |(index, (out_row, in_row)): (usize, (&mut [f32], &[f32]))| {
+    let mut lse = vec![0.0f32; values.len() / t.max(1)];
+    let row = |(index, ((out_row, in_row), lse)): (usize, ((&mut [f32], &[f32]), &mut f32))| {
         let mask_row = mask.map(|m| &m[(index % t) * t..][..t]);
-        softmax_row(in_row, mask_row, scale, out_row);
+        *lse = softmax_row(in_row, mask_row, scale, softcap, out_row);
     };
     if values.len() > PARALLEL_ABOVE {
         out.par_chunks_mut(t)
             .zip(values.par_chunks(t))
+            .zip(lse.par_iter_mut())
             .enumerate()
             .for_each(row);
     } else {
         out.chunks_mut(t)
             .zip(values.chunks(t))
+            .zip(lse.iter_mut())
             .enumerate()
             .for_each(row);
     }
-    out
+    (out, lse)
 }
 
 /// GELU with the exact erf, as PyTorch's `gelu` (BERT, ViT).
@@ -120,13 +149,20 @@ fn map_or(x: Tensor<2>, op: Elementwise, fallback: fn(Tensor<2>) -> Tensor<2>) -
     }
 }
 
-fn softmax_row(logits: &[f32], mask: Option<&[f32]>, scale: f32, out: &mut [f32]) {
+/// One row's softmax into `out`; returns the row's logsumexp.
+fn softmax_row(
+    logits: &[f32],
+    mask: Option<&[f32]>,
+    scale: f32,
+    softcap: Option<f32>,
+    out: &mut [f32],
+) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has the features the function is compiled for.
-        return unsafe { softmax_row_avx2(logits, mask, scale, out) };
+        return unsafe { softmax_row_avx2(logits, mask, scale, softcap, out) };
     }
-    softmax_row_portable(logits, mask, scale, out);
+    softmax_row_portable(logits, mask, scale, softcap, out)
 }
 
 fn elementwise(op: Elementwise, values: &[f32], out: &mut [f32]) {
@@ -140,8 +176,14 @@ fn elementwise(op: Elementwise, values: &[f32], out: &mut [f32]) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn softmax_row_avx2(logits: &[f32], mask: Option<&[f32]>, scale: f32, out: &mut [f32]) {
-    softmax_row_portable(logits, mask, scale, out);
+fn softmax_row_avx2(
+    logits: &[f32],
+    mask: Option<&[f32]>,
+    scale: f32,
+    softcap: Option<f32>,
+    out: &mut [f32],
+) -> f32 {
+    softmax_row_portable(logits, mask, scale, softcap, out)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -151,17 +193,25 @@ fn elementwise_avx2(op: Elementwise, values: &[f32], out: &mut [f32]) {
 }
 
 #[inline(always)]
-fn softmax_row_portable(logits: &[f32], mask: Option<&[f32]>, scale: f32, out: &mut [f32]) {
-    match mask {
-        Some(mask) => {
-            for ((o, &x), &m) in out.iter_mut().zip(logits).zip(mask) {
-                *o = x * scale + m;
-            }
+fn softmax_row_portable(
+    logits: &[f32],
+    mask: Option<&[f32]>,
+    scale: f32,
+    softcap: Option<f32>,
+    out: &mut [f32],
+) -> f32 {
+    for (o, &x) in out.iter_mut().zip(logits) {
+        *o = x * scale;
+    }
+    if let Some(c) = softcap {
+        let inverse = 1.0 / c;
+        for o in out.iter_mut() {
+            *o = c * tanh(*o * inverse);
         }
-        None => {
-            for (o, &x) in out.iter_mut().zip(logits) {
-                *o = x * scale;
-            }
+    }
+    if let Some(mask) = mask {
+        for (o, &m) in out.iter_mut().zip(mask) {
+            *o += m;
         }
     }
     let max = lanes_fold(out, f32::NEG_INFINITY, f32::max);
@@ -173,6 +223,7 @@ fn softmax_row_portable(logits: &[f32], mask: Option<&[f32]>, scale: f32, out: &
     for o in out.iter_mut() {
         *o *= inverse;
     }
+    max + sum.ln()
 }
 
 #[inline(always)]
@@ -245,6 +296,22 @@ fn erf(x: f32) -> f32 {
     magnitude.copysign(x)
 }
 
+/// tanh(x) to about 2 ulp, branch-free (Cephes' tanhf): an odd polynomial near 0, where
+/// 1 − 2/(e^2x + 1) would lose digits, and that formula elsewhere.
+#[inline(always)]
+fn tanh(x: f32) -> f32 {
+    let a = x.abs();
+    let z = x * x;
+    let small =
+        ((((-5.704_988_7e-3 * z + 2.063_908_9e-2) * z - 5.373_971_6e-2) * z + 1.333_144_2e-1) * z
+            - 3.333_328_2e-1)
+            * z
+            * x
+            + x;
+    let large = (1.0 - 2.0 / (exp(2.0 * a) + 1.0)).copysign(x);
+    if a < 0.625 { small } else { large }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,12 +345,47 @@ mod tests {
     }
 
     #[test]
+    fn tanh_is_within_three_ulp_of_the_standard_library() {
+        let mut x = -12.0f32;
+        while x < 12.0 {
+            let (ours, std) = (tanh(x), x.tanh());
+            let ulp = f32::EPSILON * std.abs().max(f32::MIN_POSITIVE);
+            assert!(
+                (ours - std).abs() <= 3.0 * ulp,
+                "tanh({x}) = {ours}, std {std}"
+            );
+            x += 0.00371;
+        }
+        assert_eq!(tanh(100.0), 1.0);
+        assert_eq!(tanh(-100.0), -1.0);
+        assert_eq!(tanh(0.0), 0.0);
+    }
+
+    #[test]
+    fn the_row_logsumexp_is_that_of_the_scaled_capped_masked_logits() {
+        let logits = [3.0f32, -1.0, 40.0, 0.5];
+        let mask = [0.0f32, 0.0, 0.0, f32::MIN];
+        let mut out = [0.0f32; 4];
+        let lse = softmax_row(&logits, Some(&mask), 0.5, Some(10.0), &mut out);
+        let z: Vec<f64> = logits[..3]
+            .iter()
+            .map(|&x| 10.0 * (0.5 * x as f64 / 10.0).tanh())
+            .collect();
+        let want = z.iter().map(|v| v.exp()).sum::<f64>().ln();
+        assert!((lse as f64 - want).abs() < 1e-6, "{lse} vs {want}");
+        for (o, zi) in out.iter().zip(&z) {
+            assert!((*o as f64 - (zi - want).exp()).abs() < 1e-7);
+        }
+        assert_eq!(out[3], 0.0);
+    }
+
+    #[test]
     fn softmax_rows_sum_to_one_and_masked_keys_get_exactly_zero() {
         let logits = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0];
         let mut mask = [0.0f32; 10];
         mask[9] = f32::MIN;
         let mut out = [0.0f32; 10];
-        softmax_row(&logits, Some(&mask), 0.5, &mut out);
+        softmax_row(&logits, Some(&mask), 0.5, None, &mut out);
         assert_eq!(out[9], 0.0);
         let sum: f32 = out.iter().sum();
         assert!((sum - 1.0).abs() < 1e-6);

@@ -3,7 +3,7 @@
 use super::weights::WeightSource;
 use crate::error::Result;
 use crate::host::HostTensor;
-use crate::trace::LayerTrace;
+use crate::trace::{LayerAttention, LayerTrace};
 use burn::tensor::{Device, Tensor, TensorData};
 
 pub fn upload<const D: usize>(t: &HostTensor, device: &Device) -> Tensor<D> {
@@ -120,28 +120,32 @@ fn expand_kv(x: Tensor<3>, heads: usize) -> Tensor<3> {
         .reshape([heads, t, d])
 }
 
-/// Scaled dot-product attention that keeps what a trace needs.
+/// Attention that keeps what a trace needs, with the logits `z = softcap(scale · q·kᵀ) + mask`
+/// of `attention` (see [`LayerAttention`]).
 ///
 /// `q` [heads, T, d] and `k`, `v` [kv_heads, T, d] are already projected (and rotated, for RoPE).
-/// `mask` is added to the logits, [T, T] with 0 where allowed and a huge negative where not.
+/// `mask` is added to the logits, [T, T] with 0 where allowed and a huge negative where not; it
+/// must already hide the keys outside `attention.window` (see `Packing::mask`).
 /// Returns the merged context [T, heads·d] and the layer's trace.
 pub fn attend(
     q: Tensor<3>,
     k: Tensor<3>,
     v: Tensor<3>,
     mask: Option<&Tensor<2>>,
+    attention: &LayerAttention,
 ) -> (Tensor<2>, LayerTrace) {
-    let [heads, _, d] = q.dims();
-    let scale = 1.0 / (d as f64).sqrt();
+    let [heads, _, _] = q.dims();
     let keys = expand_kv(k.clone(), heads);
     let values = expand_kv(v, heads);
     let logits = q.clone().matmul(keys.swap_dims(1, 2));
-    let attn = super::cpu_kernels::scaled_masked_softmax(logits, scale as f32, mask);
+    let (attn, lse) =
+        super::cpu_kernels::attention_softmax(logits, attention.scale, attention.softcap, mask);
     let context = merge_heads(attn.clone().matmul(values));
     let trace = LayerTrace {
         attn,
         q,
         k,
+        lse,
         norms: None,
     };
     (context, trace)

@@ -115,14 +115,15 @@ impl Llama {
             x * cos.clone() + rotated * sin.clone()
         };
         let mut x = embed(&self.embed_tokens, &input.ids, device);
-        let mask = packing.mask(true, None, device);
+        let mut masks = MaskCache::default();
         let mut traces = Vec::with_capacity(self.layers.len());
-        for layer in &self.layers {
+        for (layer, attention) in self.layers.iter().zip(&cfg.layer_attention) {
+            let mask = masks.get(packing, attention.window, device);
             let h = layer.input_norm.forward(x.clone());
             let q = rotate(split_heads(layer.q_proj.forward(h.clone()), cfg.heads));
             let k = rotate(split_heads(layer.k_proj.forward(h.clone()), cfg.kv_heads));
             let v = split_heads(layer.v_proj.forward(h), cfg.kv_heads);
-            let (context, trace) = attend(q, k, v, mask.as_ref());
+            let (context, trace) = attend(q, k, v, mask.as_ref(), attention);
             traces.push(trace);
             x = x + layer.o_proj.forward(context);
             let h = layer.post_norm.forward(x.clone());
@@ -131,5 +132,27 @@ impl Llama {
         }
         let last = self.norm.forward(packing.last_rows(x, device));
         packing.split(traces, Some(last.matmul(self.lm_head.clone())))
+    }
+}
+
+/// The causal masks of one pass, one per sliding-window size its layers use, each built once.
+#[derive(Default)]
+pub struct MaskCache {
+    masks: Vec<(Option<usize>, Option<Tensor<2>>)>,
+}
+
+impl MaskCache {
+    pub fn get(
+        &mut self,
+        packing: &Packing,
+        window: Option<usize>,
+        device: &Device,
+    ) -> Option<Tensor<2>> {
+        if let Some((_, mask)) = self.masks.iter().find(|(w, _)| *w == window) {
+            return mask.clone();
+        }
+        let mask = packing.mask(true, None, window, device);
+        self.masks.push((window, mask.clone()));
+        mask
     }
 }

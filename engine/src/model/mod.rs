@@ -229,6 +229,12 @@ impl Model {
         &self.device
     }
 
+    /// How each layer's attention logits follow from its captured q and k (scale, soft-cap,
+    /// sliding window, RoPE), one entry per layer.
+    pub fn layer_attention(&self) -> Vec<crate::trace::LayerAttention> {
+        self.config.layer_attention.clone()
+    }
+
     /// Does this model take pictures (rather than text)?
     pub fn takes_images(&self) -> bool {
         matches!(self.preprocessor, Preprocessor::Image(_))

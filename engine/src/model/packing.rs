@@ -43,15 +43,23 @@ impl Packing {
     }
 
     /// The [T, T] additive mask: nothing across inputs, causal within one if asked, padded keys
-    /// hidden. None when nothing is masked (one input, not causal, no padding).
+    /// hidden, and with a sliding `window` only keys fewer than `window` positions from the
+    /// query (see [`LayerAttention::window`](crate::trace::LayerAttention)). None when nothing
+    /// is masked (one input, not causal, no padding, no window shorter than the input).
     pub fn mask(
         &self,
         causal: bool,
         key_valid: Option<&[bool]>,
+        window: Option<usize>,
         device: &Device,
     ) -> Option<Tensor<2>> {
         let single = self.lengths.len() == 1;
-        if single && !causal && key_valid.is_none_or(|valid| valid.iter().all(|&v| v)) {
+        let window_bites = window.is_some_and(|w| self.lengths.iter().any(|&t| t > w));
+        if single
+            && !causal
+            && !window_bites
+            && key_valid.is_none_or(|valid| valid.iter().all(|&v| v))
+        {
             return None;
         }
         let t = self.total();
@@ -61,7 +69,8 @@ impl Packing {
                 for key in start..start + len {
                     let hidden_future = causal && key > query;
                     let padded = key_valid.is_some_and(|valid| !valid[key]);
-                    if !hidden_future && !padded {
+                    let outside_window = window.is_some_and(|w| query.abs_diff(key) >= w);
+                    if !hidden_future && !padded && !outside_window {
                         data[query * t + key] = 0.0;
                     }
                 }
@@ -119,6 +128,7 @@ impl Packing {
                             attn: l.attn.clone().slice([0..heads, s..s + t, s..s + t]),
                             q: l.q.clone().slice([0..heads, s..s + t, 0..d]),
                             k: l.k.clone().slice([0..kv_heads, s..s + t, 0..d]),
+                            lse: l.lse.clone().slice([0..heads, s..s + t]),
                             norms: None,
                         }
                     })
@@ -148,7 +158,7 @@ mod tests {
         let p = Packing {
             lengths: vec![2, 2],
         };
-        let mask = super::super::to_vec(p.mask(true, None, &device).unwrap()).unwrap();
+        let mask = super::super::to_vec(p.mask(true, None, None, &device).unwrap()).unwrap();
         let open: Vec<bool> = mask.iter().map(|&v| v == 0.0).collect();
         #[rustfmt::skip]
         let expected = [
@@ -158,6 +168,35 @@ mod tests {
             false, false, true, true,
         ];
         assert_eq!(open, expected);
-        assert!(Packing::single(3).mask(false, None, &device).is_none());
+        assert!(
+            Packing::single(3)
+                .mask(false, None, None, &device)
+                .is_none()
+        );
+        assert!(
+            Packing::single(3)
+                .mask(false, None, Some(3), &device)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_window_hides_keys_as_far_back_as_the_window_within_each_block_only() {
+        let device = Device::flex();
+        let p = Packing {
+            lengths: vec![4, 2],
+        };
+        let mask = super::super::to_vec(p.mask(true, None, Some(2), &device).unwrap()).unwrap();
+        let open: Vec<bool> = mask.iter().map(|&v| v == 0.0).collect();
+        #[rustfmt::skip]
+        let expected = [
+            true,  false, false, false, false, false,
+            true,  true,  false, false, false, false,
+            false, true,  true,  false, false, false,
+            false, false, true,  true,  false, false,
+            false, false, false, false, true,  false,
+            false, false, false, false, true,  true,
+        ];
+        assert_eq!(open, expected);
     }
 }

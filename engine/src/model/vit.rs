@@ -245,12 +245,12 @@ impl Vit {
         };
         let heads = self.config.heads;
         let mut traces = Vec::with_capacity(self.layers.len());
-        for layer in &self.layers {
+        for (layer, attention) in self.layers.iter().zip(&self.config.layer_attention) {
             let h = layer.norm_before.forward(x.clone());
             let q = split_heads(layer.query.forward(h.clone()), heads);
             let k = split_heads(layer.key.forward(h.clone()), heads);
             let v = split_heads(layer.value.forward(h), heads);
-            let (context, mut trace) = attend(q, k, v, None);
+            let (context, mut trace) = attend(q, k, v, None, attention);
             x = x + scaled(layer.attn_out.forward(context), &layer.scale_attn);
             let h = layer.norm_after.forward(x.clone());
             let h = activate(self.config.activation, layer.fc1.forward(h));

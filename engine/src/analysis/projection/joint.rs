@@ -7,9 +7,15 @@
 //! which softmax ignores), then queries are scaled by c and keys by 1/c with
 //! c = sqrt(mean‖k‖ / mean‖q‖) (q·k is unchanged), so both have the same mean norm.
 //!
+//! Both steps rely on the logits being `scale · q·k` (plus a mask) as each layer's
+//! [`LayerAttention`] records it: the scale multiplies every logit alike, so it changes no
+//! layout, but a soft-capped layer (`c·tanh(x/c)`) is not invariant under the key translation;
+//! [`preserves_attention`] says which layers the first step keeps exact.
+//!
 //! The result stacks the N queries and then the N keys, each in input order then token order;
 //! with grouped-query attention a query head is paired with the key head of its group.
 
+use crate::attention::LayerAttention;
 use crate::error::{EngineError, Result};
 use crate::session::LayerTensors;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -21,6 +27,12 @@ pub struct HeadVectors {
     pub d: usize,
     pub q: Vec<f32>,
     pub k: Vec<f32>,
+}
+
+/// Whether moving a head's keys by one vector leaves its attention unchanged: true unless the
+/// layer soft-caps its logits (then the translation changes the tanh's input and the weights).
+pub fn preserves_attention(attention: &LayerAttention) -> bool {
+    attention.softcap.is_none()
 }
 
 /// The key head that query head `head` reads under grouped-query attention.
