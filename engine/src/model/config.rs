@@ -16,6 +16,8 @@ pub enum Architecture {
     Llama,
     /// ViT, DeiT and DINOv2: pre-norm encoders over image patches.
     Vit,
+    /// Gemma 1, 2 and 3 (text): see `gemma.rs`.
+    Gemma,
 }
 
 /// The `model_type` values headwise understands, and the forward pass each one uses.
@@ -31,6 +33,10 @@ pub const SUPPORTED_MODEL_TYPES: &[(&str, Architecture)] = &[
     ("deit", Architecture::Vit),
     ("dinov2", Architecture::Vit),
     ("dinov2_with_registers", Architecture::Vit),
+    ("gemma", Architecture::Gemma),
+    ("gemma2", Architecture::Gemma),
+    ("gemma3_text", Architecture::Gemma),
+    ("gemma3", Architecture::Gemma),
 ];
 
 pub fn supported_model_types() -> Vec<&'static str> {
@@ -87,6 +93,8 @@ pub struct ModelConfig {
     pub vision: Option<VisionConfig>,
     /// How each layer's attention logits follow from its q and k: one entry per layer.
     pub layer_attention: Vec<LayerAttention>,
+    /// Gemma models only.
+    pub gemma: Option<super::gemma::GemmaConfig>,
 }
 
 /// What an image model adds to the config: its patch geometry and the tokens before the patches.
@@ -210,6 +218,9 @@ impl ModelConfig {
                 model_type: model_type.clone(),
                 supported: supported_model_types(),
             })?;
+        if architecture == Architecture::Gemma {
+            return super::gemma::parse_config(json, path);
+        }
         let usize_of = |names: &[&str]| -> Result<usize> {
             field(json, names)
                 .and_then(Value::as_u64)
@@ -269,6 +280,7 @@ impl ModelConfig {
                 Architecture::Bert | Architecture::Vit => "gelu",
                 Architecture::Gpt2 => "gelu_new",
                 Architecture::Llama => "silu",
+                Architecture::Gemma => "gelu_pytorch_tanh",
             });
         let activation = Activation::parse(act_name)
             .ok_or_else(|| bad(format!("activation '{act_name}' is not supported")))?;
@@ -290,6 +302,7 @@ impl ModelConfig {
             }
             Architecture::Gpt2 => gpt2_attention(json, head_dim, layers),
             Architecture::Llama => vec![LayerAttention::standard(head_dim, true); layers],
+            Architecture::Gemma => vec![LayerAttention::standard(head_dim, true); layers],
         };
         if architecture == Architecture::Bert {
             let pos = field(json, &["position_embedding_type"]).and_then(Value::as_str);
@@ -322,6 +335,7 @@ impl ModelConfig {
             vision,
             model_type,
             layer_attention,
+            gemma: None,
         })
     }
 
@@ -389,6 +403,7 @@ impl ModelConfig {
             attention_bias: file.has_tensor("blk.0.attn_q.bias"),
             vision: None,
             layer_attention: vec![LayerAttention::standard(head_dim, true); layers],
+            gemma: None,
         })
     }
 }

@@ -4,6 +4,7 @@
 pub mod bert;
 pub mod config;
 pub mod cpu_kernels;
+pub mod gemma;
 pub mod gguf_file;
 pub mod gpt2;
 pub mod layers;
@@ -81,6 +82,7 @@ enum Network {
     Bert(bert::Bert),
     Gpt2(gpt2::Gpt2),
     Llama(llama::Llama),
+    Gemma(gemma::Gemma),
     Vit(Box<vit::Vit>),
 }
 
@@ -354,6 +356,7 @@ impl Model {
             Network::Bert(m) => m.forward_packed(input, packing, d),
             Network::Gpt2(m) => m.forward_packed(input, packing, d),
             Network::Llama(m) => m.forward_packed(input, packing, d),
+            Network::Gemma(m) => m.forward_packed(input, packing, d),
             Network::Vit(_) => Err(EngineError::BadInput {
                 index: 0,
                 reason: "an image model takes pixels, not token ids".into(),
@@ -467,6 +470,9 @@ fn build(
         Architecture::Gpt2 => Network::Gpt2(gpt2::Gpt2::load(config, weights, device, progress)?),
         Architecture::Llama => {
             Network::Llama(llama::Llama::load(config, weights, device, progress)?)
+        }
+        Architecture::Gemma => {
+            Network::Gemma(gemma::Gemma::load(config, weights, device, progress)?)
         }
         Architecture::Vit => {
             Network::Vit(Box::new(vit::Vit::load(config, weights, device, progress)?))
