@@ -6,6 +6,7 @@ attention, queries, keys, the logsumexp of each attention row, and the next-toke
 
 Run once by a developer (needs torch, transformers, tokenizers, safetensors); never at test time.
 Usage: python3 scripts/make_gemma_fixtures.py
+       python3 scripts/make_gemma_fixtures.py --bench DIR --headwise PATH   (BENCHMARKS.md's Gemma row)
 
 Definitions match DESIGN.md: q and k are the vectors entering the attention dot product (after
 the q/k RMSNorm and RoPE, before the query_pre_attn_scalar^-0.5 scale), shaped [heads, T, d] and
@@ -245,7 +246,48 @@ def make_gemma3_multimodal():
     write(folder, tok, reloaded, modeling_gemma3, None)
 
 
+def bench(folder, headwise, tokens, runs):
+    """The forward-speed comparison of BENCHMARKS.md: a Gemma 3 text model of SmolLM2-135M's
+    size (30 layers, hidden 576, 9 heads over 3 kv heads of 64, GLU 1536, vocabulary 49152;
+    Gemma 3 1B's layer pattern, window 512), random weights, written to `folder` (not
+    committed: 540 MB), timed with transformers and with `headwise bench trace` as
+    scripts/bench_compare.py times the real models."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
+    from bench_compare import time_headwise, time_hf
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    src = FIXTURES / "tiny-gemma3-text"
+    (folder / "tokenizer.json").write_bytes((src / "tokenizer.json").read_bytes())
+    cfg = Gemma3TextConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                           num_attention_heads=9, num_key_value_heads=3, head_dim=64, query_pre_attn_scalar=64,
+                           max_position_embeddings=8192, sliding_window=512, sliding_window_pattern=6,
+                           rope_theta=1_000_000.0, rope_local_base_freq=10_000.0, attn_implementation="eager")
+    model = Gemma3ForCausalLM(cfg).eval()
+    model.save_pretrained(folder, safe_serialization=True)
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"))
+    print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), transformers {transformers.__version__}",
+          file=sys.stderr)
+    print("| model | tokens | headwise device | headwise median ms | transformers median ms | speed-up (transformers / headwise) |")
+    print("|---|---:|---|---:|---:|---:|")
+    for t in tokens:
+        hf = time_hf(tok, model, t, runs)
+        ours = time_headwise(headwise, str(folder), t, "cpu", runs)
+        print(f"| Gemma 3, SmolLM2's size | {t} | {ours['device']} | {ours['median_ms']:.1f} | {hf:.1f} | "
+              f"{hf / ours['median_ms']:.2f}x |", flush=True)
+
+
 if __name__ == "__main__":
+    import argparse
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bench", metavar="DIR", help="instead of the fixtures: write the SmolLM2-sized Gemma 3 to DIR "
+                    "and time it against transformers (needs --headwise)")
+    ap.add_argument("--headwise", help="the headwise binary to time")
+    ap.add_argument("--tokens", default="128,512")
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args()
+    if args.bench:
+        bench(args.bench, args.headwise, [int(t) for t in args.tokens.split(",")], args.runs)
+        sys.exit(0)
     make_gemma()
     make_gemma2()
     make_gemma3_text()
