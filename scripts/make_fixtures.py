@@ -16,6 +16,7 @@ input of its eager softmax), shaped [heads, T].
 import argparse
 import json
 import os
+import zlib
 from pathlib import Path
 
 import torch
@@ -213,6 +214,38 @@ def llama_trace(model, ids):
     return res
 
 
+def decoder_trace(model, ids):
+    """Any decoder of the Llama family: q and k exactly as they enter transformers' eager
+    attention (after q/k norms and RoPE, before the scale), caught at its
+    eager_attention_forward; the scale transformers passed with them; the logits' lse."""
+    import sys
+    module = sys.modules[type(model.model).__module__]
+    original = module.eager_attention_forward
+    qs, ks, scales = [], [], []
+
+    def spy(attn_module, query, key, value, attention_mask, scaling, *args, **kwargs):
+        qs.append(query[0].detach().clone())
+        ks.append(key[0].detach().clone())
+        scales.append(float(scaling))
+        return original(attn_module, query, key, value, attention_mask, scaling, *args, **kwargs)
+
+    module.eager_attention_forward = spy
+    try:
+        with torch.no_grad(), SoftmaxInputs() as logits:
+            out = model(input_ids=ids, output_attentions=True)
+    finally:
+        module.eager_attention_forward = original
+    assert len(qs) == len(out.attentions) == len(logits.logits)
+    res = {}
+    for i, a in enumerate(out.attentions):
+        res[f"attn/{i}"] = a[0]
+        res[f"q/{i}"] = qs[i]
+        res[f"k/{i}"] = ks[i]
+        res[f"lse/{i}"] = logits.lse(i)
+    res["next_token_probs"] = torch.softmax(out.logits[0, -1].double(), -1).float()
+    return res, scales
+
+
 def save_expected(folder, per_prompt, prompts, token_ids, extra_meta=None, extra_tensors=None):
     tensors = {k: v.float().contiguous() for k, v in (extra_tensors or {}).items()}
     for p, res in enumerate(per_prompt):
@@ -311,6 +344,78 @@ def make_qwen2():
     trace_prompts(folder, tok, model, llama_trace)
 
 
+# Longer than the windows (a few tokens) and than the rope-scaled models' original length (16),
+# with one short prompt that stays inside it.
+FAMILY_PROMPTS = [
+    "Paris is the capital of France.",
+    "A researcher opens a model, types a prompt and looks at every head. Queries and keys meet "
+    "in a dot product; the softmax decides.",
+]
+
+
+def make_family(name, config_class, model_class, **config):
+    """A tiny random decoder of one family, its tokenizer, and transformers' eager references
+    (attention, q, k, lse, next-token probabilities, and the scale each layer used)."""
+    folder = FIXTURES / name
+    torch.manual_seed(zlib.crc32(name.encode()))  # each family's weights independent of the others
+
+    def build(tok):
+        settings = dict(vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=64, num_attention_heads=4,
+                        num_key_value_heads=2, rms_norm_eps=1e-6, attn_implementation="eager")
+        settings.update(config)
+        return model_class(config_class(**settings))
+
+    tok, model = checkpoint(folder, lambda: byte_bpe_tokenizer(bos="<s>"), build, model_class)
+    per_prompt, ids, scales = [], [], None
+    for text in FAMILY_PROMPTS:
+        enc = tok.encode(text).ids
+        ids.append(enc)
+        res, scales = decoder_trace(model, torch.tensor([enc]))
+        per_prompt.append(res)
+    save_expected(folder, per_prompt, FAMILY_PROMPTS, ids, {"scales": scales})
+    return folder
+
+
+def make_families():
+    from transformers import (MistralConfig, MistralForCausalLM, Phi3Config, Phi3ForCausalLM, Qwen2Config,
+                              Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM, SmolLM3Config, SmolLM3ForCausalLM)
+    common = dict(max_position_embeddings=64, tie_word_embeddings=False)
+    # Llama 3.1's scaling with a short original length, so that every kind of frequency (kept,
+    # divided, blended) occurs and the long prompt runs past it.
+    make_family("tiny-llama3", LlamaConfig, LlamaForCausalLM, num_hidden_layers=2, head_dim=16,
+                rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                                 "high_freq_factor": 4.0, "original_max_position_embeddings": 16}, **common)
+    make_family("tiny-llama-linear", LlamaConfig, LlamaForCausalLM, num_hidden_layers=2,
+                rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0}, **common)
+    make_family("tiny-mistral-window", MistralConfig, MistralForCausalLM, num_hidden_layers=2, sliding_window=4,
+                **common)
+    make_family("tiny-mistral", MistralConfig, MistralForCausalLM, num_hidden_layers=2, sliding_window=None,
+                **common)
+    # Qwen2.5's own switch: windows from layer max_window_layers on, only with use_sliding_window.
+    make_family("tiny-qwen2-window", Qwen2Config, Qwen2ForCausalLM, num_hidden_layers=3, use_sliding_window=True,
+                sliding_window=3, max_window_layers=1, **common)
+    # Qwen3: per-head q/k RMSNorm, head_dim 16 with a width of 32 over 4 heads, and one windowed
+    # layer named in layer_types.
+    make_family("tiny-qwen3", Qwen3Config, Qwen3ForCausalLM, num_hidden_layers=2, head_dim=16,
+                use_sliding_window=True, sliding_window=5, layer_types=["full_attention", "sliding_attention"],
+                **common)
+    # SmolLM3: every 4th layer without RoPE (and, here, windowed).
+    make_family("tiny-smollm3", SmolLM3Config, SmolLM3ForCausalLM, num_hidden_layers=4, use_sliding_window=True,
+                sliding_window=5, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+                max_position_embeddings=64, tie_word_embeddings=True, pad_token_id=None, bos_token_id=None,
+                eos_token_id=None)
+    # Phi-3: fused projections, half the head rotated, longrope past 16 tokens, a window.
+    half = 4  # rotary dimensions / 2: head_dim 16 · 0.5 / 2
+    # (Phi-3's config class sizes the factors from hidden_size / heads, not head_dim.)
+    make_family("tiny-phi3", Phi3Config, Phi3ForCausalLM, num_hidden_layers=2, hidden_size=64, sliding_window=6,
+                pad_token_id=None, bos_token_id=None, eos_token_id=None,
+                original_max_position_embeddings=16, partial_rotary_factor=0.5,
+                rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.5,
+                                 "short_factor": [1.0 + 0.25 * i for i in range(half)],
+                                 "long_factor": [2.0 + 1.5 * i for i in range(half)]},
+                **common)
+
+
 GGUF_TYPES = ["F32", "F16", "Q8_0", "Q4_0", "Q4_1"]
 
 
@@ -319,13 +424,12 @@ def permute_for_gguf(w, n_head):
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def make_tiny_ggufs():
-    """The tiny Llama written as GGUF files in each supported tensor type, as llama.cpp lays
-    them out, with transformers' GGUF loader (which dequantises) as the reference."""
+def write_llama_gguf(src, path, qname, extra_tensors=None):
+    """The Llama checkpoint in folder `src` written as a GGUF file of tensor type `qname`, laid
+    out as llama.cpp's converter lays it out; `extra_tensors` (name -> f32 array) are added."""
     import numpy as np
     import gguf
     from safetensors.numpy import load_file
-    src = FIXTURES / "tiny-llama"
     cfg = json.loads((src / "config.json").read_text())
     tok = json.loads((src / "tokenizer.json").read_text())
     weights = load_file(str(src / "model.safetensors"))
@@ -342,47 +446,93 @@ def make_tiny_ggufs():
     for i in range(cfg["num_hidden_layers"]):
         for hf, gg in parts.items():
             names[f"model.layers.{i}.{hf}.weight"] = f"blk.{i}.{gg}.weight"
+    qtype = gguf.GGMLQuantizationType[qname]
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name(src.name)
+    w.add_block_count(cfg["num_hidden_layers"])
+    w.add_context_length(cfg["max_position_embeddings"])
+    w.add_embedding_length(cfg["hidden_size"])
+    w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_head_count(cfg["num_attention_heads"])
+    w.add_head_count_kv(cfg["num_key_value_heads"])
+    w.add_rope_freq_base(cfg.get("rope_theta") or cfg["rope_parameters"]["rope_theta"])
+    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    w.add_rope_dimension_count(head_dim)
+    if head_dim != cfg["hidden_size"] // cfg["num_attention_heads"]:
+        w.add_key_length(head_dim)
+        w.add_value_length(head_dim)
+    w.add_vocab_size(len(tokens))
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_types([3 if i in specials else 1 for i in range(len(tokens))])
+    w.add_token_merges(merges)
+    w.add_bos_token_id(tok["model"]["vocab"]["<s>"])
+    w.add_add_bos_token(True)
+    for hf, gg in names.items():
+        t = weights[hf].astype(np.float32)
+        if hf.endswith("q_proj.weight"):
+            t = permute_for_gguf(t, cfg["num_attention_heads"])
+        elif hf.endswith("k_proj.weight"):
+            t = permute_for_gguf(t, cfg["num_key_value_heads"])
+        if t.ndim == 1 or qname == "F32":
+            w.add_tensor(gg, t)
+        elif qname == "F16":
+            w.add_tensor(gg, t.astype(np.float16))
+        else:
+            w.add_tensor(gg, gguf.quants.quantize(t, qtype), raw_dtype=qtype)
+    for name, t in (extra_tensors or {}).items():
+        w.add_tensor(name, t)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def llama3_rope_freqs(cfg):
+    """Llama 3's RoPE scaling as llama.cpp's converter stores it: the divisor of each frequency
+    (its `rope_freqs.weight`), from the config's rope parameters."""
+    import math
+    import numpy as np
+    rope = cfg["rope_parameters"]
+    base = rope["rope_theta"]
+    dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    freqs = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    factor, low, high = rope["factor"], rope["low_freq_factor"], rope["high_freq_factor"]
+    old_len = rope["original_max_position_embeddings"]
+    low_wavelen, high_wavelen = old_len / low, old_len / high
+    factors = []
+    for freq in freqs.tolist():
+        wavelen = 2 * math.pi / freq
+        if wavelen < high_wavelen:
+            factors.append(1.0)
+        elif wavelen > low_wavelen:
+            factors.append(factor)
+        else:
+            smooth = (old_len / wavelen - low) / (high - low)
+            factors.append(1.0 / ((1 - smooth) / factor + smooth))
+    return np.array(factors, dtype=np.float32)
+
+
+def make_llama3_gguf():
+    """The tiny Llama 3 as an F32 GGUF file with its rope_freqs tensor. Its reference is
+    transformers on the Hugging Face folder (tiny-llama3/expected.safetensors): transformers'
+    own GGUF loader ignores rope_freqs.weight, so it would compute unscaled RoPE."""
+    src = FIXTURES / "tiny-llama3"
+    cfg = json.loads((src / "config.json").read_text())
+    path = FIXTURES / "tiny-gguf" / "tiny-llama3.F32.gguf"
+    write_llama_gguf(src, path, "F32", {"rope_freqs.weight": llama3_rope_freqs(cfg)})
+
+
+def make_tiny_ggufs():
+    """The tiny Llama written as GGUF files in each supported tensor type, as llama.cpp lays
+    them out, with transformers' GGUF loader (which dequantises) as the reference."""
     folder = FIXTURES / "tiny-gguf"
     folder.mkdir(parents=True, exist_ok=True)
-    per_type = {}
     for qname in GGUF_TYPES:
-        qtype = gguf.GGMLQuantizationType[qname]
         path = folder / f"tiny-llama.{qname}.gguf"
-        w = gguf.GGUFWriter(str(path), "llama")
-        w.add_name("tiny-llama")
-        w.add_block_count(cfg["num_hidden_layers"])
-        w.add_context_length(cfg["max_position_embeddings"])
-        w.add_embedding_length(cfg["hidden_size"])
-        w.add_feed_forward_length(cfg["intermediate_size"])
-        w.add_head_count(cfg["num_attention_heads"])
-        w.add_head_count_kv(cfg["num_key_value_heads"])
-        w.add_rope_freq_base(cfg.get("rope_theta") or cfg["rope_parameters"]["rope_theta"])
-        w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
-        w.add_rope_dimension_count(cfg["hidden_size"] // cfg["num_attention_heads"])
-        w.add_vocab_size(len(tokens))
-        w.add_tokenizer_model("gpt2")
-        w.add_tokenizer_pre("default")
-        w.add_token_list(tokens)
-        w.add_token_types([3 if i in specials else 1 for i in range(len(tokens))])
-        w.add_token_merges(merges)
-        w.add_bos_token_id(tok["model"]["vocab"]["<s>"])
-        w.add_add_bos_token(True)
-        for hf, gg in names.items():
-            t = weights[hf].astype(np.float32)
-            if hf.endswith("q_proj.weight"):
-                t = permute_for_gguf(t, cfg["num_attention_heads"])
-            elif hf.endswith("k_proj.weight"):
-                t = permute_for_gguf(t, cfg["num_key_value_heads"])
-            if t.ndim == 1 or qname == "F32":
-                w.add_tensor(gg, t)
-            elif qname == "F16":
-                w.add_tensor(gg, t.astype(np.float16))
-            else:
-                w.add_tensor(gg, gguf.quants.quantize(t, qtype), raw_dtype=qtype)
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_tensors_to_file()
-        w.close()
+        write_llama_gguf(FIXTURES / "tiny-llama", path, qname)
         from transformers import AutoTokenizer
         hf_tok = AutoTokenizer.from_pretrained(folder, gguf_file=path.name)
         model = LlamaForCausalLM.from_pretrained(folder, gguf_file=path.name, attn_implementation="eager",
@@ -458,6 +608,8 @@ if __name__ == "__main__":
     make_llama()
     make_qwen2()
     make_tiny_ggufs()
+    make_families()
+    make_llama3_gguf()
     if args.real_models:
         make_real(args.real_models)
     print("fixtures written to", FIXTURES)

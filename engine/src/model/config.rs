@@ -1,6 +1,8 @@
 //! A model's hyper-parameters, read from Hugging Face's config.json or GGUF metadata.
 
 use super::gguf_file::GgufFile;
+use super::llama_config::{self, LlamaOptions};
+use super::rope::{Rope, RopeScaling};
 use crate::attention::LayerAttention;
 use crate::error::{EngineError, Result};
 use serde::{Deserialize, Serialize};
@@ -27,8 +29,10 @@ pub const SUPPORTED_MODEL_TYPES: &[(&str, Architecture)] = &[
     ("llama", Architecture::Llama),
     ("mistral", Architecture::Llama),
     ("qwen2", Architecture::Llama),
+    ("qwen3", Architecture::Llama),
     ("smollm", Architecture::Llama),
     ("smollm3", Architecture::Llama),
+    ("phi3", Architecture::Llama),
     ("vit", Architecture::Vit),
     ("deit", Architecture::Vit),
     ("dinov2", Architecture::Vit),
@@ -95,6 +99,9 @@ pub struct ModelConfig {
     pub layer_attention: Vec<LayerAttention>,
     /// Gemma models only.
     pub gemma: Option<super::gemma::GemmaConfig>,
+    /// The Llama family's RoPE, biases, q/k norms and fused projections; None for other
+    /// architectures.
+    pub llama: Option<LlamaOptions>,
 }
 
 /// What an image model adds to the config: its patch geometry and the tokens before the patches.
@@ -231,7 +238,8 @@ impl ModelConfig {
         let heads = usize_of(&["num_attention_heads", "n_head"])?;
         let hidden = usize_of(&["hidden_size", "n_embd"])?;
         let kv_heads = usize_of(&["num_key_value_heads"]).unwrap_or(heads);
-        if heads == 0 || hidden % heads != 0 && field(json, &["head_dim"]).is_none() {
+        let own_head_dim = field(json, &["head_dim"]).is_some() || model_type == "qwen3";
+        if heads == 0 || hidden % heads != 0 && !own_head_dim {
             return Err(bad(format!(
                 "hidden size {hidden} is not divisible by {heads} heads"
             )));
@@ -282,27 +290,41 @@ impl ModelConfig {
                 Architecture::Llama => "silu",
                 Architecture::Gemma => "gelu_pytorch_tanh",
             });
-        let activation = Activation::parse(act_name)
-            .ok_or_else(|| bad(format!("activation '{act_name}' is not supported")))?;
-        // transformers 5 writes `rope_parameters`; older configs `rope_theta` and `rope_scaling`.
-        let rope = field(json, &["rope_parameters", "rope_scaling"]);
-        if let Some(rope) = rope {
-            let kind = field(rope, &["rope_type", "type"]).and_then(Value::as_str);
-            if !matches!(kind, None | Some("default")) {
-                return Err(bad(format!("RoPE scaling {rope} is not supported yet")));
+        let activation = Activation::parse(act_name).ok_or_else(|| {
+            bad(format!(
+                "hidden_act = \"{act_name}\" is not supported; supported: gelu, gelu_new, \
+                 gelu_pytorch_tanh, gelu_fast, relu, silu, swish"
+            ))
+        })?;
+        let (mut head_dim, mut norm_eps, mut tie_word_embeddings) = (
+            head_dim,
+            norm_eps,
+            field(json, &["tie_word_embeddings"])
+                .and_then(Value::as_bool)
+                .unwrap_or(architecture != Architecture::Llama),
+        );
+        let (layer_attention, llama, rope_theta) = match architecture {
+            Architecture::Bert | Architecture::Vit => (
+                vec![LayerAttention::standard(head_dim, false); layers],
+                None,
+                10000.0,
+            ),
+            Architecture::Gpt2 => (gpt2_attention(json, head_dim, layers), None, 10000.0),
+            Architecture::Llama => {
+                let family =
+                    llama_config::read(json, &model_type, layers, heads, hidden, max_positions)
+                        .map_err(bad)?;
+                head_dim = family.head_dim;
+                norm_eps = family.norm_eps;
+                tie_word_embeddings = family.tie_word_embeddings;
+                let theta = family.options.rope.theta;
+                (family.layer_attention, Some(family.options), theta)
             }
-        }
-        let rope_theta = field(json, &["rope_theta"])
-            .or_else(|| rope.and_then(|r| field(r, &["rope_theta"])))
-            .and_then(Value::as_f64)
-            .unwrap_or(10000.0);
-        let layer_attention = match architecture {
-            Architecture::Bert | Architecture::Vit => {
-                vec![LayerAttention::standard(head_dim, false); layers]
-            }
-            Architecture::Gpt2 => gpt2_attention(json, head_dim, layers),
-            Architecture::Llama => vec![LayerAttention::standard(head_dim, true); layers],
-            Architecture::Gemma => vec![LayerAttention::standard(head_dim, true); layers],
+            Architecture::Gemma => (
+                vec![LayerAttention::standard(head_dim, true); layers],
+                None,
+                10000.0,
+            ),
         };
         if architecture == Architecture::Bert {
             let pos = field(json, &["position_embedding_type"]).and_then(Value::as_str);
@@ -326,16 +348,18 @@ impl ModelConfig {
             activation,
             rope_theta,
             type_vocab_size: usize_of(&["type_vocab_size"]).unwrap_or(0),
-            tie_word_embeddings: field(json, &["tie_word_embeddings"])
-                .and_then(Value::as_bool)
-                .unwrap_or(architecture != Architecture::Llama),
-            attention_bias: field(json, &["attention_bias", "qkv_bias"])
-                .and_then(Value::as_bool)
-                .unwrap_or(model_type == "qwen2" || architecture == Architecture::Vit),
+            tie_word_embeddings,
+            attention_bias: match &llama {
+                Some(options) => options.qkv_bias,
+                None => field(json, &["attention_bias", "qkv_bias"])
+                    .and_then(Value::as_bool)
+                    .unwrap_or(architecture == Architecture::Vit),
+            },
             vision,
             model_type,
             layer_attention,
             gemma: None,
+            llama,
         })
     }
 
@@ -384,6 +408,135 @@ impl ModelConfig {
                 .map(<[_]>::len)
                 .ok_or_else(|| bad("no vocab size".into()))?,
         };
+        let key = |k: &str| format!("{arch}.{k}");
+        let refuse =
+            |k: &str, value: String, why: &str| bad(format!("{} = {value}: {why}", key(k)));
+        let shown = |k: &str| file.get(&key(k)).map(show_gguf);
+        if let Some(n) = file.get(&key("expert_count")).and_then(|v| v.as_u64()) {
+            if n > 0 {
+                return Err(refuse(
+                    "expert_count",
+                    n.to_string(),
+                    "mixture-of-experts feed-forward is not supported (dense models only)",
+                ));
+            }
+        }
+        for k in [
+            "attn_logit_softcapping",
+            "final_logit_softcapping",
+            "attention.layer_norm_epsilon",
+            "attention.clamp_kqv",
+        ] {
+            if let Some(value) = shown(k) {
+                return Err(refuse(
+                    k,
+                    value,
+                    &format!("not part of the {arch} forward pass this engine computes"),
+                ));
+            }
+        }
+        if let Ok(value_length) = int("attention.value_length") {
+            if value_length != head_dim {
+                return Err(refuse(
+                    "attention.value_length",
+                    value_length.to_string(),
+                    &format!("differs from attention.key_length {head_dim}; supported: equal"),
+                ));
+            }
+        }
+        if let Ok(rotary) = int("rope.dimension_count") {
+            if rotary != head_dim {
+                return Err(refuse(
+                    "rope.dimension_count",
+                    rotary.to_string(),
+                    &format!("partial rotary embeddings are not supported; supported: {head_dim}"),
+                ));
+            }
+        }
+        // transformers reads a mistral GGUF into its Mistral config, whose window defaults to
+        // 4096; llama and qwen2 have none.
+        let window = match int("attention.sliding_window") {
+            Ok(w) if arch == "mistral" && w > 0 => Some(w),
+            Ok(w) => {
+                return Err(refuse(
+                    "attention.sliding_window",
+                    w.to_string(),
+                    &format!("{arch} has no sliding window; supported for mistral"),
+                ));
+            }
+            Err(_) if arch == "mistral" => Some(4096),
+            Err(_) => None,
+        };
+        let scaling = match file.get(&key("rope.scaling.type")).map(|v| v.as_str()) {
+            None | Some(Some("none")) => RopeScaling::None,
+            Some(Some("linear")) => RopeScaling::Linear {
+                factor: float("rope.scaling.factor")
+                    .filter(|f| *f > 0.0)
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "{} missing or not positive",
+                            key("rope.scaling.factor")
+                        ))
+                    })?,
+            },
+            Some(_) => {
+                return Err(refuse(
+                    "rope.scaling.type",
+                    file.get(&key("rope.scaling.type"))
+                        .map(show_gguf)
+                        .unwrap_or_default(),
+                    "not supported; supported: none, linear (and Llama 3's rope_freqs tensor)",
+                ));
+            }
+        };
+        if let Some(f) = float("rope.scaling.attn_factor").filter(|f| *f != 1.0) {
+            return Err(refuse(
+                "rope.scaling.attn_factor",
+                f.to_string(),
+                "not supported; supported: 1",
+            ));
+        }
+        // Llama 3's frequency scaling, as llama.cpp's converter stores it: one divisor per
+        // frequency.
+        let scaling = if file.has_tensor("rope_freqs.weight") {
+            if scaling != RopeScaling::None {
+                return Err(bad(
+                    "both rope_freqs.weight and a rope.scaling.type: not supported".into(),
+                ));
+            }
+            let factors = file.tensor("rope_freqs.weight")?;
+            if factors.data.len() != head_dim / 2 || factors.data.iter().any(|f| *f <= 0.0) {
+                return Err(bad(format!(
+                    "rope_freqs.weight holds {} values; expected {} positive frequency factors",
+                    factors.data.len(),
+                    head_dim / 2
+                )));
+            }
+            RopeScaling::Factors(factors.data.to_vec())
+        } else {
+            scaling
+        };
+        let rope_theta = float("rope.freq_base").unwrap_or(10000.0);
+        let qkv_bias = file.has_tensor("blk.0.attn_q.bias");
+        let llama = LlamaOptions {
+            rope: Rope {
+                theta: rope_theta,
+                rotary_dim: head_dim,
+                scaling,
+            },
+            qkv_bias,
+            o_bias: false,
+            mlp_bias: false,
+            qk_norm: false,
+            fused: false,
+        };
+        let layer_attention = vec![
+            LayerAttention {
+                window,
+                ..LayerAttention::standard(head_dim, true)
+            };
+            layers
+        ];
         Ok(Self {
             model_type,
             architecture: Architecture::Llama,
@@ -397,12 +550,13 @@ impl ModelConfig {
             max_positions: int("context_length")?,
             norm_eps: float("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
             activation: Activation::Silu,
-            rope_theta: float("rope.freq_base").unwrap_or(10000.0),
+            rope_theta,
             type_vocab_size: 0,
             tie_word_embeddings: !file.has_tensor("output.weight"),
-            attention_bias: file.has_tensor("blk.0.attn_q.bias"),
+            attention_bias: qkv_bias,
             vision: None,
-            layer_attention: vec![LayerAttention::standard(head_dim, true); layers],
+            layer_attention,
+            llama: Some(llama),
             gemma: None,
         })
     }
@@ -430,4 +584,17 @@ fn gpt2_attention(json: &Value, head_dim: usize, layers: usize) -> Vec<LayerAtte
             a
         })
         .collect()
+}
+
+/// A GGUF metadata value as a refusal message shows it.
+fn show_gguf(value: &super::gguf_file::GgufValue) -> String {
+    use super::gguf_file::GgufValue as V;
+    match value {
+        V::Int(v) => v.to_string(),
+        V::UInt(v) => v.to_string(),
+        V::Float(v) => v.to_string(),
+        V::Bool(v) => v.to_string(),
+        V::Str(v) => format!("\"{v}\""),
+        V::Array(items) => format!("[{} values]", items.len()),
+    }
 }

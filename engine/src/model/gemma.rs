@@ -565,6 +565,7 @@ pub fn parse_config(json: &Value, path: &Path) -> Result<ModelConfig> {
         vision: None,
         layer_attention,
         gemma: Some(gemma),
+        llama: None,
     })
 }
 

@@ -28,6 +28,30 @@ impl Linear {
         Ok(Self::from_host(&weight, bias.as_ref(), device))
     }
 
+    /// As [`Linear::load`], checking the weight is [out, in] (and the bias [out]), so that a
+    /// checkpoint that disagrees with its config is an error naming the tensor, not a failed
+    /// reshape later.
+    pub fn load_shaped(
+        w: &dyn WeightSource,
+        name: &str,
+        bias: bool,
+        [out, input]: [usize; 2],
+        device: &Device,
+    ) -> Result<Self> {
+        let weight_name = format!("{name}.weight");
+        let weight = w.tensor(&weight_name)?;
+        expect_shape(w, &weight_name, &weight, &[out, input])?;
+        let bias = if bias {
+            let bias_name = format!("{name}.bias");
+            let b = w.tensor(&bias_name)?;
+            expect_shape(w, &bias_name, &b, &[out])?;
+            Some(b)
+        } else {
+            None
+        };
+        Ok(Self::from_host(&weight.transposed(), bias.as_ref(), device))
+    }
+
     /// From a weight already laid out [in, out] (GPT-2's Conv1D, split QKV parts).
     pub fn from_host(
         weight_in_out: &HostTensor,
@@ -47,6 +71,23 @@ impl Linear {
             None => y,
         }
     }
+}
+
+/// An error naming the tensor unless it has `shape`.
+pub fn expect_shape(
+    w: &dyn WeightSource,
+    name: &str,
+    t: &HostTensor,
+    shape: &[usize],
+) -> Result<()> {
+    if t.shape != shape {
+        return Err(crate::EngineError::BadTensor {
+            path: w.path().to_path_buf(),
+            name: name.to_string(),
+            reason: format!("shape {:?}, the config implies {shape:?}", t.shape),
+        });
+    }
+    Ok(())
 }
 
 /// LayerNorm over the last dimension with the biased variance, as PyTorch computes it.
@@ -85,6 +126,23 @@ impl RmsNorm {
     pub fn load(w: &dyn WeightSource, name: &str, eps: f64, device: &Device) -> Result<Self> {
         Ok(Self {
             weight: upload(&w.tensor(&format!("{name}.weight"))?, device),
+            eps,
+        })
+    }
+
+    /// As [`RmsNorm::load`], checking the weight has `len` values.
+    pub fn load_shaped(
+        w: &dyn WeightSource,
+        name: &str,
+        len: usize,
+        eps: f64,
+        device: &Device,
+    ) -> Result<Self> {
+        let weight_name = format!("{name}.weight");
+        let weight = w.tensor(&weight_name)?;
+        expect_shape(w, &weight_name, &weight, &[len])?;
+        Ok(Self {
+            weight: upload(&weight, device),
             eps,
         })
     }

@@ -1,21 +1,33 @@
-//! The Llama family (llama, mistral, qwen2, SmolLM): RMSNorm, RoPE, grouped-query attention,
-//! SwiGLU, optionally tied embeddings.
+//! The Llama family (llama, mistral, qwen2, qwen3, SmolLM/SmolLM3, phi3): RMSNorm, RoPE (with
+//! its scalings, partial rotation, and layers without it), grouped-query attention with
+//! optional sliding windows and per-head q/k norms, a gated MLP, optionally tied embeddings.
+//! What each model type reads from its config is in [`super::llama_config`].
 
 use super::TokenInput;
+use super::bert::activate;
 use super::config::ModelConfig;
-use super::cpu_kernels::silu;
-use super::layers::{Linear, RmsNorm, attend, embed, split_heads, upload};
+use super::layers::{Linear, RmsNorm, attend, embed, expect_shape, split_heads, upload};
+use super::llama_config::LlamaOptions;
 use super::packing::Packing;
+use super::rope::rotate;
 use super::weights::WeightSource;
-use crate::error::Result;
+use crate::error::{EngineError, Result};
+use crate::host::HostTensor;
 use crate::trace::Trace;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
+
+/// q, k and v: three projections, or Phi-3's one fused `qkv_proj` cut into three.
+struct Projections {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+}
 
 struct LlamaLayer {
     input_norm: RmsNorm,
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    attn: Projections,
+    /// Qwen3: RMSNorm over each head's q and k, before RoPE.
+    qk_norm: Option<(RmsNorm, RmsNorm)>,
     o_proj: Linear,
     post_norm: RmsNorm,
     gate: Linear,
@@ -25,11 +37,22 @@ struct LlamaLayer {
 
 pub struct Llama {
     config: ModelConfig,
+    options: LlamaOptions,
     embed_tokens: Tensor<2>,
     layers: Vec<LlamaLayer>,
     norm: RmsNorm,
     /// [hidden, vocab]
     lm_head: Tensor<2>,
+}
+
+/// Rows `start..start + len` of a Hugging Face `nn.Linear` weight [out, in], as [in, out].
+fn rows(w: &HostTensor, start: usize, len: usize) -> HostTensor {
+    let cols = w.shape[1];
+    HostTensor::new(
+        vec![len, cols],
+        w.data[start * cols..(start + len) * cols].to_vec(),
+    )
+    .transposed()
 }
 
 impl Llama {
@@ -39,62 +62,97 @@ impl Llama {
         device: &Device,
         progress: &dyn Fn(f32),
     ) -> Result<Self> {
+        let options = config.llama.clone().ok_or_else(|| EngineError::BadConfig {
+            path: w.path().to_path_buf(),
+            reason: format!("{} is not a Llama-family config", config.model_type),
+        })?;
         let eps = config.norm_eps;
+        let (q_width, kv_width) = (
+            config.heads * config.head_dim,
+            config.kv_heads * config.head_dim,
+        );
+        let (hidden, inner) = (config.hidden, config.intermediate);
         let mut layers = Vec::with_capacity(config.layers);
         for i in 0..config.layers {
             let l = format!("model.layers.{i}");
-            let lin =
-                |name: &str, bias: bool| Linear::load(w, &format!("{l}.{name}"), bias, device);
-            let qkv_bias = config.attention_bias;
+            let lin = |name: &str, bias: bool, shape: [usize; 2]| {
+                Linear::load_shaped(w, &format!("{l}.{name}"), bias, shape, device)
+            };
+            let norm = |name: &str, len: usize| {
+                RmsNorm::load_shaped(w, &format!("{l}.{name}"), len, eps, device)
+            };
+            let attn = if options.fused {
+                let name = format!("{l}.self_attn.qkv_proj.weight");
+                let qkv = w.tensor(&name)?;
+                expect_shape(w, &name, &qkv, &[q_width + 2 * kv_width, hidden])?;
+                Projections {
+                    q: Linear::from_host(&rows(&qkv, 0, q_width), None, device),
+                    k: Linear::from_host(&rows(&qkv, q_width, kv_width), None, device),
+                    v: Linear::from_host(&rows(&qkv, q_width + kv_width, kv_width), None, device),
+                }
+            } else {
+                Projections {
+                    q: lin("self_attn.q_proj", options.qkv_bias, [q_width, hidden])?,
+                    k: lin("self_attn.k_proj", options.qkv_bias, [kv_width, hidden])?,
+                    v: lin("self_attn.v_proj", options.qkv_bias, [kv_width, hidden])?,
+                }
+            };
+            let (gate, up) = if options.fused {
+                let name = format!("{l}.mlp.gate_up_proj.weight");
+                let gate_up = w.tensor(&name)?;
+                expect_shape(w, &name, &gate_up, &[2 * inner, hidden])?;
+                (
+                    Linear::from_host(&rows(&gate_up, 0, inner), None, device),
+                    Linear::from_host(&rows(&gate_up, inner, inner), None, device),
+                )
+            } else {
+                (
+                    lin("mlp.gate_proj", options.mlp_bias, [inner, hidden])?,
+                    lin("mlp.up_proj", options.mlp_bias, [inner, hidden])?,
+                )
+            };
+            let head_dim = config.head_dim;
             layers.push(LlamaLayer {
-                input_norm: RmsNorm::load(w, &format!("{l}.input_layernorm"), eps, device)?,
-                q_proj: lin("self_attn.q_proj", qkv_bias)?,
-                k_proj: lin("self_attn.k_proj", qkv_bias)?,
-                v_proj: lin("self_attn.v_proj", qkv_bias)?,
-                o_proj: lin("self_attn.o_proj", false)?,
-                post_norm: RmsNorm::load(w, &format!("{l}.post_attention_layernorm"), eps, device)?,
-                gate: lin("mlp.gate_proj", false)?,
-                up: lin("mlp.up_proj", false)?,
-                down: lin("mlp.down_proj", false)?,
+                input_norm: norm("input_layernorm", hidden)?,
+                attn,
+                qk_norm: if options.qk_norm {
+                    Some((
+                        norm("self_attn.q_norm", head_dim)?,
+                        norm("self_attn.k_norm", head_dim)?,
+                    ))
+                } else {
+                    None
+                },
+                o_proj: lin("self_attn.o_proj", options.o_bias, [hidden, q_width])?,
+                post_norm: norm("post_attention_layernorm", hidden)?,
+                gate,
+                up,
+                down: lin("mlp.down_proj", options.mlp_bias, [hidden, inner])?,
             });
             progress((i + 1) as f32 / config.layers as f32);
         }
         let embed_host = w.tensor("model.embed_tokens.weight")?;
+        expect_shape(
+            w,
+            "model.embed_tokens.weight",
+            &embed_host,
+            &[config.vocab, hidden],
+        )?;
         let head_host = if w.contains("lm_head.weight") && !config.tie_word_embeddings {
-            w.tensor("lm_head.weight")?
+            let head = w.tensor("lm_head.weight")?;
+            expect_shape(w, "lm_head.weight", &head, &[config.vocab, hidden])?;
+            head
         } else {
             embed_host.clone()
         };
         Ok(Self {
             config: config.clone(),
+            options,
             embed_tokens: upload(&embed_host, device),
             layers,
-            norm: RmsNorm::load(w, "model.norm", eps, device)?,
+            norm: RmsNorm::load_shaped(w, "model.norm", hidden, eps, device)?,
             lm_head: upload(&head_host.transposed(), device),
         })
-    }
-
-    /// cos and sin tables [1, T, d] for Hugging Face's rotate-half RoPE, computed in f32 as
-    /// transformers does so that q and k match it bit for bit as far as possible.
-    fn rope_tables(&self, positions: &[u32], device: &Device) -> (Tensor<3>, Tensor<3>) {
-        let t = positions.len();
-        let d = self.config.head_dim;
-        let half = d / 2;
-        let base = self.config.rope_theta as f32;
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| 1.0 / base.powf((2 * i) as f32 / d as f32))
-            .collect();
-        let mut cos = Vec::with_capacity(t * d);
-        let mut sin = Vec::with_capacity(t * d);
-        for &pos in positions {
-            for j in 0..d {
-                let angle = pos as f32 * inv_freq[j % half];
-                cos.push(angle.cos());
-                sin.push(angle.sin());
-            }
-        }
-        let table = |v: Vec<f32>| Tensor::<3>::from_data(TensorData::new(v, vec![1, t, d]), device);
-        (table(cos), table(sin))
     }
 
     /// The inputs packed into `input` (see [`Packing`]; one input is a packing of one): one
@@ -106,33 +164,42 @@ impl Llama {
         device: &Device,
     ) -> Result<Vec<Trace>> {
         let cfg = &self.config;
-        let (cos, sin) = self.rope_tables(&packing.positions(), device);
-        let rotate = |x: Tensor<3>| -> Tensor<3> {
-            let half = cfg.head_dim / 2;
-            let first = x.clone().narrow(2, 0, half);
-            let second = x.clone().narrow(2, half, half);
-            let rotated = Tensor::cat(vec![second.neg(), first], 2);
-            x * cos.clone() + rotated * sin.clone()
-        };
+        let (cos, sin) = self.options.rope.tables(packing, device);
         let mut x = embed(&self.embed_tokens, &input.ids, device);
         let mut masks = MaskCache::default();
         let mut traces = Vec::with_capacity(self.layers.len());
         for (layer, attention) in self.layers.iter().zip(&cfg.layer_attention) {
             let mask = masks.get(packing, attention.window, device);
             let h = layer.input_norm.forward(x.clone());
-            let q = rotate(split_heads(layer.q_proj.forward(h.clone()), cfg.heads));
-            let k = rotate(split_heads(layer.k_proj.forward(h.clone()), cfg.kv_heads));
-            let v = split_heads(layer.v_proj.forward(h), cfg.kv_heads);
+            let mut q = split_heads(layer.attn.q.forward(h.clone()), cfg.heads);
+            let mut k = split_heads(layer.attn.k.forward(h.clone()), cfg.kv_heads);
+            let v = split_heads(layer.attn.v.forward(h), cfg.kv_heads);
+            if let Some((q_norm, k_norm)) = &layer.qk_norm {
+                q = per_head(q_norm, q);
+                k = per_head(k_norm, k);
+            }
+            if attention.rope {
+                q = rotate(q, &cos, &sin);
+                k = rotate(k, &cos, &sin);
+            }
             let (context, trace) = attend(q, k, v, mask.as_ref(), attention);
             traces.push(trace);
             x = x + layer.o_proj.forward(context);
             let h = layer.post_norm.forward(x.clone());
-            let gated = silu(layer.gate.forward(h.clone())) * layer.up.forward(h);
+            let gated =
+                activate(cfg.activation, layer.gate.forward(h.clone())) * layer.up.forward(h);
             x = x + layer.down.forward(gated);
         }
         let last = self.norm.forward(packing.last_rows(x, device));
         packing.split(traces, Some(last.matmul(self.lm_head.clone())))
     }
+}
+
+/// An RMSNorm over the last dimension of each head: [heads, T, d].
+fn per_head(norm: &RmsNorm, x: Tensor<3>) -> Tensor<3> {
+    let [heads, t, d] = x.dims();
+    norm.forward(x.reshape([heads * t, d]))
+        .reshape([heads, t, d])
 }
 
 /// The causal masks of one pass, one per sliding-window size its layers use, each built once.

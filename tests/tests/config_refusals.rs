@@ -1,0 +1,291 @@
+//! Never silently wrong: a config.json key or GGUF metadata value that changes the forward pass
+//! and is not implemented is an error naming the file, the key and its value (and what is
+//! supported), never a model that loads and computes something else. Each case edits a working
+//! tiny checkpoint (a copy in a scratch folder) so that the key under test is the only problem.
+
+use headwise_engine::Model;
+use headwise_engine::device::{DeviceChoice, create_device};
+use headwise_tests::*;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+/// A copy of fixture `name` whose config.json `edit` changed, in its own scratch folder.
+fn edited(name: &str, case: &str, edit: impl Fn(&mut Value)) -> PathBuf {
+    let dir = scratch(&format!("refusal-{case}"));
+    let folder = dir.join(name);
+    copy_dir(&fixture(name), &folder);
+    let path = folder.join("config.json");
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut config);
+    std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    folder
+}
+
+/// The load error's message, checked to name the file (a folder's config.json) and every one of
+/// `needles`.
+fn refusal(path: &Path, needles: &[&str]) -> String {
+    let file = if path.is_dir() {
+        path.join("config.json")
+    } else {
+        path.to_path_buf()
+    };
+    refusal_naming(path, &file, needles)
+}
+
+/// As [`refusal`], the message naming `file`.
+fn refusal_naming(path: &Path, file: &Path, needles: &[&str]) -> String {
+    let device = create_device(DeviceChoice::Cpu).unwrap();
+    let message = match Model::load(path, &device.device, &|_| {}) {
+        Ok(_) => panic!("{} loaded, but should be refused", path.display()),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        message.contains(&file.display().to_string()),
+        "names the file {}: {message}",
+        file.display()
+    );
+    for needle in needles {
+        assert!(message.contains(needle), "names {needle:?}: {message}");
+    }
+    message
+}
+
+fn set(key: &'static str, value: Value) -> impl Fn(&mut Value) {
+    move |c: &mut Value| c[key] = value.clone()
+}
+
+#[test]
+fn an_unknown_rope_type_is_refused_with_the_supported_ones() {
+    let folder = edited("tiny-llama", "rope-type", |c| {
+        c["rope_parameters"] = json!({"rope_type": "yarn", "rope_theta": 500.0, "factor": 4.0});
+    });
+    refusal(&folder, &["rope_type", "yarn", "llama3", "linear"]);
+}
+
+#[test]
+fn old_style_rope_scaling_is_read_and_refused_by_name_too() {
+    let folder = edited("tiny-llama", "rope-scaling", |c| {
+        c["rope_scaling"] = json!({"type": "ntk-by-parts", "factor": 2.0});
+        c.as_object_mut().unwrap().remove("rope_parameters");
+    });
+    refusal(&folder, &["rope_scaling", "ntk-by-parts"]);
+}
+
+#[test]
+fn llama3_scaling_without_its_frequency_factors_is_refused() {
+    let folder = edited("tiny-llama3", "llama3-missing", |c| {
+        c["rope_parameters"]
+            .as_object_mut()
+            .unwrap()
+            .remove("low_freq_factor");
+    });
+    refusal(&folder, &["low_freq_factor", "llama3"]);
+}
+
+#[test]
+fn an_unsupported_activation_is_refused() {
+    let folder = edited(
+        "tiny-llama",
+        "activation",
+        set("hidden_act", json!("quick_gelu")),
+    );
+    refusal(&folder, &["hidden_act", "quick_gelu", "silu"]);
+}
+
+#[test]
+fn a_sliding_window_on_a_family_without_one_is_refused() {
+    let folder = edited(
+        "tiny-llama",
+        "llama-window",
+        set("sliding_window", json!(4)),
+    );
+    refusal(&folder, &["sliding_window", "4", "mistral"]);
+}
+
+#[test]
+fn attention_soft_capping_is_refused_outside_the_families_that_have_it() {
+    let folder = edited(
+        "tiny-qwen3",
+        "softcap",
+        set("attn_logit_softcapping", json!(50.0)),
+    );
+    refusal(&folder, &["attn_logit_softcapping", "50"]);
+}
+
+#[test]
+fn mixture_of_experts_keys_are_refused() {
+    let folder = edited("tiny-mistral", "moe", set("num_local_experts", json!(8)));
+    refusal(&folder, &["num_local_experts", "8", "mixture-of-experts"]);
+    let folder = edited("tiny-qwen2", "moe-qwen", set("num_experts", json!(4)));
+    refusal(&folder, &["num_experts", "4"]);
+}
+
+#[test]
+fn nope_layers_are_refused_where_they_are_not_implemented() {
+    let folder = edited("tiny-llama", "nope", set("no_rope_layers", json!([1, 0])));
+    refusal(&folder, &["no_rope_layers", "smollm3"]);
+}
+
+#[test]
+fn a_nope_list_of_the_wrong_length_is_refused() {
+    let folder = edited(
+        "tiny-smollm3",
+        "nope-length",
+        set("no_rope_layers", json!([1, 1, 0])),
+    );
+    refusal(&folder, &["no_rope_layers", "4 entries"]);
+}
+
+#[test]
+fn partial_rotary_embeddings_are_refused_outside_phi3() {
+    let folder = edited(
+        "tiny-qwen2",
+        "partial",
+        set("partial_rotary_factor", json!(0.5)),
+    );
+    refusal(&folder, &["partial_rotary_factor", "0.5", "phi3"]);
+}
+
+#[test]
+fn sliding_layers_without_a_window_in_effect_are_refused() {
+    // Qwen's config drops the window unless use_sliding_window; transformers then fails on
+    // sliding layers, and so does headwise, by name.
+    let folder = edited("tiny-qwen2-window", "no-window", |c| {
+        c["use_sliding_window"] = json!(false);
+        c["layer_types"] = json!(["full_attention", "sliding_attention", "sliding_attention"]);
+    });
+    refusal(&folder, &["layer_types", "sliding_window"]);
+}
+
+#[test]
+fn an_unknown_layer_type_is_refused() {
+    let folder = edited(
+        "tiny-qwen3",
+        "layer-type",
+        set(
+            "layer_types",
+            json!(["full_attention", "chunked_attention"]),
+        ),
+    );
+    refusal(
+        &folder,
+        &["layer_types", "chunked_attention", "sliding_attention"],
+    );
+}
+
+#[test]
+fn longrope_factors_of_the_wrong_length_are_refused() {
+    let folder = edited("tiny-phi3", "longrope", |c| {
+        c["rope_parameters"]["short_factor"] = json!([1.0, 1.0]);
+    });
+    refusal(&folder, &["short_factor", "4 numbers"]);
+}
+
+#[test]
+fn a_checkpoint_whose_weights_disagree_with_its_head_dim_is_refused_by_tensor() {
+    let folder = edited("tiny-qwen3", "head-dim", set("head_dim", json!(8)));
+    refusal_naming(
+        &folder,
+        &folder.join("model.safetensors"),
+        &["q_proj", "shape"],
+    );
+}
+
+/// A GGUF file holding only metadata: enough for the config reader, which refuses before any
+/// weight is read.
+fn gguf_with(case: &str, extra: &[(&str, GgufValue)]) -> PathBuf {
+    let mut kvs: Vec<(String, GgufValue)> = vec![
+        (
+            "general.architecture".into(),
+            GgufValue::Str("llama".into()),
+        ),
+        ("llama.block_count".into(), GgufValue::U32(2)),
+        ("llama.context_length".into(), GgufValue::U32(64)),
+        ("llama.embedding_length".into(), GgufValue::U32(32)),
+        ("llama.feed_forward_length".into(), GgufValue::U32(64)),
+        ("llama.attention.head_count".into(), GgufValue::U32(4)),
+        ("llama.attention.head_count_kv".into(), GgufValue::U32(2)),
+        ("llama.vocab_size".into(), GgufValue::U32(400)),
+    ];
+    kvs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    let mut bytes = b"GGUF".to_vec();
+    bytes.extend(3u32.to_le_bytes());
+    bytes.extend(0u64.to_le_bytes());
+    bytes.extend((kvs.len() as u64).to_le_bytes());
+    let string = |bytes: &mut Vec<u8>, s: &str| {
+        bytes.extend((s.len() as u64).to_le_bytes());
+        bytes.extend(s.as_bytes());
+    };
+    for (key, value) in &kvs {
+        string(&mut bytes, key);
+        match value {
+            GgufValue::U32(v) => {
+                bytes.extend(4u32.to_le_bytes());
+                bytes.extend(v.to_le_bytes());
+            }
+            GgufValue::F32(v) => {
+                bytes.extend(6u32.to_le_bytes());
+                bytes.extend(v.to_le_bytes());
+            }
+            GgufValue::Str(v) => {
+                bytes.extend(8u32.to_le_bytes());
+                string(&mut bytes, v);
+            }
+        }
+    }
+    let path = scratch(&format!("refusal-gguf-{case}")).join("model.gguf");
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[derive(Clone)]
+enum GgufValue {
+    U32(u32),
+    F32(f32),
+    Str(String),
+}
+
+#[test]
+fn gguf_yarn_rope_scaling_is_refused() {
+    let path = gguf_with(
+        "yarn",
+        &[
+            ("llama.rope.scaling.type", GgufValue::Str("yarn".into())),
+            ("llama.rope.scaling.factor", GgufValue::F32(4.0)),
+        ],
+    );
+    refusal(&path, &["llama.rope.scaling.type", "yarn", "linear"]);
+}
+
+#[test]
+fn gguf_mixture_of_experts_is_refused() {
+    let path = gguf_with("experts", &[("llama.expert_count", GgufValue::U32(8))]);
+    refusal(&path, &["llama.expert_count", "8"]);
+}
+
+#[test]
+fn gguf_sliding_window_on_llama_is_refused() {
+    let path = gguf_with(
+        "window",
+        &[("llama.attention.sliding_window", GgufValue::U32(16))],
+    );
+    refusal(&path, &["llama.attention.sliding_window", "16"]);
+}
+
+#[test]
+fn gguf_partial_rotary_embeddings_are_refused() {
+    let path = gguf_with(
+        "partial",
+        &[("llama.rope.dimension_count", GgufValue::U32(4))],
+    );
+    refusal(&path, &["llama.rope.dimension_count", "4"]);
+}
+
+#[test]
+fn gguf_soft_capping_is_refused() {
+    let path = gguf_with(
+        "softcap",
+        &[("llama.attn_logit_softcapping", GgufValue::F32(50.0))],
+    );
+    refusal(&path, &["llama.attn_logit_softcapping", "50"]);
+}
