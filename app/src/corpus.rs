@@ -2,6 +2,7 @@
 //! Moby-Dick, assets/corpus/), a text file with one input per line, or a folder of pictures.
 
 use anyhow::{Context, Result, bail};
+use headwise_engine::pipeline::{Inputs, images_in, text_lines};
 use std::path::{Path, PathBuf};
 
 /// assets/corpus/moby-dick.txt, built into the program so it is there wherever it runs.
@@ -15,40 +16,12 @@ pub struct Corpus {
     pub images: Vec<PathBuf>,
 }
 
-/// Non-empty lines of a text, at most `limit`.
-pub fn lines(text: &str, limit: usize) -> Vec<String> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .take(limit)
-        .map(str::to_string)
-        .collect()
-}
-
-/// The pictures in a folder, sorted by name.
-pub fn images_in(folder: &Path) -> Result<Vec<PathBuf>> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(folder)
-        .with_context(|| format!("reading {}", folder.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                ["png", "jpg", "jpeg", "webp"].contains(&e.to_ascii_lowercase().as_str())
-            })
-        })
-        .collect();
-    found.sort();
-    if found.is_empty() {
-        bail!("{}: no PNG, JPEG or WebP images", folder.display());
-    }
-    Ok(found)
-}
-
 /// Reads a corpus: `None` is the default corpus; a folder gives its pictures, a file its
-/// lines. At most `limit` inputs.
+/// trimmed non-empty lines (as `headwise trace --corpus` reads it). At most `limit` inputs.
 pub fn read(path: Option<&Path>, limit: usize) -> Result<Corpus> {
     let corpus = match path {
         None => Corpus {
-            texts: lines(DEFAULT_CORPUS, limit),
+            texts: text_lines(DEFAULT_CORPUS, limit),
             images: Vec::new(),
         },
         Some(p) if p.is_dir() => Corpus {
@@ -58,7 +31,7 @@ pub fn read(path: Option<&Path>, limit: usize) -> Result<Corpus> {
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .with_context(|| format!("reading the corpus {}", p.display()))?;
-            let texts = lines(&text, limit);
+            let texts = text_lines(&text, limit);
             if texts.is_empty() {
                 bail!(
                     "{}: no inputs (the file has no non-empty lines)",
@@ -74,18 +47,24 @@ pub fn read(path: Option<&Path>, limit: usize) -> Result<Corpus> {
     Ok(corpus)
 }
 
+impl Corpus {
+    /// What a run of this corpus takes: its pictures for an image model, else its texts.
+    pub fn inputs(self, takes_images: bool) -> Inputs {
+        if takes_images {
+            Inputs::Images(self.images)
+        } else {
+            Inputs::Texts(self.texts)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_default_corpus_has_at_least_two_thousand_sentences() {
-        assert!(lines(DEFAULT_CORPUS, usize::MAX).len() >= 2000);
-        assert_eq!(lines(DEFAULT_CORPUS, 5)[0], "Call me Ishmael.");
-    }
-
-    #[test]
-    fn blank_lines_are_skipped_and_the_limit_holds() {
-        assert_eq!(lines("a\n\n  \nb\nc\n", 2), ["a", "b"]);
+        assert!(text_lines(DEFAULT_CORPUS, usize::MAX).len() >= 2000);
+        assert_eq!(text_lines(DEFAULT_CORPUS, 5)[0], "Call me Ishmael.");
     }
 }

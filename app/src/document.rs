@@ -1,34 +1,25 @@
 //! The open session as the views see it: the in-memory store that every view queries each
-//! frame, with the per-head metrics worked out once. Immutable; a new run or another file makes
-//! a new document with a new generation, which tells the GPU side to drop its old buffers.
+//! frame, and the caches of what is derived from it. Immutable; a new run or another file makes
+//! a new document with a new generation (which tells the GPU side to drop its old buffers) and
+//! empty caches.
 
+use crate::caches::Caches;
 use crate::projections::ProjectionStore;
 use crate::render::heatmap::{DeviceMatrix, Matrix, MatrixKey, MatrixSource};
-use headwise_engine::analysis::aggregate::{Reduce, reduce_heads};
-use headwise_engine::analysis::metrics::{HeadMetrics, layer_metrics};
+use headwise_engine::analysis::aggregate::Reduce;
 use headwise_engine::device::{Device, DeviceChoice, create_device};
 use headwise_engine::device_buffer::DeviceBuffer;
 use headwise_engine::session::Session;
 use headwise_engine::trace::Trace;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
+
+pub use crate::caches::metrics::Metrics;
 
 /// Inputs longer than this are drawn in the overview from a max-pooled copy.
 pub const THUMBNAIL_ABOVE: usize = 512;
 /// The side of that copy.
 pub const THUMBNAIL_SIDE: usize = 256;
-
-/// Every head's metrics, `[input][layer][head]`.
-pub type Metrics = Vec<Vec<Vec<HeadMetrics>>>;
-
-/// Sessions with more attention than this get their head metrics worked out on a thread of
-/// their own after opening, so the first frame does not wait for them (about 0.1 s per 100 MB
-/// on 2 cores); smaller ones have them at once.
-const METRICS_IN_BACKGROUND_ABOVE_BYTES: u64 = 128 << 20;
-
-/// Aggregates over heads by (input, matrix).
-type ReducedCache = HashMap<(usize, Matrix), Arc<Vec<f32>>>;
 
 /// Each layer's attention [heads, T, T] where the GPU computed it, `[input][layer]`; None
 /// where it is not on the GPU (the heatmap then uploads the session's copy).
@@ -39,12 +30,10 @@ static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 pub struct Document {
     pub session: Session,
     pub generation: u64,
-    /// Worked out once; see [`Document::metrics`].
-    metrics: OnceLock<Metrics>,
     /// `special[input][token]`
     pub special: Vec<Vec<bool>>,
-    /// Aggregates over heads, worked out on first use.
-    reduced: Mutex<ReducedCache>,
+    /// What is derived from the session: metrics, aggregates, rollouts, textures, ...
+    pub caches: Caches,
     /// The query-key layouts: the session's, and those computed since it opened.
     pub projections: ProjectionStore,
     /// The attention as the GPU computed it, drawn from there (runs on a GPU only).
@@ -61,23 +50,14 @@ impl Document {
             .iter()
             .map(|i| i.special_mask())
             .collect();
-        let metrics = OnceLock::new();
-        let attention_bytes: u64 = session
-            .layers
-            .iter()
-            .flatten()
-            .map(|l| l.attn.data.len() as u64 * 4)
-            .sum();
-        if attention_bytes <= METRICS_IN_BACKGROUND_ABOVE_BYTES {
-            let _ = metrics.set(all_metrics(&session, &special));
-        }
+        let caches = Caches::default();
+        caches.metrics.fill_if_small(&session, &special);
         Self {
             projections: ProjectionStore::from_session(&session),
             session,
             generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
-            metrics,
             special,
-            reduced: Mutex::new(HashMap::new()),
+            caches,
             device_attention: Vec::new(),
             analysis_device: default_analysis_device(),
         }
@@ -97,26 +77,12 @@ impl Document {
     /// Every head's metrics if they are worked out yet; the window shows the rest of a view
     /// meanwhile.
     pub fn metrics(&self) -> Option<&Metrics> {
-        self.metrics.get()
+        self.caches.metrics.get()
     }
 
-    /// Every head's metrics, working them out first (or waiting for the thread that does).
+    /// Every head's metrics, working them out first (or waiting for the job that does).
     pub fn wait_for_metrics(&self) -> &Metrics {
-        self.metrics
-            .get_or_init(|| all_metrics(&self.session, &self.special))
-    }
-
-    /// Starts working out the head metrics on a thread of their own, if they are not yet.
-    pub fn start_metrics(self: &Arc<Self>) {
-        if self.metrics.get().is_none() {
-            let doc = self.clone();
-            std::thread::Builder::new()
-                .name("head metrics".into())
-                .spawn(move || {
-                    doc.wait_for_metrics();
-                })
-                .ok();
-        }
+        self.caches.metrics.wait(&self.session, &self.special)
     }
 
     /// The same document, drawing its heads from the GPU buffers the run left them in.
@@ -159,19 +125,7 @@ impl Document {
 
     /// An aggregate over heads [T, T], computed once per document.
     pub fn reduced(&self, input: usize, matrix: Matrix) -> Option<Arc<Vec<f32>>> {
-        let mut cache = self.reduced.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(values) = cache.get(&(input, matrix)) {
-            return Some(values.clone());
-        }
-        let layers = self.session.layers.get(input)?;
-        let values = match matrix {
-            Matrix::Head { .. } => return None,
-            Matrix::Layer { layer, reduce } => reduce_heads([&layers.get(layer)?.attn], reduce),
-            Matrix::Model { reduce } => reduce_heads(layers.iter().map(|l| &l.attn), reduce),
-        };
-        let values = Arc::new(values.data.into_vec());
-        cache.insert((input, matrix), values.clone());
-        Some(values)
+        self.caches.reduced.get(&self.session, input, matrix)
     }
 
     /// The weight at (query `row`, key `col`) of any matrix a view can show.
@@ -231,41 +185,6 @@ pub fn device_attention(traces: &[Trace]) -> DeviceAttention {
     traces
         .iter()
         .map(|t| t.layers.iter().map(|l| DeviceBuffer::of(&l.attn)).collect())
-        .collect()
-}
-
-/// Every head's metrics, `[input][layer][head]`, worked out on all cores: opening a large
-/// session is mostly this.
-fn all_metrics(session: &Session, special: &[Vec<bool>]) -> Metrics {
-    let jobs: Vec<(usize, usize)> = session
-        .layers
-        .iter()
-        .enumerate()
-        .flat_map(|(i, layers)| (0..layers.len()).map(move |l| (i, l)))
-        .collect();
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
-    let chunk = jobs.len().div_ceil(threads).max(1);
-    let results: Metrics = std::thread::scope(|scope| {
-        let handles: Vec<_> = jobs
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|&(i, l)| layer_metrics(&session.layers[i][l].attn, &special[i]))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    });
-    let mut flat = results.into_iter().flatten();
-    session
-        .layers
-        .iter()
-        .map(|layers| (0..layers.len()).filter_map(|_| flat.next()).collect())
         .collect()
 }
 

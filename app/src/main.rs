@@ -55,6 +55,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.command.is_some() {
+        quiet_headless_vulkan();
+    }
     let result = match args.command {
         Some(Command::Trace(a)) => cli::trace::run(a),
         Some(Command::Render(a)) => cli::render::run(a),
@@ -75,5 +78,18 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Mesa's implicit Vulkan layer that picks the GPU driving the display asks the display server
+/// while wgpu lists adapters, and without a display session libwayland prints "error:
+/// XDG_RUNTIME_DIR is invalid or not set" for each driver. A command without a window has no
+/// display to match and headwise picks its adapter itself, so the layer is switched off (its
+/// documented switch), unless the user set it.
+fn quiet_headless_vulkan() {
+    if std::env::var_os("NODEVICE_SELECT").is_none() {
+        // SAFETY: called first thing in main, before any thread exists that could read the
+        // environment at the same time.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
     }
 }

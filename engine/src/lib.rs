@@ -12,6 +12,7 @@ pub mod host;
 pub mod imaging;
 pub mod locate;
 pub mod model;
+pub mod pipeline;
 pub mod session;
 pub mod tokenizer;
 pub mod trace;

@@ -203,6 +203,26 @@ pub fn required(var: &str) -> bool {
     std::env::var(var).is_ok_and(|v| v == "1")
 }
 
+/// Says that the running test is skipped and why: on stderr, and as a line `reason<TAB>test`
+/// in the file `HEADWISE_SKIP_LOG` names, if it names one (`scripts/test` counts them).
+pub fn skipped(reason: &str) {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    eprintln!("skipped: {reason}");
+    if let Some(log) = std::env::var_os("HEADWISE_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
+            let _ = writeln!(file, "{reason}\t{test}");
+        }
+    }
+}
+
 /// The wgpu device (lavapipe on CI), or None after saying the test is skipped; a missing
 /// adapter fails the test instead when `HEADWISE_REQUIRE_WGPU=1`.
 pub fn wgpu_device() -> Option<headwise_engine::device::ComputeDevice> {
@@ -213,7 +233,8 @@ pub fn wgpu_device() -> Option<headwise_engine::device::ComputeDevice> {
                 !required("HEADWISE_REQUIRE_WGPU"),
                 "no wgpu adapter, but HEADWISE_REQUIRE_WGPU=1 ({e})"
             );
-            eprintln!("skipped on wgpu: no adapter on this machine ({e})");
+            eprintln!("no wgpu adapter: {e}");
+            skipped("no wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
             None
         }
     }
@@ -293,7 +314,9 @@ pub fn real_model(name: &str) -> Option<PathBuf> {
                 !required("HEADWISE_REQUIRE_REAL_MODELS"),
                 "{name} is not fetched, but HEADWISE_REQUIRE_REAL_MODELS=1"
             );
-            eprintln!("skipped: {name} is not fetched (headwise models fetch {name})");
+            skipped(&format!(
+                "{name} is not fetched (headwise models fetch {name})"
+            ));
             None
         }
     }

@@ -61,13 +61,75 @@ fn trace_writes_a_session_with_every_input_of_a_text_file() {
     assert_eq!(session.layers[1].len(), 2);
 }
 
+/// The window and `headwise trace --corpus` run a corpus file through the same pipeline: the
+/// same inputs (lines trimmed, blank lines skipped) and the same session.
+#[test]
+fn a_corpus_file_gives_the_window_and_trace_the_same_inputs_and_session() {
+    use headwise::gui::runs::corpus_options;
+    use headwise_engine::pipeline::{self, Inputs};
+    use headwise_engine::session::Session;
+    let home = scratch("cli-corpus-agrees");
+    let corpus = home.join("corpus.txt");
+    std::fs::write(
+        &corpus,
+        "  The cat sat.  \n\n\tA dog ran.\r\n   \nBirds sing  \n",
+    )
+    .unwrap();
+    let model = fixture("tiny-gpt2");
+    let spec = model.to_str().unwrap();
+    let out = home.join("trace.safetensors");
+    assert_success(&headwise(
+        &[
+            "trace",
+            "--model",
+            spec,
+            "--corpus",
+            corpus.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &home,
+    ));
+    let traced = Session::open(&out).unwrap();
+
+    let window_inputs = headwise::corpus::read(Some(&corpus), 400)
+        .unwrap()
+        .inputs(false);
+    let expected = ["The cat sat.", "A dog ran.", "Birds sing"];
+    assert_eq!(
+        window_inputs,
+        Inputs::Texts(expected.iter().map(|t| t.to_string()).collect())
+    );
+    let texts: Vec<_> = traced
+        .meta
+        .inputs
+        .iter()
+        .map(|i| i.text.clone().unwrap())
+        .collect();
+    assert_eq!(texts, expected, "trace --corpus reads the same inputs");
+
+    let cpu = load(&model, headwise_engine::device::DeviceChoice::Cpu);
+    let ran = pipeline::run(&cpu, spec, &window_inputs, &corpus_options(1), &mut |_| {
+        true
+    })
+    .unwrap();
+    assert_eq!(ran.session.meta.inputs, traced.meta.inputs);
+    assert_eq!(ran.session.layers, traced.layers);
+}
+
 #[test]
 fn missing_config_is_named() {
     let home = scratch("cli-no-config");
-    let model = home.join("model");
+    // A folder name no other part of the message could contain.
+    let model = home.join("bert-without-config");
     copy_fixture("tiny-bert", &model);
     std::fs::remove_file(model.join("config.json")).unwrap();
-    assert_clean_failure(&trace(&model, "hello", &home), &["config.json", "model"]);
+    assert_clean_failure(
+        &trace(&model, "hello", &home),
+        &["bert-without-config", "missing config.json"],
+    );
 }
 
 #[test]

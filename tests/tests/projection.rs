@@ -250,7 +250,7 @@ fn umap_and_tsne_keep_neighbourhoods_as_well_as_umap_learn_and_scikit_learn() {
 }
 
 #[test]
-fn umap_and_tsne_give_the_same_layout_for_the_same_seed_and_umap_another_for_another() {
+fn umap_gives_the_same_layout_for_the_same_seed_and_another_for_another_and_tsne_needs_no_seed() {
     let expected = Expected::load(&fixture("projection"));
     let head = fixture_head(&layout_head(&expected).2);
     let device = cpu();
@@ -268,10 +268,14 @@ fn umap_and_tsne_give_the_same_layout_for_the_same_seed_and_umap_another_for_ano
             run(Method::Umap, dims, 2),
             "UMAP {dims}D seeds"
         );
+        // t-SNE starts from PCA and sums in a fixed order: the same layout every time, whatever
+        // the seed.
+        let tsne = run(Method::Tsne, dims, 1);
+        assert_eq!(tsne, run(Method::Tsne, dims, 1), "t-SNE {dims}D");
         assert_eq!(
-            run(Method::Tsne, dims, 1),
-            run(Method::Tsne, dims, 1),
-            "t-SNE {dims}D"
+            tsne,
+            run(Method::Tsne, dims, 2),
+            "t-SNE {dims}D ignores the seed"
         );
     }
 }
@@ -374,6 +378,9 @@ fn project_rejects_a_head_the_model_does_not_have_and_an_unknown_method() {
 
 #[test]
 fn render_draws_one_heads_queries_and_keys_in_2d_and_3d_laying_them_out_if_needed() {
+    if headwise_tests::wgpu_device().is_none() {
+        return;
+    }
     let dir = scratch("projection-render");
     let session = session_path(&dir);
     let flat = render(&dir, &session, "qk:1.2", "qk.png");
@@ -424,6 +431,9 @@ fn an_image_corpus_draws_its_patches_as_thumbnails_in_the_query_key_view() {
     let Some(model) = real_model("dinov2-s") else {
         return;
     };
+    if headwise_tests::wgpu_device().is_none() {
+        return;
+    }
     let dir = scratch("projection-images");
     let pictures = dir.join("pictures");
     std::fs::create_dir_all(&pictures).unwrap();

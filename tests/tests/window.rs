@@ -24,7 +24,7 @@ fn xvfb_run() -> Option<&'static str> {
     } else if required("HEADWISE_REQUIRE_WINDOW") {
         panic!("HEADWISE_REQUIRE_WINDOW=1 but xvfb-run is not installed");
     } else {
-        eprintln!("skipping: xvfb-run is not installed");
+        headwise_tests::skipped("xvfb-run is not installed (apt-get install xvfb xauth)");
         None
     }
 }

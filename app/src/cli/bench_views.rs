@@ -4,8 +4,8 @@
 
 use super::bench::median;
 use crate::document::Document;
-use crate::gui::export::draw_view;
 use crate::render::offscreen::Offscreen;
+use crate::views::draw;
 use crate::views::state::{Tab, ViewState};
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -194,12 +194,12 @@ pub fn render(args: RenderBench) -> Result<()> {
     state.qk.single = single_qk;
     let size = egui::vec2(args.size, args.size);
     let first = Instant::now();
-    offscreen.frame(size, 1.0, |ui| draw_view(ui, &doc, &mut state))?;
+    offscreen.frame(size, 1.0, |ui| draw(ui, &doc, &mut state))?;
     let first_ms = first.elapsed().as_secs_f64() * 1e3;
     let mut times = Vec::with_capacity(args.frames);
     for _ in 0..args.frames {
         let start = Instant::now();
-        offscreen.frame(size, 1.0, |ui| draw_view(ui, &doc, &mut state))?;
+        offscreen.frame(size, 1.0, |ui| draw(ui, &doc, &mut state))?;
         times.push(start.elapsed().as_secs_f64() * 1e3);
     }
     let json = serde_json::json!({

@@ -1,13 +1,14 @@
 //! `headwise trace`: run a model on one or more texts or images and write a session file.
 
 use super::progress::{fraction_bar, load_model};
-use crate::corpus::images_in;
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use headwise_engine::LongInput;
 use headwise_engine::device::{DeviceChoice, create_device};
-use headwise_engine::imaging::load_image;
+use headwise_engine::pipeline::{
+    self, Finished, Inputs, RunOptions, default_pack_tokens, images_in, text_lines,
+};
 use headwise_engine::session::{Session, StoreDtype};
-use headwise_engine::{LongInput, Model, PixelInput, TokenInput};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -19,7 +20,7 @@ pub struct TraceArgs {
     /// A text to run (repeat for several inputs).
     #[arg(long)]
     pub text: Vec<String>,
-    /// A file with one input per line (empty lines are skipped).
+    /// A file with one input per line (surrounding spaces trimmed, empty lines skipped).
     #[arg(long)]
     pub text_file: Option<PathBuf>,
     /// An image to run (PNG, JPEG or WebP; repeat for several inputs).
@@ -47,12 +48,6 @@ pub struct TraceArgs {
     /// each input's trace is the one it gets alone. Default: 1024 on a GPU, 1 on the CPU.
     #[arg(long)]
     pub pack_tokens: Option<usize>,
-}
-
-/// One pass per input on the CPU, where a pass costs about the same per token at any length;
-/// packed passes on a GPU, where many short passes leave it idle.
-pub fn default_pack_tokens(is_gpu: bool) -> usize {
-    if is_gpu { 1024 } else { 1 }
 }
 
 /// Above this many inputs a progress bar replaces the line per input.
@@ -89,43 +84,9 @@ impl InputProgress {
     }
 }
 
-fn run_images(args: &TraceArgs, model: &Model, session: &mut Session) -> Result<()> {
-    let mut paths = args.image.clone();
-    if let Some(folder) = &args.images {
-        paths.extend(images_in(folder)?);
-    }
-    if let Some(folder) = args.corpus.as_ref().filter(|c| c.is_dir()) {
-        paths.extend(images_in(folder)?);
-    }
-    let progress = InputProgress::new(paths.len());
-    for (index, path) in paths.iter().enumerate() {
-        let picture = load_image(path)?;
-        let prepared = model
-            .prepare_image(index, &picture)
-            .with_context(|| format!("{}", path.display()))?;
-        let trace = model
-            .forward_image(&PixelInput::from(&prepared))
-            .with_context(|| format!("running {}", path.display()))?;
-        let name = path.file_name().map_or_else(
-            || path.display().to_string(),
-            |n| n.to_string_lossy().into(),
-        );
-        session.push_image(model, &name, &prepared, &trace)?;
-        progress.done(index, || {
-            format!(
-                "input {index}: {} ({}×{} px as the model sees it, {} tokens)",
-                path.display(),
-                prepared.view.width,
-                prepared.view.height,
-                session.meta.inputs[index].tokens.len()
-            )
-        });
-    }
-    progress.finish(session);
-    Ok(())
-}
-
-pub fn run(args: TraceArgs) -> Result<()> {
+/// The inputs the arguments name: pictures for an image model, else texts (a text file's
+/// inputs are its trimmed non-empty lines, as the window reads a corpus).
+fn inputs(args: &TraceArgs) -> Result<Inputs> {
     let corpus_is_images = args.corpus.as_ref().is_some_and(|c| c.is_dir());
     let corpus_is_text = args.corpus.is_some() && !corpus_is_images;
     let has_images = !args.image.is_empty() || args.images.is_some() || corpus_is_images;
@@ -134,25 +95,17 @@ pub fn run(args: TraceArgs) -> Result<()> {
         bail!("give either texts (--text, --text-file) or images (--image, --images), not both");
     }
     if has_images {
-        let device = create_device(args.device)?;
-        let model = load_model(&args.model, &device)?;
-        let mut session = Session::new(&model, &args.model);
-        run_images(&args, &model, &mut session)?;
-        session.save(&args.out, args.dtype)?;
-        eprintln!("wrote {} ({})", args.out.display(), device.description);
-        return Ok(());
+        let mut paths = args.image.clone();
+        for folder in args.images.iter().chain(args.corpus.iter()) {
+            paths.extend(images_in(folder)?);
+        }
+        return Ok(Inputs::Images(paths));
     }
     let mut texts = args.text.clone();
-    let files = args.text_file.iter().chain(args.corpus.iter());
-    for file in files {
+    for file in args.text_file.iter().chain(args.corpus.iter()) {
         let content =
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        texts.extend(
-            content
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(str::to_string),
-        );
+        texts.extend(text_lines(&content, usize::MAX));
         if texts.is_empty() {
             bail!(
                 "{}: no inputs (the file has no non-empty lines)",
@@ -163,37 +116,44 @@ pub fn run(args: TraceArgs) -> Result<()> {
     if texts.is_empty() {
         bail!("nothing to run: give --text, --text-file, --image, --images or --corpus");
     }
+    Ok(Inputs::Texts(texts))
+}
+
+pub fn run(args: TraceArgs) -> Result<()> {
+    let inputs = inputs(&args)?;
     let device = create_device(args.device)?;
     let model = load_model(&args.model, &device)?;
-    let long = if args.truncate {
-        LongInput::Truncate
-    } else {
-        LongInput::Reject
+    let options = RunOptions {
+        long: if args.truncate {
+            LongInput::Truncate
+        } else {
+            LongInput::Reject
+        },
+        pack_tokens: args
+            .pack_tokens
+            .unwrap_or_else(|| default_pack_tokens(device.is_gpu)),
+        keep_traces: false,
     };
-    let mut session = Session::new(&model, &args.model);
-    let progress = InputProgress::new(texts.len());
-    let encoded = model.encode_all(&texts, long)?;
-    let inputs: Vec<TokenInput> = encoded.iter().map(TokenInput::from).collect();
-    let pack = args
-        .pack_tokens
-        .unwrap_or_else(|| default_pack_tokens(device.is_gpu));
-    let mut finished = 0;
-    let traces = model
-        .forward_many(&inputs, pack, &mut |done| {
-            for (index, input) in encoded.iter().enumerate().take(done).skip(finished) {
-                progress.done(index, || {
-                    format!("input {index}: {} tokens", input.ids.len())
-                });
-            }
-            finished = done;
-            true
-        })
-        .context("running the inputs")?;
-    for ((text, encoded), trace) in texts.iter().zip(&encoded).zip(&traces) {
-        session.push_text(&model, text, encoded, trace)?;
-    }
-    progress.finish(&session);
-    session.save(&args.out, args.dtype)?;
+    let progress = InputProgress::new(inputs.len());
+    let run = pipeline::run(&model, &args.model, &inputs, &options, &mut |f| {
+        progress.done(f.index, || describe(&inputs, f));
+        true
+    })?;
+    progress.finish(&run.session);
+    run.session.save(&args.out, args.dtype)?;
     eprintln!("wrote {} ({})", args.out.display(), device.description);
     Ok(())
+}
+
+/// The line a finished input gets when there are few.
+fn describe(inputs: &Inputs, f: &Finished) -> String {
+    match (inputs, f.picture) {
+        (Inputs::Images(paths), Some([width, height])) => format!(
+            "input {}: {} ({width}×{height} px as the model sees it, {} tokens)",
+            f.index,
+            paths[f.index].display(),
+            f.tokens
+        ),
+        _ => format!("input {}: {} tokens", f.index, f.tokens),
+    }
 }

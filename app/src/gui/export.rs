@@ -1,170 +1,163 @@
-//! Exporting pictures: the current view at twice the screen's resolution, and every head's
-//! heatmap of a layer or of the whole model into a folder, drawn offscreen by the same view code
-//! as the window, on a thread of its own so the window keeps responding.
+//! Exporting pictures from the window: the current view at twice the screen's resolution, and
+//! every head of a layer or of the whole model into a folder, one PNG each, in a job so the
+//! window keeps responding. Both draw offscreen with the same view code as the window.
 
+use super::app::HeadwiseApp;
 use crate::document::Document;
+use crate::jobs::{Job, Repaint};
 use crate::render::offscreen::Offscreen;
-use crate::views::image as image_view;
-use crate::views::state::{PatchSource, Selection, Tab, ViewState};
-use crate::views::{grid, head, overview, qk};
-use anyhow::{Context, Result};
+use crate::render::png::save_png;
+use crate::views::state::{PatchSource, Selection, ViewState};
+use crate::views::{self, view};
+use anyhow::Result;
 use eframe::egui;
-use headwise_engine::atomic_file::write_atomically;
-use std::path::{Path, PathBuf};
+use eframe::egui_wgpu::wgpu;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, channel};
+use std::time::Duration;
 
-/// Lays out the view `state` names (overview or head view, with its controls' titles) and
-/// renders it.
-pub fn render_view(
-    offscreen: &mut Offscreen,
-    doc: &Arc<Document>,
-    state: &mut ViewState,
-    size: egui::Vec2,
-    pixels_per_point: f32,
-) -> Result<image::RgbaImage> {
-    // A picture is drawn once: it waits for the metrics the window would fill in later.
-    doc.wait_for_metrics();
-    offscreen.render(size, pixels_per_point, |ui| draw_view(ui, doc, state))
-}
-
-/// The body of a view without its interactive controls: what a figure shows.
-pub fn draw_view(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
-    let source = &doc.session.meta.model.source;
-    match state.tab {
-        Tab::Overview => {
-            ui.strong(format!("{source}: every head, input {}", state.input));
-            overview::show(ui, doc, state);
-        }
-        Tab::Head => {
-            ui.strong(format!("{source}: {}", head::title(state)));
-            head::show(ui, doc, state);
-        }
-        Tab::Image => {
-            ui.strong(format!("{source}: {}", image_view::title(doc, state)));
-            image_view::show(ui, doc, state);
-        }
-        Tab::Qk => {
-            ui.strong(format!("{source}: {}", qk::title(doc, state)));
-            qk::show(ui, doc, state);
-        }
-    }
-}
-
-/// The canvas size that fits a view of `doc` without scrolling.
-pub fn natural_size(doc: &Document, state: &ViewState) -> egui::Vec2 {
-    match state.tab {
-        Tab::Overview => {
-            let cell = if doc.layers() * doc.heads() > 150 {
-                40.0
-            } else {
-                64.0
-            };
-            grid::grid_size(cell, doc.layers(), doc.heads()) + egui::vec2(40.0, 80.0)
-        }
-        Tab::Head => egui::vec2(900.0, 940.0),
-        Tab::Image => image_view::natural_size(doc, state),
-        Tab::Qk if state.qk.single => egui::vec2(900.0, 900.0),
-        Tab::Qk => grid::grid_size(90.0, doc.layers(), doc.heads()) + egui::vec2(40.0, 80.0),
-    }
-}
-
-pub fn view_file_name(state: &ViewState) -> String {
-    match state.tab {
-        Tab::Overview => "overview.png".to_string(),
-        Tab::Head => format!("head-L{}-H{}.png", state.layer, state.head),
-        Tab::Image => format!("image-L{}-H{}.png", state.layer, state.head),
-        Tab::Qk if state.qk.single => format!(
-            "qk-{}-L{}-H{}.png",
-            state.qk.method.name(),
-            state.layer,
-            state.head
-        ),
-        Tab::Qk => format!("qk-{}.png", state.qk.method.name()),
-    }
-}
-
-/// Writes a PNG atomically (temporary file, then rename).
-pub fn save_png(image: &image::RgbaImage, path: &Path) -> Result<()> {
-    write_atomically(
-        path,
-        |tmp| Ok(image.save_with_format(tmp, image::ImageFormat::Png)?),
-        anyhow::Error::from,
-    )
-    .with_context(|| format!("writing {}", path.display()))
-}
-
-/// Every head of some layers, one PNG each, rendered in the background.
+/// Every head of some layers, one PNG each, rendered in a job.
 pub struct ExportJob {
-    done: Arc<AtomicUsize>,
-    total: usize,
-    result: Receiver<Result<String>>,
+    job: Job<Result<String>>,
 }
 
 impl ExportJob {
     pub fn start(
-        mut offscreen: Offscreen,
+        offscreen: Offscreen,
         doc: Arc<Document>,
-        view: ViewState,
+        state: ViewState,
         layers: Vec<usize>,
         dir: PathBuf,
+        repaint: Repaint,
     ) -> Self {
-        let done = Arc::new(AtomicUsize::new(0));
-        let total = layers.len() * doc.heads();
-        let (send, result) = channel();
-        let counter = done.clone();
-        std::thread::spawn(move || {
-            let outcome = (|| -> Result<String> {
-                // From the image view, each head's overlay on the picture; else its heatmap.
-                let overlays = view.tab == Tab::Image && image_view::is_image(&doc, view.input);
-                for &layer in &layers {
-                    for h in 0..doc.heads() {
-                        let mut state = ViewState {
-                            tab: if overlays { Tab::Image } else { Tab::Head },
-                            layer,
-                            head: h,
-                            selection: Selection::Head,
-                            window: None,
-                            ..view.clone()
-                        };
-                        state.image.source = PatchSource::Head;
-                        let image = if overlays {
-                            let source = doc.session.meta.model.source.clone();
-                            let picture = doc.session.image_size(view.input).unwrap_or([224, 224]);
-                            let size = egui::vec2(
-                                540.0,
-                                80.0 + 520.0 * picture[1] as f32 / picture[0].max(1) as f32,
-                            );
-                            offscreen.render(size, 1.0, |ui| {
-                                ui.strong(format!("{source}: {}", image_view::title(&doc, &state)));
-                                image_view::show_picture(ui, &doc, &mut state);
-                            })?
-                        } else {
-                            let size = natural_size(&doc, &state);
-                            render_view(&mut offscreen, &doc, &mut state, size, 1.0)?
-                        };
-                        save_png(&image, &dir.join(format!("L{layer:02}_H{h:02}.png")))?;
-                        counter.fetch_add(1, Ordering::Relaxed);
+        let job = Job::spawn("export", repaint, move |cx| {
+            let mut offscreen = offscreen;
+            let total = layers.len() * doc.heads();
+            // The view exported from says how each head looks (the image view: its overlay on
+            // the picture; else the head's heatmap).
+            let from = view(state.tab);
+            doc.wait_for_metrics();
+            for (i, &layer) in layers.iter().enumerate() {
+                for h in 0..doc.heads() {
+                    if cx.cancelled() {
+                        anyhow::bail!("export cancelled");
                     }
+                    let mut head = ViewState {
+                        layer,
+                        head: h,
+                        selection: Selection::Head,
+                        window: None,
+                        ..state.clone()
+                    };
+                    head.image.source = PatchSource::Head;
+                    let size = from.head_figure_size(&doc, &head);
+                    let image = offscreen.render(size, 1.0, |ui| {
+                        from.head_figure(ui, &doc, &mut head);
+                    })?;
+                    save_png(&image, &dir.join(format!("L{layer:02}_H{h:02}.png")))?;
+                    let done = i * doc.heads() + h + 1;
+                    cx.progress("exporting", Some(done as f32 / total.max(1) as f32));
                 }
-                Ok(format!("exported {total} heads to {}", dir.display()))
-            })();
-            let _ = send.send(outcome);
+            }
+            Ok(format!("exported {total} heads to {}", dir.display()))
         });
-        Self {
-            done,
-            total,
-            result,
-        }
+        Self { job }
     }
 
     pub fn fraction(&self) -> f32 {
-        self.done.load(Ordering::Relaxed) as f32 / self.total.max(1) as f32
+        self.job.progress().fraction.unwrap_or(0.0)
     }
 
     /// The outcome once the job has finished.
     pub fn poll(&mut self) -> Option<Result<String>> {
-        self.result.try_recv().ok()
+        self.job.poll()
+    }
+}
+
+pub(super) struct Exports {
+    /// The window's wgpu device, which offscreen pictures are drawn with.
+    render_device: Option<(wgpu::Device, wgpu::Queue)>,
+    pub job: Option<ExportJob>,
+}
+
+impl Exports {
+    pub fn new(render_device: Option<(wgpu::Device, wgpu::Queue)>) -> Self {
+        Self {
+            render_device,
+            job: None,
+        }
+    }
+
+    fn offscreen(&self, ctx: &egui::Context) -> Option<Offscreen> {
+        let (device, queue) = self.render_device.clone()?;
+        Some(Offscreen::new(
+            device,
+            queue,
+            ctx.global_style().visuals.clone(),
+        ))
+    }
+}
+
+impl HeadwiseApp {
+    /// The current view as a PNG at twice the screen's resolution.
+    pub(super) fn export_view_dialog(&mut self, ctx: &egui::Context) {
+        let (Some(doc), Some(mut offscreen)) = (self.doc.clone(), self.exports.offscreen(ctx))
+        else {
+            return;
+        };
+        let Some(path) = rfd::FileDialog::new()
+            .add_filter("PNG", &["png"])
+            .set_file_name(view(self.view.tab).file_name(&self.view))
+            .save_file()
+        else {
+            return;
+        };
+        let size = ctx.content_rect().size();
+        let ppp = ctx.pixels_per_point() * 2.0;
+        let mut state = self.view.clone();
+        match views::render(&mut offscreen, &doc, &mut state, size, ppp)
+            .and_then(|img| save_png(&img, &path))
+        {
+            Ok(()) => self.messages.info = format!("exported {}", path.display()),
+            Err(e) => self.messages.error = Some(format!("export failed: {e:#}")),
+        }
+    }
+
+    /// Every head of this layer (or of the model) into a folder.
+    pub(super) fn export_heads_dialog(&mut self, ctx: &egui::Context, whole_model: bool) {
+        let (Some(doc), Some(offscreen)) = (self.doc.clone(), self.exports.offscreen(ctx)) else {
+            return;
+        };
+        if let Some(dir) = rfd::FileDialog::new().pick_folder() {
+            let layers = if whole_model {
+                (0..doc.layers()).collect()
+            } else {
+                vec![self.view.layer]
+            };
+            self.exports.job = Some(ExportJob::start(
+                offscreen,
+                doc,
+                self.view.clone(),
+                layers,
+                dir,
+                self.repaint.clone(),
+            ));
+        }
+    }
+
+    /// Each frame: the export under way, if any.
+    pub(super) fn poll_exports(&mut self, ctx: &egui::Context) {
+        let Some(job) = &mut self.exports.job else {
+            return;
+        };
+        match job.poll() {
+            Some(Ok(message)) => self.messages.info = message,
+            Some(Err(e)) => self.messages.error = Some(format!("export failed: {e:#}")),
+            None => {
+                ctx.request_repaint_after(Duration::from_millis(100));
+                return;
+            }
+        }
+        self.exports.job = None;
     }
 }

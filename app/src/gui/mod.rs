@@ -3,9 +3,13 @@
 
 pub mod app;
 pub mod export;
+pub mod files;
+mod panels;
 pub mod projector;
+pub mod runs;
+mod screenshots;
 pub mod settings;
-pub mod worker;
+pub mod shortcuts;
 
 use anyhow::{Result, anyhow};
 use app::{HeadwiseApp, StartOptions};

@@ -1,15 +1,17 @@
-//! The thread that lays out query-key embeddings, so the window stays live while PCA runs over
-//! every head and UMAP or t-SNE refine one. Results go straight into the document's projection
-//! store; the views pick them up on the next frame.
+//! Laying out query-key embeddings in jobs, so the window stays live while PCA runs over every
+//! head and UMAP or t-SNE refine one. The query-key view asks for what it lacks; each job is
+//! asked once per document, runs after those asked before it, and puts its result straight
+//! into the document's projection store, where the views pick it up on the next frame.
 
+use super::app::HeadwiseApp;
 use crate::document::Document;
-use eframe::egui;
+use crate::jobs::{JobContext, JobSlot, Repaint};
+use crate::views::qk::QkAction;
 use headwise_engine::analysis::projection::joint::{HeadVectors, gather, joint_embedding, norms};
 use headwise_engine::analysis::projection::{Method, Work, pca_heads_with_norms, project_head};
 use headwise_engine::device::{DeviceChoice, create_device};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Sender, channel};
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::Arc;
 
 pub enum ProjectJob {
     /// PCA of every head, a layer at a time.
@@ -39,58 +41,27 @@ pub struct Busy {
 }
 
 pub struct Projector {
-    jobs: Sender<(u64, ProjectJob)>,
-    busy: Arc<Mutex<Option<Busy>>>,
-    cancel: Arc<AtomicBool>,
-    last_error: Arc<Mutex<Option<String>>>,
+    device: DeviceChoice,
+    slot: JobSlot<JobKey, Result<(), String>>,
+    queue: VecDeque<(JobKey, ProjectJob)>,
     /// Jobs already asked for, so a view asking every frame sends each once.
-    asked: Mutex<Vec<JobKey>>,
+    asked: Vec<JobKey>,
+    last_error: Option<String>,
 }
 
 impl Projector {
-    pub fn start(ctx: egui::Context, device: DeviceChoice) -> Self {
-        let (jobs, rx) = channel::<(u64, ProjectJob)>();
-        let busy = Arc::new(Mutex::new(None));
-        let cancel = Arc::new(AtomicBool::new(false));
-        let last_error = Arc::new(Mutex::new(None));
-        let (b, c, e) = (busy.clone(), cancel.clone(), last_error.clone());
-        std::thread::Builder::new()
-            .name("headwise projector".into())
-            .spawn(move || {
-                let device = match create_device(device) {
-                    Ok(d) => d.device,
-                    Err(err) => {
-                        *e.lock().unwrap_or_else(|p| p.into_inner()) = Some(err.to_string());
-                        return;
-                    }
-                };
-                while let Ok((_, job)) = rx.recv() {
-                    c.store(false, Ordering::Relaxed);
-                    let set = |message: String, fraction: f32| {
-                        *b.lock().unwrap_or_else(|p| p.into_inner()) =
-                            Some(Busy { message, fraction });
-                        ctx.request_repaint();
-                    };
-                    let result = run(job, &device, &set, &c);
-                    *b.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                    if let Err(err) = result {
-                        *e.lock().unwrap_or_else(|p| p.into_inner()) = Some(err);
-                    }
-                    ctx.request_repaint();
-                }
-            })
-            .expect("spawning the projector thread");
+    pub fn new(device: DeviceChoice) -> Self {
         Self {
-            jobs,
-            busy,
-            cancel,
-            last_error,
-            asked: Mutex::new(Vec::new()),
+            device,
+            slot: JobSlot::new("projector"),
+            queue: VecDeque::new(),
+            asked: Vec::new(),
+            last_error: None,
         }
     }
 
-    /// Sends a job unless the same one was already sent for this document.
-    pub fn ask(&self, job: ProjectJob) {
+    /// Queues a job unless the same one was already asked for this document.
+    pub fn ask(&mut self, job: ProjectJob) {
         let key = match &job {
             ProjectJob::Pca { doc, dims } => (doc.generation, Method::Pca, usize::MAX, 0, *dims),
             ProjectJob::Norms { doc } => (doc.generation, Method::Pca, usize::MAX, 1, 0),
@@ -103,33 +74,123 @@ impl Projector {
                 ..
             } => (doc.generation, *method, *layer, *head, *dims),
         };
-        let mut asked = self.asked.lock().unwrap_or_else(|p| p.into_inner());
-        if asked.contains(&key) {
+        if self.asked.contains(&key) {
             return;
         }
-        asked.push(key);
-        let _ = self.jobs.send((key.0, job));
+        self.asked.push(key);
+        self.queue.push_back((key, job));
     }
 
-    /// Forgets what was asked, so a cancelled or failed job can be asked again.
-    pub fn forget(&self) {
-        self.asked.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    /// Collects the finished job's outcome and starts the next one asked for.
+    pub fn poll(&mut self, repaint: &Repaint) {
+        if let Some((_, Err(error))) = self.slot.poll() {
+            self.last_error = Some(error);
+        }
+        if !self.slot.busy()
+            && let Some((key, job)) = self.queue.pop_front()
+        {
+            let device = self.device;
+            self.slot
+                .start(key, repaint, move |cx| run(job, device, cx));
+        }
     }
 
     pub fn busy(&self) -> Option<Busy> {
-        self.busy.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.slot.progress().map(|p| Busy {
+            message: p.message,
+            fraction: p.fraction.unwrap_or(0.0),
+        })
     }
 
-    pub fn cancel(&self) {
-        self.cancel.store(true, Ordering::Relaxed);
-        self.forget();
+    /// Stops the job under way and forgets the rest, so they can be asked for again.
+    pub fn cancel(&mut self) {
+        self.slot.cancel();
+        self.queue.clear();
+        self.asked.clear();
     }
 
-    pub fn take_error(&self) -> Option<String> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+    /// The document changed: nothing asked for the old one is wanted.
+    pub fn clear(&mut self) {
+        self.cancel();
+    }
+
+    pub fn take_error(&mut self) -> Option<String> {
+        self.last_error.take()
+    }
+}
+
+impl HeadwiseApp {
+    /// Sends the projector what a query-key view asked for.
+    pub(super) fn project(&mut self, doc: &Arc<Document>, action: QkAction) {
+        match action {
+            QkAction::NeedPca { dims } => self.projector.ask(ProjectJob::Pca {
+                doc: doc.clone(),
+                dims,
+            }),
+            QkAction::NeedNorms => self.projector.ask(ProjectJob::Norms { doc: doc.clone() }),
+            QkAction::NeedRefine {
+                method,
+                layer,
+                head,
+                dims,
+                seed,
+            } => self.projector.ask(ProjectJob::Refine {
+                doc: doc.clone(),
+                method,
+                layer,
+                head,
+                dims,
+                seed,
+            }),
+            QkAction::RefineAll { method, dims, seed } => {
+                for layer in 0..doc.layers() {
+                    for head in 0..doc.heads() {
+                        if doc.projections.get(method, layer, head, dims).is_none() {
+                            self.projector.ask(ProjectJob::Refine {
+                                doc: doc.clone(),
+                                method,
+                                layer,
+                                head,
+                                dims,
+                                seed,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Each frame: the projector's jobs, and layouts computed since the last save count as
+    /// unsaved work.
+    pub(super) fn poll_projections(&mut self) {
+        self.projector.poll(&self.repaint);
+        if let Some(error) = self.projector.take_error() {
+            self.messages.error = Some(error);
+        }
+        if let Some(doc) = &self.doc {
+            let changes = doc.projections.changes();
+            if changes != self.files.projections_seen {
+                self.files.projections_seen = changes;
+                self.files.dirty = true;
+            }
+        }
+    }
+
+    /// Whether the query-key view, if it is showing, has every head's layout to draw.
+    pub(super) fn layouts_ready(&self) -> bool {
+        let Some(doc) = &self.doc else { return true };
+        if !crate::views::view(self.view.tab).over_corpus() || !crate::views::qk::available(doc) {
+            return true;
+        }
+        let dims = self.view.qk.dims();
+        let all = doc.layers() * doc.heads();
+        doc.projections.count(Method::Pca, dims) == all
+            && (!self.view.qk.single
+                || doc
+                    .projections
+                    .get(self.view.qk.method, self.view.layer, self.view.head, dims)
+                    .is_some())
     }
 }
 
@@ -137,18 +198,17 @@ impl Projector {
 fn each_layer(
     doc: &Document,
     what: &str,
-    set: &(dyn Fn(String, f32) + Sync),
-    cancel: &AtomicBool,
+    cx: &JobContext,
     mut work: impl FnMut(usize, &[HeadVectors]) -> headwise_engine::Result<()>,
 ) -> Result<(), String> {
     let m = &doc.session.meta.model;
     for layer in 0..m.layers {
-        if cancel.load(Ordering::Relaxed) {
+        if cx.cancelled() {
             return Ok(());
         }
-        set(
+        cx.progress(
             format!("{what}, layer {layer} of {}", m.layers),
-            layer as f32 / m.layers as f32,
+            Some(layer as f32 / m.layers as f32),
         );
         let heads: Vec<HeadVectors> = (0..m.heads)
             .map(|h| gather(&doc.session.layers, layer, h, m.heads, m.kv_heads))
@@ -158,15 +218,11 @@ fn each_layer(
     Ok(())
 }
 
-fn run(
-    job: ProjectJob,
-    device: &headwise_engine::device::Device,
-    set: &(dyn Fn(String, f32) + Sync),
-    cancel: &AtomicBool,
-) -> Result<(), String> {
+fn run(job: ProjectJob, device: DeviceChoice, cx: &JobContext) -> Result<(), String> {
+    let device = create_device(device).map_err(|e| e.to_string())?.device;
     match job {
-        ProjectJob::Pca { doc, dims } => each_layer(&doc, "PCA", set, cancel, |layer, heads| {
-            let (layouts, norms) = pca_heads_with_norms(heads, dims, device)?;
+        ProjectJob::Pca { doc, dims } => each_layer(&doc, "PCA", cx, |layer, heads| {
+            let (layouts, norms) = pca_heads_with_norms(heads, dims, &device)?;
             for (head, (layout, norms)) in layouts.into_iter().zip(norms).enumerate() {
                 doc.projections
                     .insert(Method::Pca, layer, head, dims, layout, 0);
@@ -174,8 +230,8 @@ fn run(
             }
             Ok(())
         }),
-        ProjectJob::Norms { doc } => each_layer(&doc, "norms", set, cancel, |layer, heads| {
-            let norms = norms(joint_embedding(heads, device)?)?;
+        ProjectJob::Norms { doc } => each_layer(&doc, "norms", cx, |layer, heads| {
+            let norms = norms(joint_embedding(heads, &device)?)?;
             for (head, norms) in norms.into_iter().enumerate() {
                 doc.projections.set_norms(layer, head, norms);
             }
@@ -196,15 +252,15 @@ fn run(
                 method.label(),
                 2 * vectors.n
             );
-            let progress = |f: f32| set(label.clone(), f);
-            set(label.clone(), 0.0);
+            let progress = |f: f32| cx.progress(label.clone(), Some(f));
+            cx.progress(label.clone(), Some(0.0));
             match project_head(
                 &vectors,
                 method,
                 dims,
                 seed,
-                device,
-                &Work::new(&progress, Some(cancel)),
+                &device,
+                &Work::new(&progress, Some(cx.cancel_flag())),
             ) {
                 Ok(points) => {
                     doc.projections

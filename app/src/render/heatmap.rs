@@ -100,6 +100,8 @@ impl Default for HeatmapStyle {
     }
 }
 
+/// The uniform of shaders/heatmap.wgsl: `struct Params` there, field for field in the same
+/// order; the shader's comments say what each field means. Change both together.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -115,6 +117,9 @@ struct Params {
     first: u32,
     _pad: f32,
 }
+
+// WGSL's uniform layout: two vec4s, eight 4-byte scalars, a multiple of 16 bytes in all.
+const _: () = assert!(std::mem::size_of::<Params>() == 64);
 
 /// A matrix the heatmap can bind: uploaded by the heatmap, or a range of the compute's buffer.
 struct GpuMatrix {

@@ -4,5 +4,6 @@
 pub mod colormap;
 pub mod heatmap;
 pub mod offscreen;
+pub mod png;
 pub mod scatter;
 pub mod uniform_slots;

@@ -29,6 +29,9 @@ pub struct PointStyle {
     pub sizes: Arc<Vec<f32>>,
 }
 
+/// The uniform of shaders/scatter.wgsl: `struct Params` there, field for field in the same
+/// order (its three `_pad` floats are `_pad0.._pad2`); the shader's comments say what each
+/// field means. Change both together.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -38,6 +41,9 @@ struct Params {
     point_px: f32,
     _pad: [f32; 3],
 }
+
+// WGSL's uniform layout: a mat4x4, two vec4s and four floats, a multiple of 16 bytes in all.
+const _: () = assert!(std::mem::size_of::<Params>() == 112);
 
 struct GpuLayout {
     positions: wgpu::Buffer,

@@ -2,9 +2,9 @@
 //! and key tokens on the axes, the weight under the mouse, a linear or log colour scale, and
 //! special tokens hidden on request. Decoders also list their most likely next tokens.
 
-use super::image as image_view;
-use super::legend;
-use super::state::{Selection, ViewState};
+use super::picture::{patch_uv, picture_texture};
+use super::state::{Selection, Tab, ViewState};
+use super::{View, ViewAction, legend, lines};
 use crate::document::Document;
 use crate::render::colormap::ColorMap;
 use crate::render::heatmap::{HeatmapCallback, MatrixKey, MatrixSource};
@@ -13,6 +13,79 @@ use headwise_engine::analysis::aggregate::Reduce;
 use std::sync::Arc;
 
 const AXIS: f32 = 90.0;
+
+pub struct HeadView;
+
+impl View for HeadView {
+    fn tab(&self) -> Tab {
+        Tab::Head
+    }
+
+    fn name(&self) -> &'static str {
+        "Head view"
+    }
+
+    fn help(&self) -> &'static str {
+        "one head's (or an aggregate's) full heatmap, with token lines"
+    }
+
+    fn command_name(&self) -> &'static str {
+        "head"
+    }
+
+    fn ui(&self, ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Vec<ViewAction> {
+        controls(ui, doc, state);
+        ui.label(egui::RichText::new(title(state)).strong());
+        if state.show_lines {
+            lines::controls(ui, doc, state);
+            egui::ScrollArea::vertical().show(ui, |ui| {
+                ui.horizontal_top(|ui| {
+                    ui.vertical(|ui| {
+                        ui.set_width(ui.available_width() * 0.55);
+                        ui.set_height(ui.available_height().max(300.0));
+                        show(ui, doc, state);
+                    });
+                    ui.vertical(|ui| lines::show(ui, doc, state));
+                });
+            });
+        } else {
+            show(ui, doc, state);
+        }
+        Vec::new()
+    }
+
+    fn title(&self, _doc: &Document, state: &ViewState) -> String {
+        title(state)
+    }
+
+    fn body(&self, ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
+        show(ui, doc, state);
+    }
+
+    fn natural_size(&self, _doc: &Document, _state: &ViewState) -> egui::Vec2 {
+        egui::vec2(900.0, 940.0)
+    }
+
+    fn file_name(&self, state: &ViewState) -> String {
+        format!("head-L{}-H{}.png", state.layer, state.head)
+    }
+
+    fn select(
+        &self,
+        _doc: &Document,
+        state: &mut ViewState,
+        head: Option<(usize, usize)>,
+        _options: &super::RenderOptions,
+    ) -> anyhow::Result<()> {
+        state.tab = Tab::Head;
+        if let Some((layer, head)) = head {
+            state.layer = layer;
+            state.head = head;
+        }
+        state.selection = Selection::Head;
+        Ok(())
+    }
+}
 
 pub fn controls(ui: &mut egui::Ui, doc: &Document, state: &mut ViewState) {
     ui.horizontal_wrapped(|ui| {
@@ -182,11 +255,10 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
     let last = ((window[0] + window[2]).ceil() as usize).min(visible.len());
     // Image inputs: each patch is labelled with its piece of the picture when there is room.
     let picture = (per_token >= 6.0)
-        .then(|| image_view::picture_texture(ui.ctx(), doc, state.input))
+        .then(|| picture_texture(ui.ctx(), doc, state.input))
         .flatten();
     let patch_label = |pos: egui::Pos2, token: usize| -> bool {
-        let (Some(texture), Some(uv)) = (&picture, image_view::patch_uv(doc, state.input, token))
-        else {
+        let (Some(texture), Some(uv)) = (&picture, patch_uv(doc, state.input, token)) else {
             return false;
         };
         let size = per_token.min(28.0);
@@ -242,13 +314,13 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
         if let (Some(&q), Some(&k)) = (visible.get(row), visible.get(col))
             && let Some(w) = doc.weight(state.input, state.matrix(), q, k)
         {
-            let texture = image_view::picture_texture(ui.ctx(), doc, state.input);
+            let texture = picture_texture(ui.ctx(), doc, state.input);
             response.on_hover_ui_at_pointer(|ui| {
                 for (role, token) in [("query", q), ("key", k)] {
                     ui.horizontal(|ui| {
                         ui.label(format!("{role} {token}: {:?}", tokens[token]));
                         if let (Some(texture), Some(uv)) =
-                            (&texture, image_view::patch_uv(doc, state.input, token))
+                            (&texture, patch_uv(doc, state.input, token))
                         {
                             ui.add(egui::Image::new((texture.id(), egui::vec2(40.0, 40.0))).uv(uv));
                         }

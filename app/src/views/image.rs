@@ -3,30 +3,115 @@
 //! rollout), and under it a grid of small overlays (every head of the layer, or every layer for
 //! the head) that follow the patch under the mouse.
 
-use super::state::{ImageViewState, PatchGrid, PatchSource, ViewState};
+use super::picture::{fitted, is_image, picture_texture};
+use super::state::{ImageViewState, PatchGrid, PatchSource, Tab, ViewState};
+use super::{RenderOptions, View, ViewAction};
 use crate::document::Document;
+use crate::jobs::Repaint;
 use crate::render::heatmap::Matrix;
 use eframe::egui;
 use headwise_engine::analysis::aggregate::Reduce;
-use headwise_engine::analysis::artifacts::{LayerArtifacts, OUTLIER_FACTOR, layer_artifacts};
-use headwise_engine::analysis::flow::attention_flow;
+use headwise_engine::analysis::artifacts::OUTLIER_FACTOR;
 use headwise_engine::analysis::rollout::Fusion;
-use headwise_engine::analysis::rollout_device::{DeviceLayerMatrices, DeviceLayers};
-use headwise_engine::session::{InputInfo, InputKind};
+use headwise_engine::session::InputInfo;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::sync::Mutex;
 
 /// Side of the small overlays, in points.
 const THUMB: f32 = 132.0;
 
-/// Is input `input` of the document a picture?
-pub fn is_image(doc: &Document, input: usize) -> bool {
-    doc.session
-        .meta
-        .inputs
-        .get(input)
-        .is_some_and(|i| i.kind == InputKind::Image && i.patch_grid.is_some())
+pub struct ImageView;
+
+impl View for ImageView {
+    fn tab(&self) -> Tab {
+        Tab::Image
+    }
+
+    fn name(&self) -> &'static str {
+        "Image view"
+    }
+
+    fn help(&self) -> &'static str {
+        "an image input's picture with a head's attention, rollout or flow over it"
+    }
+
+    fn command_name(&self) -> &'static str {
+        "image"
+    }
+
+    fn available(&self, doc: &Document, input: usize) -> bool {
+        is_image(doc, input)
+    }
+
+    fn opens_on(&self, doc: &Document, input: usize) -> bool {
+        is_image(doc, input)
+    }
+
+    fn ui(&self, ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Vec<ViewAction> {
+        controls(ui, doc, state);
+        ui.label(egui::RichText::new(title(doc, state)).strong());
+        egui::ScrollArea::vertical().show(ui, |ui| {
+            show(ui, doc, state);
+        });
+        Vec::new()
+    }
+
+    fn title(&self, doc: &Document, state: &ViewState) -> String {
+        title(doc, state)
+    }
+
+    fn body(&self, ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
+        show(ui, doc, state);
+    }
+
+    fn natural_size(&self, doc: &Document, state: &ViewState) -> egui::Vec2 {
+        natural_size(doc, state)
+    }
+
+    fn file_name(&self, state: &ViewState) -> String {
+        format!("image-L{}-H{}.png", state.layer, state.head)
+    }
+
+    fn select(
+        &self,
+        doc: &Document,
+        state: &mut ViewState,
+        head: Option<(usize, usize)>,
+        _options: &RenderOptions,
+    ) -> anyhow::Result<()> {
+        if !is_image(doc, state.input) {
+            anyhow::bail!("input {} is not an image", state.input);
+        }
+        state.tab = Tab::Image;
+        if let Some((layer, head)) = head {
+            state.layer = layer;
+            state.head = head;
+        }
+        state.image.source = PatchSource::Head;
+        state.image.query = 0;
+        Ok(())
+    }
+
+    /// Each head's overlay on the picture.
+    fn head_figure(&self, ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
+        if !is_image(doc, state.input) {
+            return super::draw_with(&super::head::HeadView, ui, doc, state);
+        }
+        let source = &doc.session.meta.model.source;
+        ui.strong(format!("{source}: {}", title(doc, state)));
+        show_picture(ui, doc, state);
+    }
+
+    fn head_figure_size(&self, doc: &Document, state: &ViewState) -> egui::Vec2 {
+        if !is_image(doc, state.input) {
+            return super::head::HeadView.natural_size(doc, state);
+        }
+        let picture = doc.session.image_size(state.input).unwrap_or([224, 224]);
+        egui::vec2(
+            540.0,
+            80.0 + 520.0 * picture[1] as f32 / picture[0].max(1) as f32,
+        )
+    }
 }
 
 pub fn title(doc: &Document, state: &ViewState) -> String {
@@ -163,8 +248,8 @@ pub struct Overlay {
     pub head: usize,
 }
 
-/// The weight of every patch (row-major over the grid) for one query token. Rollouts are kept
-/// in egui's memory until their inputs change, so redrawing costs nothing.
+/// The weight of every patch (row-major over the grid) for one query token. Rollouts and flows
+/// come from the document's caches, so redrawing costs nothing.
 pub fn patch_values(
     ctx: &egui::Context,
     doc: &Document,
@@ -191,208 +276,36 @@ pub fn patch_values(
             let m = doc.reduced(input, Matrix::Layer { layer, reduce })?;
             m[query * t..(query + 1) * t].to_vec()
         }
-        PatchSource::Rollout => rollout_row(ctx, doc, input, query, &settings.rollout)?,
-        PatchSource::Flow => flow_row(ctx, doc, input, query, settings).result?,
+        PatchSource::Rollout => doc.caches.rollout.row(
+            &doc.session,
+            doc.analysis_device(),
+            input,
+            query,
+            &settings.rollout,
+            &Repaint::new(ctx),
+        )?,
+        PatchSource::Flow => doc
+            .caches
+            .flow
+            .row(
+                &doc.session,
+                input,
+                query,
+                &settings.rollout,
+                &Repaint::new(ctx),
+            )
+            .result?
+            .as_ref()
+            .clone(),
     };
     row.get(prefix..prefix + rows * cols).map(<[f32]>::to_vec)
-}
-
-/// Inputs with more tokens than this get their rollout layer matrices built off the UI thread
-/// when a slider moves (measured on a 2-core CPU: 26 ms at 257 tokens, 101 ms at 513, 421 ms at
-/// 1,025); smaller ones at once.
-const ROLLOUT_IN_BACKGROUND_ABOVE: usize = 256;
-
-/// The rollout's layer matrices for one setting, once built; and the attention on the device
-/// they were built from, for the next setting of the same input.
-#[derive(Default)]
-struct RolloutLayers {
-    uploaded: Option<Arc<DeviceLayers>>,
-    matrices: Option<Arc<DeviceLayerMatrices>>,
-}
-
-/// The rollout row of `query` for the rollout settings `r`. The input's attention goes to the
-/// compute device once; the layer matrices are rebuilt there when a slider moves (off the UI
-/// thread for long inputs, keeping the last row on screen meanwhile), and following the mouse
-/// reuses them.
-fn rollout_row(
-    ctx: &egui::Context,
-    doc: &Document,
-    input: usize,
-    query: usize,
-    r: &headwise_engine::analysis::rollout::RolloutSettings,
-) -> Option<Vec<f32>> {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (doc.generation, input).hash(&mut hasher);
-    let this_input = hasher.finish();
-    (r.fusion, r.start_layer, r.discard_ratio.to_bits()).hash(&mut hasher);
-    let setting = hasher.finish();
-    query.hash(&mut hasher);
-    let key = hasher.finish();
-    let row_slot = egui::Id::unique("headwise rollout row");
-    let layers_slot = egui::Id::unique("headwise rollout layers");
-    // (input, setting, query) of the row kept, and the row.
-    let kept = ctx.data(|d| d.get_temp::<(u64, u64, Arc<Vec<f32>>)>(row_slot));
-    if let Some((_, k, row)) = &kept
-        && *k == key
-    {
-        return Some(row.as_ref().clone());
-    }
-    let job = ctx.data(|d| d.get_temp::<(u64, u64, Arc<Mutex<RolloutLayers>>)>(layers_slot));
-    let job = match job {
-        Some((_, k, job)) if k == setting => job,
-        Some((input_key, _, building))
-            if input_key == this_input && building.lock().is_ok_and(|j| j.matrices.is_none()) =>
-        {
-            // A build for an earlier setting is still running (a slider being dragged): the
-            // newest setting starts when it ends, so builds never pile up.
-            ctx.request_repaint_after(std::time::Duration::from_millis(30));
-            return kept
-                .filter(|(input_key, _, _)| *input_key == this_input)
-                .map(|(_, _, row)| row.as_ref().clone());
-        }
-        previous => {
-            // The attention already on the device for this input, if the last setting put it
-            // there.
-            let uploaded = previous
-                .filter(|(input_key, _, _)| *input_key == this_input)
-                .and_then(|(_, _, job)| job.lock().ok()?.uploaded.clone());
-            let job = Arc::new(Mutex::new(RolloutLayers::default()));
-            ctx.data_mut(|d| d.insert_temp(layers_slot, (this_input, setting, job.clone())));
-            let layers: Vec<_> = doc.session.layers[input]
-                .iter()
-                .map(|l| l.attn.clone())
-                .collect();
-            let device = doc.analysis_device().clone();
-            let settings = *r;
-            let build = {
-                let job = job.clone();
-                move || {
-                    let uploaded = uploaded
-                        .unwrap_or_else(|| Arc::new(DeviceLayers::upload(&layers, &device)));
-                    let matrices = Arc::new(uploaded.matrices(&settings));
-                    if let Ok(mut j) = job.lock() {
-                        j.uploaded = Some(uploaded);
-                        j.matrices = Some(matrices);
-                    }
-                }
-            };
-            if doc.tokens(input).len() > ROLLOUT_IN_BACKGROUND_ABOVE {
-                let repaint = ctx.clone();
-                std::thread::spawn(move || {
-                    build();
-                    repaint.request_repaint();
-                });
-            } else {
-                build();
-            }
-            job
-        }
-    };
-    let matrices = job.lock().ok()?.matrices.clone();
-    let Some(matrices) = matrices else {
-        // Still building: the last row of this input stays on screen.
-        return kept
-            .filter(|(input_key, _, _)| *input_key == this_input)
-            .map(|(_, _, row)| row.as_ref().clone());
-    };
-    let row = Arc::new(matrices.row(query).ok()?);
-    ctx.data_mut(|d| d.insert_temp(row_slot, (this_input, key, row.clone())));
-    Some(row.as_ref().clone())
-}
-
-/// An attention flow being computed off the UI thread, or its result.
-#[derive(Debug, Clone, Default)]
-pub struct FlowJob {
-    pub fraction: f32,
-    pub result: Option<Vec<f32>>,
-}
-
-/// The attention flow from `query` for the current settings: started in the background on
-/// first request, then polled each frame until it is done.
-pub fn flow_row(
-    ctx: &egui::Context,
-    doc: &Document,
-    input: usize,
-    query: usize,
-    settings: &ImageViewState,
-) -> FlowJob {
-    let r = settings.rollout;
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (doc.generation, input, query, r.fusion, r.start_layer).hash(&mut hasher);
-    r.discard_ratio.to_bits().hash(&mut hasher);
-    let key = hasher.finish();
-    let slot = egui::Id::unique("headwise flow");
-    if let Some((k, job)) = ctx.data(|d| d.get_temp::<(u64, Arc<Mutex<FlowJob>>)>(slot))
-        && k == key
-    {
-        return job.lock().map(|j| j.clone()).unwrap_or_default();
-    }
-    let job = Arc::new(Mutex::new(FlowJob::default()));
-    ctx.data_mut(|d| d.insert_temp(slot, (key, job.clone())));
-    let layers: Vec<_> = doc.session.layers[input]
-        .iter()
-        .map(|l| l.attn.clone())
-        .collect();
-    let repaint = ctx.clone();
-    std::thread::spawn(move || {
-        let progress = |fraction: f32| {
-            if let Ok(mut j) = job.lock() {
-                j.fraction = fraction;
-            }
-            repaint.request_repaint();
-        };
-        let flow = attention_flow(&layers, &r, query, &progress);
-        if let Ok(mut j) = job.lock() {
-            j.result = Some(flow);
-        }
-        repaint.request_repaint();
-    });
-    FlowJob::default()
-}
-
-/// A texture kept in egui's memory under `slot`, rebuilt only when `key` changes.
-fn cached_texture(
-    ctx: &egui::Context,
-    slot: egui::Id,
-    key: u64,
-    make: impl FnOnce() -> (egui::ColorImage, egui::TextureOptions),
-) -> egui::TextureHandle {
-    if let Some((k, handle)) = ctx.data(|d| d.get_temp::<(u64, egui::TextureHandle)>(slot))
-        && k == key
-    {
-        return handle;
-    }
-    let (image, options) = make();
-    let handle = ctx.load_texture(format!("{slot:?}"), image, options);
-    ctx.data_mut(|d| d.insert_temp(slot, (key, handle.clone())));
-    handle
-}
-
-/// The picture of an image input as a texture, uploaded once per document.
-pub fn picture_texture(
-    ctx: &egui::Context,
-    doc: &Document,
-    input: usize,
-) -> Option<egui::TextureHandle> {
-    let size = doc.session.image_size(input)?;
-    let slot = egui::Id::unique(("headwise picture", input));
-    Some(cached_texture(ctx, slot, doc.generation, || {
-        let pixels = doc
-            .session
-            .image(input)
-            .map(|p| p.pixels)
-            .unwrap_or_default();
-        (
-            egui::ColorImage::from_rgb(size, &pixels),
-            egui::TextureOptions::LINEAR,
-        )
-    }))
 }
 
 /// The colour-mapped patch weights as a [cols × rows] texture, scaled so the largest is the top
 /// colour; alpha carries the opacity.
 fn overlay_texture(
     ctx: &egui::Context,
+    doc: &Document,
     slot: egui::Id,
     values: &[f32],
     [rows, cols]: [usize; 2],
@@ -406,7 +319,7 @@ fn overlay_texture(
     state.image.smooth.hash(&mut hasher);
     state.style.colormap.index().hash(&mut hasher);
     let key = hasher.finish();
-    cached_texture(ctx, slot, key, || {
+    doc.caches.textures.get(ctx, slot, key, || {
         let max = values.iter().copied().fold(f32::MIN_POSITIVE, f32::max);
         let alpha = (state.image.opacity.clamp(0.0, 1.0) * 255.0).round() as u8;
         let pixels: Vec<egui::Color32> = values
@@ -424,19 +337,6 @@ fn overlay_texture(
         };
         (image, options)
     })
-}
-
-/// The part of the picture (in texture coordinates) that a patch token covers.
-pub fn patch_uv(doc: &Document, input: usize, token: usize) -> Option<egui::Rect> {
-    let info = &doc.session.meta.inputs[input];
-    let [r, c] = info.patch_of(token)?;
-    let [ph, pw] = info.patch_size?;
-    let [width, height] = doc.session.image_size(input)?;
-    let (w, h) = (width as f32, height as f32);
-    Some(egui::Rect::from_min_max(
-        egui::pos2((c * pw) as f32 / w, (r * ph) as f32 / h),
-        egui::pos2(((c + 1) * pw) as f32 / w, ((r + 1) * ph) as f32 / h),
-    ))
 }
 
 /// Where the patch grid lies on a picture drawn in `rect`.
@@ -473,7 +373,7 @@ fn draw_overlaid(
     let cells = grid_rect(info, [width, height], rect)?;
     // No overlay while one is still being computed (attention flow).
     if values.len() == grid[0] * grid[1] {
-        let overlay = overlay_texture(ui.ctx(), slot, values, grid, state);
+        let overlay = overlay_texture(ui.ctx(), doc, slot, values, grid, state);
         painter.image(overlay.id(), cells, uv, egui::Color32::WHITE);
     }
     let scale = rect.width() / width as f32;
@@ -506,11 +406,6 @@ fn draw_overlaid(
     let pointer = response.hover_pos()?;
     let at = (pointer - rect.min) / scale;
     info.token_at(at.x, at.y)
-}
-
-/// The picture's size in points when it is drawn `width` points wide.
-fn fitted(picture: [usize; 2], width: f32) -> egui::Vec2 {
-    egui::vec2(width, width * picture[1] as f32 / picture[0].max(1) as f32)
 }
 
 pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
@@ -568,7 +463,7 @@ pub fn show_picture(
         egui::Id::unique("headwise overlay main"),
         &values,
         Some(state.image.query),
-        &outliers_of(ui, doc, input, state.layer, state.image.mark_outliers),
+        &outliers_of(doc, input, state.layer, state.image.mark_outliers),
     );
     let info = &doc.session.meta.inputs[input];
     if let Some(token) = hovered {
@@ -584,9 +479,15 @@ pub fn show_picture(
         }
     }
     if state.image.source == PatchSource::Flow && values.is_empty() {
-        let job = flow_row(ui.ctx(), doc, input, state.image.query, &state.image);
+        let flow = doc.caches.flow.row(
+            &doc.session,
+            input,
+            state.image.query,
+            &state.image.rollout,
+            &Repaint::new(ui.ctx()),
+        );
         ui.add(
-            egui::ProgressBar::new(job.fraction)
+            egui::ProgressBar::new(flow.fraction)
                 .text("computing the attention flow (one maximum flow per token)")
                 .animate(true),
         );
@@ -660,7 +561,7 @@ fn grid_and_table(
                         egui::Id::unique(("headwise overlay cell", r * per_row + j)),
                         &values,
                         Some(query),
-                        &outliers_of(ui, doc, input, layer, state.image.mark_outliers),
+                        &outliers_of(doc, input, layer, state.image.mark_outliers),
                     );
                     if response.clicked() {
                         open = Some((layer, head));
@@ -677,55 +578,20 @@ fn grid_and_table(
     artifact_table(ui, doc, input);
 }
 
-/// Each layer's patch norms and where the CLS token's attention goes, for image inputs whose
-/// session has the norms: worked out once per document and input, kept in egui's memory.
-pub fn artifacts(
-    ctx: &egui::Context,
-    doc: &Document,
-    input: usize,
-) -> Arc<Vec<Option<LayerArtifacts>>> {
-    let slot = egui::Id::unique(("headwise artifacts", input));
-    if let Some((generation, rows)) =
-        ctx.data(|d| d.get_temp::<(u64, Arc<Vec<Option<LayerArtifacts>>>)>(slot))
-        && generation == doc.generation
-    {
-        return rows;
-    }
-    let prefix = doc.session.meta.inputs[input].prefix_tokens.unwrap_or(0);
-    let rows: Arc<Vec<_>> = Arc::new(
-        (0..doc.layers())
-            .map(|l| {
-                let norms = doc.session.token_norms(input, l)?;
-                Some(layer_artifacts(
-                    &norms,
-                    &doc.session.layers[input][l].attn,
-                    prefix,
-                ))
-            })
-            .collect(),
-    );
-    ctx.data_mut(|d| d.insert_temp(slot, (doc.generation, rows.clone())));
-    rows
-}
-
-fn outliers_of(
-    ui: &egui::Ui,
-    doc: &Document,
-    input: usize,
-    layer: usize,
-    wanted: bool,
-) -> Vec<usize> {
+fn outliers_of(doc: &Document, input: usize, layer: usize, wanted: bool) -> Vec<usize> {
     if !wanted {
         return Vec::new();
     }
-    artifacts(ui.ctx(), doc, input)
+    doc.caches
+        .artifacts
+        .get(&doc.session, input)
         .get(layer)
         .and_then(|a| a.as_ref().map(|a| a.outliers.clone()))
         .unwrap_or_default()
 }
 
 fn artifact_table(ui: &mut egui::Ui, doc: &Document, input: usize) {
-    let rows = artifacts(ui.ctx(), doc, input);
+    let rows = doc.caches.artifacts.get(&doc.session, input);
     if rows.iter().all(Option::is_none) {
         return;
     }

@@ -1,4 +1,8 @@
-//! The views, one file each; each draws from the open document and the saved view state.
+//! The views, one file each, and their registry: [`VIEWS`] is the one list of them, and
+//! [`View`] is everything the window, PNG export and `headwise render` need of a view (name,
+//! help, the window's `ui`, the offscreen figure, its natural size, export file name, what
+//! `--view` calls it, and the actions it asks of the app). Nothing outside this folder matches
+//! on a view.
 
 pub mod camera;
 pub mod grid;
@@ -7,5 +11,246 @@ pub mod image;
 pub mod legend;
 pub mod lines;
 pub mod overview;
+pub mod picture;
 pub mod qk;
+pub mod qk_single;
+pub mod qk_style;
 pub mod state;
+
+use crate::document::Document;
+use crate::render::offscreen::Offscreen;
+use anyhow::{Context, Result, bail};
+use eframe::egui;
+use headwise_engine::analysis::projection::Method;
+use headwise_engine::session::Session;
+use state::{Tab, ViewState};
+use std::sync::Arc;
+
+/// Every view, in the order of the tab bar and of the number keys 1, 2, 3, ...
+pub static VIEWS: &[&dyn View] = &[
+    &overview::OverviewView,
+    &head::HeadView,
+    &image::ImageView,
+    &qk::QkView,
+];
+
+/// What a view asks of the app after a frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ViewAction {
+    /// Show `layer`.`head` in the view `tab` (the zoom and extra line heads reset).
+    Open { tab: Tab, layer: usize, head: usize },
+    /// Lay out query-key embeddings.
+    Project(qk::QkAction),
+}
+
+/// What `headwise render` was asked besides the view, for views that use it.
+#[derive(Debug, Clone, Default)]
+pub struct RenderOptions {
+    /// Query-key views: the layout's method and dimensions.
+    pub method: Option<Method>,
+    pub dims: Option<usize>,
+}
+
+/// One view. Implemented once per view, in the view's own file.
+pub trait View: Sync {
+    /// The tab this view is, as saved in a session's view state.
+    fn tab(&self) -> Tab;
+
+    /// Its name in the tab bar, the View menu and the help.
+    fn name(&self) -> &'static str;
+
+    /// What it shows, in a line of the help window.
+    fn help(&self) -> &'static str;
+
+    /// What `headwise render --view` calls it (`NAME` or `NAME:L.H`).
+    fn command_name(&self) -> &'static str;
+
+    /// Whether `--view` names a head (`NAME:L.H`) for it.
+    fn takes_head(&self) -> bool {
+        true
+    }
+
+    /// Whether it can show input `input` of `doc` (the window hides its tab otherwise).
+    fn available(&self, _doc: &Document, _input: usize) -> bool {
+        true
+    }
+
+    /// Whether a new document whose `input` is of this view's kind opens on it.
+    fn opens_on(&self, _doc: &Document, _input: usize) -> bool {
+        false
+    }
+
+    /// Whether the window shows the corpus bar (run a corpus, projection progress) above it.
+    fn over_corpus(&self) -> bool {
+        false
+    }
+
+    /// The window: its controls and body, in the space left in `ui`.
+    fn ui(&self, ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Vec<ViewAction>;
+
+    /// The title over its figure.
+    fn title(&self, doc: &Document, state: &ViewState) -> String;
+
+    /// The body without interactive controls: what a figure shows.
+    fn body(&self, ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState);
+
+    /// The canvas that fits its figure without scrolling.
+    fn natural_size(&self, doc: &Document, state: &ViewState) -> egui::Vec2;
+
+    /// The file name its PNG export suggests.
+    fn file_name(&self, state: &ViewState) -> String;
+
+    /// `headwise render`: sets `state` to show this view of `layer`.`head` (None for views
+    /// that take no head), or says why it cannot.
+    fn select(
+        &self,
+        doc: &Document,
+        state: &mut ViewState,
+        head: Option<(usize, usize)>,
+        _options: &RenderOptions,
+    ) -> Result<()> {
+        state.tab = self.tab();
+        if let Some((layer, head)) = head {
+            state.layer = layer;
+            state.head = head;
+        }
+        let _ = doc;
+        Ok(())
+    }
+
+    /// `headwise render`: what the session needs before it opens as a document (the query-key
+    /// view lays out the head it draws), with progress for a long step.
+    fn prepare(
+        &self,
+        _session: &mut Session,
+        _head: Option<(usize, usize)>,
+        _options: &RenderOptions,
+        _progress: &(dyn Fn(&str, f32) + Sync),
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Exporting every head from this view: one head's figure (the layer, head and settings
+    /// are in `state`), and its canvas. By default, the head view's heatmap.
+    fn head_figure(&self, ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
+        draw_with(&head::HeadView, ui, doc, state);
+    }
+
+    fn head_figure_size(&self, doc: &Document, state: &ViewState) -> egui::Vec2 {
+        head::HeadView.natural_size(doc, state)
+    }
+}
+
+/// The view of a tab.
+pub fn view(tab: Tab) -> &'static dyn View {
+    VIEWS
+        .iter()
+        .copied()
+        .find(|v| v.tab() == tab)
+        .unwrap_or(VIEWS[0])
+}
+
+/// The figure of the view `state` names: its title over its body.
+pub fn draw(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
+    draw_with(view(state.tab), ui, doc, state);
+}
+
+fn draw_with(view: &dyn View, ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
+    let source = &doc.session.meta.model.source;
+    ui.strong(format!("{source}: {}", view.title(doc, state)));
+    view.body(ui, doc, state);
+}
+
+/// Lays out the view `state` names and renders it offscreen.
+pub fn render(
+    offscreen: &mut Offscreen,
+    doc: &Arc<Document>,
+    state: &mut ViewState,
+    size: egui::Vec2,
+    pixels_per_point: f32,
+) -> Result<::image::RgbaImage> {
+    // A picture is drawn once: it waits for the metrics the window would fill in later.
+    doc.wait_for_metrics();
+    offscreen.render(size, pixels_per_point, |ui| draw(ui, doc, state))
+}
+
+/// The view `--view` names (`NAME` or `NAME:LAYER.HEAD`), and the head it names.
+pub fn parse(spec: &str) -> Result<(&'static dyn View, Option<(usize, usize)>)> {
+    let (name, rest) = match spec.split_once(':') {
+        Some((name, rest)) => (name, Some(rest)),
+        None => (spec, None),
+    };
+    let names: Vec<String> = VIEWS
+        .iter()
+        .map(|v| {
+            if v.takes_head() {
+                format!("{}:L.H", v.command_name())
+            } else {
+                v.command_name().to_string()
+            }
+        })
+        .collect();
+    let Some(view) = VIEWS.iter().copied().find(|v| v.command_name() == name) else {
+        bail!("--view {spec}: unknown view ({})", names.join(", "));
+    };
+    match (view.takes_head(), rest) {
+        (false, None) => Ok((view, None)),
+        (false, Some(_)) => bail!("--view {spec}: {name} takes no head"),
+        (true, None) => {
+            bail!("--view {spec}: expected {name}:LAYER.HEAD, e.g. {name}:3.5")
+        }
+        (true, Some(rest)) => {
+            let (l, h) = rest.split_once('.').with_context(|| {
+                format!("--view {spec}: expected {name}:LAYER.HEAD, e.g. {name}:3.5")
+            })?;
+            let layer = l
+                .parse()
+                .with_context(|| format!("--view {spec}: '{l}' is not a layer number"))?;
+            let head = h
+                .parse()
+                .with_context(|| format!("--view {spec}: '{h}' is not a head number"))?;
+            Ok((view, Some((layer, head))))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(spec: &str) -> (Tab, Option<(usize, usize)>) {
+        let (view, head) = parse(spec).unwrap();
+        (view.tab(), head)
+    }
+
+    #[test]
+    fn view_names_parse_to_views() {
+        assert_eq!(parsed("overview"), (Tab::Overview, None));
+        assert_eq!(parsed("head:3.5"), (Tab::Head, Some((3, 5))));
+        assert!(parse("head:3").is_err());
+        assert!(parse("head:x.1").is_err());
+        assert!(parse("overview:1.2").is_err());
+        assert_eq!(parsed("image:11.2"), (Tab::Image, Some((11, 2))));
+        assert_eq!(parsed("qk:1.2"), (Tab::Qk, Some((1, 2))));
+        let unknown = parse("lines:1.1").err().unwrap().to_string();
+        assert!(
+            unknown.contains("overview, head:L.H, image:L.H, qk:L.H"),
+            "{unknown}"
+        );
+    }
+
+    #[test]
+    fn every_tab_has_exactly_one_view_and_every_view_a_command_name() {
+        for tab in [Tab::Overview, Tab::Head, Tab::Image, Tab::Qk] {
+            assert_eq!(
+                VIEWS.iter().filter(|v| v.tab() == tab).count(),
+                1,
+                "{tab:?}"
+            );
+        }
+        let mut names: Vec<_> = VIEWS.iter().map(|v| v.command_name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), VIEWS.len());
+    }
+}

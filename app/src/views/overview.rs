@@ -2,17 +2,62 @@
 //! layer x head grid, as attention thumbnails drawn by the heatmap shader or coloured by a
 //! head metric. Hover tells a head's metrics; a click opens it in the head view.
 
-use super::state::{OverviewMode, ViewState};
-use super::{grid, legend};
+use super::state::{OverviewMode, Tab, ViewState};
+use super::{View, ViewAction, grid, legend};
 use crate::document::{Document, thumbnail_key};
 use crate::render::heatmap::{HeatmapCallback, Matrix, MatrixSource};
 use eframe::egui;
 use headwise_engine::analysis::metrics::HeadMetric;
 use std::sync::Arc;
 
-/// What the user asked for by clicking.
-pub enum OverviewAction {
-    OpenHead { layer: usize, head: usize },
+pub struct OverviewView;
+
+impl View for OverviewView {
+    fn tab(&self) -> Tab {
+        Tab::Overview
+    }
+
+    fn name(&self) -> &'static str {
+        "Head overview"
+    }
+
+    fn help(&self) -> &'static str {
+        "every head of every layer, as thumbnails or coloured by a metric"
+    }
+
+    fn command_name(&self) -> &'static str {
+        "overview"
+    }
+
+    fn takes_head(&self) -> bool {
+        false
+    }
+
+    fn ui(&self, ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Vec<ViewAction> {
+        controls(ui, state);
+        show(ui, doc, state).into_iter().collect()
+    }
+
+    fn title(&self, _doc: &Document, state: &ViewState) -> String {
+        format!("every head, input {}", state.input)
+    }
+
+    fn body(&self, ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
+        show(ui, doc, state);
+    }
+
+    fn natural_size(&self, doc: &Document, _state: &ViewState) -> egui::Vec2 {
+        let cell = if doc.layers() * doc.heads() > 150 {
+            40.0
+        } else {
+            64.0
+        };
+        grid::grid_size(cell, doc.layers(), doc.heads()) + egui::vec2(40.0, 80.0)
+    }
+
+    fn file_name(&self, _state: &ViewState) -> String {
+        "overview.png".to_string()
+    }
 }
 
 /// The controls above the grid.
@@ -101,12 +146,8 @@ pub fn cell_size(available: egui::Vec2, layers: usize, heads: usize) -> f32 {
     grid::cell_size(available, layers, heads, 14.0, 160.0)
 }
 
-/// Draws the grid in the space left in `ui`.
-pub fn show(
-    ui: &mut egui::Ui,
-    doc: &Arc<Document>,
-    state: &mut ViewState,
-) -> Option<OverviewAction> {
+/// Draws the grid in the space left in `ui`; a click on a head asks to open it.
+pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Option<ViewAction> {
     let (layers, heads) = (doc.layers(), doc.heads());
     let input = state.input;
     let t = doc.tokens(input).len();
@@ -220,7 +261,11 @@ pub fn show(
                     });
                 });
                 if response.clicked() {
-                    action = Some(OverviewAction::OpenHead { layer, head });
+                    action = Some(ViewAction::Open {
+                        tab: Tab::Head,
+                        layer,
+                        head,
+                    });
                 }
             }
         });

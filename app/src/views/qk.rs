@@ -3,20 +3,172 @@
 //! single view shows one head with pan, zoom or an orbit in 3D, colouring, token search, the
 //! token under the mouse in its sentence, and a clicked query's lines to its input's keys.
 //!
-//! Points are drawn by the scatter shader from GPU buffers; this file only chooses what to draw
-//! and answers the mouse, with the same camera matrix the shader uses.
+//! Points are drawn by the scatter shader from GPU buffers; this file chooses what to draw and
+//! lays out the grid; qk_single.rs draws one head and answers the mouse there, qk_style.rs
+//! colours the points.
 
-use super::camera::{Camera, apply};
+use super::camera::Camera;
+use super::picture::has_pictures;
+use super::qk_style::{colour_legend, point_style};
+use super::state::Tab;
 use super::state::{ColourBy, ViewState};
-use super::{grid, legend};
+use super::{RenderOptions, View, ViewAction, grid};
 use crate::document::Document;
 use crate::projections::Layout;
-use crate::render::colormap::ColorMap;
 use crate::render::scatter::{LayoutKey, PointStyle, ScatterCallback};
+use anyhow::Context;
 use eframe::egui;
-use headwise_engine::analysis::projection::Method;
-use std::hash::{Hash, Hasher};
+use headwise_engine::analysis::projection::{Method, Work, project_session};
+use headwise_engine::device::{DeviceChoice, create_device};
+use headwise_engine::session::Session;
 use std::sync::Arc;
+
+pub struct QkView;
+
+impl View for QkView {
+    fn tab(&self) -> Tab {
+        Tab::Qk
+    }
+
+    fn name(&self) -> &'static str {
+        "Queries and keys"
+    }
+
+    fn help(&self) -> &'static str {
+        "every head's queries and keys over the corpus, in one joint space"
+    }
+
+    fn command_name(&self) -> &'static str {
+        "qk"
+    }
+
+    fn available(&self, doc: &Document, _input: usize) -> bool {
+        available(doc)
+    }
+
+    fn over_corpus(&self) -> bool {
+        true
+    }
+
+    fn ui(&self, ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Vec<ViewAction> {
+        let mut actions: Vec<QkAction> = controls(ui, doc, state).into_iter().collect();
+        ui.label(egui::RichText::new(title(doc, state)).strong());
+        actions.extend(show(ui, doc, state));
+        actions.into_iter().map(ViewAction::Project).collect()
+    }
+
+    fn title(&self, doc: &Document, state: &ViewState) -> String {
+        title(doc, state)
+    }
+
+    fn body(&self, ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
+        show(ui, doc, state);
+    }
+
+    fn natural_size(&self, doc: &Document, state: &ViewState) -> egui::Vec2 {
+        if state.qk.single {
+            egui::vec2(900.0, 900.0)
+        } else {
+            grid::grid_size(90.0, doc.layers(), doc.heads()) + egui::vec2(40.0, 80.0)
+        }
+    }
+
+    fn file_name(&self, state: &ViewState) -> String {
+        if state.qk.single {
+            format!(
+                "qk-{}-L{}-H{}.png",
+                state.qk.method.name(),
+                state.layer,
+                state.head
+            )
+        } else {
+            format!("qk-{}.png", state.qk.method.name())
+        }
+    }
+
+    fn select(
+        &self,
+        doc: &Document,
+        state: &mut ViewState,
+        head: Option<(usize, usize)>,
+        options: &RenderOptions,
+    ) -> anyhow::Result<()> {
+        state.tab = Tab::Qk;
+        let Some((layer, head)) = head else {
+            return Ok(());
+        };
+        state.layer = layer;
+        state.head = head;
+        state.qk.single = true;
+        state.qk.selected = None;
+        state.qk.camera = Default::default();
+        let (method, dims) = chosen_layout(&doc.session, options, layer, head);
+        state.qk.method = method;
+        state.qk.three_d = dims == 3;
+        Ok(())
+    }
+
+    /// Lays out the head a render draws if the session lacks its layout.
+    fn prepare(
+        &self,
+        session: &mut Session,
+        head: Option<(usize, usize)>,
+        options: &RenderOptions,
+        progress: &(dyn Fn(&str, f32) + Sync),
+    ) -> anyhow::Result<()> {
+        let Some((layer, head)) = head else {
+            return Ok(());
+        };
+        let (method, dims) = chosen_layout(session, options, layer, head);
+        if !(2..=3).contains(&dims) {
+            anyhow::bail!("--dims {dims}: 2 or 3");
+        }
+        if session
+            .projection(method, layer, head)
+            .is_some_and(|(d, _)| d == dims)
+        {
+            return Ok(());
+        }
+        let seed = session
+            .meta
+            .projections
+            .get(method.name())
+            .map_or(0, |p| p.seed);
+        let device = create_device(DeviceChoice::Auto)?;
+        let label = format!("{} of head {layer}.{head}", method.label());
+        let progress = |f: f32| progress(&label, f);
+        project_session(
+            session,
+            method,
+            dims,
+            seed,
+            &[(layer, head)],
+            &device.device,
+            &Work::new(&progress, None),
+        )
+        .with_context(|| format!("laying out head {layer}.{head}"))?;
+        Ok(())
+    }
+}
+
+/// The layout a render draws: the one asked for, else one the session has for the head (the
+/// view state's method first), else PCA in 2D.
+fn chosen_layout(
+    session: &Session,
+    options: &RenderOptions,
+    layer: usize,
+    head: usize,
+) -> (Method, usize) {
+    let saved = ViewState::from_json(&session.meta.view).qk.method;
+    let stored = |m: Method| session.projection(m, layer, head).map(|(dims, _)| dims);
+    let method = options.method.unwrap_or_else(|| {
+        std::iter::once(saved)
+            .chain(Method::ALL)
+            .find(|&m| stored(m).is_some())
+            .unwrap_or(Method::Pca)
+    });
+    (method, options.dims.or_else(|| stored(method)).unwrap_or(2))
+}
 
 /// What the view needs the app to do.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,171 +191,6 @@ pub enum QkAction {
         dims: usize,
         seed: u64,
     },
-}
-
-/// AttentionViz's colours: queries green, keys pink.
-const QUERY: [u8; 3] = [95, 185, 108];
-const KEY: [u8; 3] = [227, 119, 194];
-/// Ten distinguishable colours for inputs (Tableau 10).
-const CATEGORIES: [[u8; 3]; 10] = [
-    [78, 121, 167],
-    [242, 142, 43],
-    [225, 87, 89],
-    [118, 183, 178],
-    [89, 161, 79],
-    [237, 201, 72],
-    [176, 122, 161],
-    [255, 157, 167],
-    [156, 117, 95],
-    [186, 176, 172],
-];
-
-fn pack([r, g, b]: [u8; 3], alpha: u8) -> u32 {
-    u32::from_le_bytes([r, g, b, alpha])
-}
-
-/// Each of the N corpus tokens as (input, token), and each input's first corpus index.
-pub struct CorpusIndex {
-    pub tokens: Vec<(u32, u32)>,
-    pub starts: Vec<usize>,
-}
-
-fn corpus_index(ctx: &egui::Context, doc: &Document) -> Arc<CorpusIndex> {
-    let slot = egui::Id::unique("headwise corpus index");
-    if let Some((generation, index)) = ctx.data(|d| d.get_temp::<(u64, Arc<CorpusIndex>)>(slot))
-        && generation == doc.generation
-    {
-        return index;
-    }
-    let mut tokens = Vec::new();
-    let mut starts = Vec::new();
-    for (i, input) in doc.session.meta.inputs.iter().enumerate() {
-        starts.push(tokens.len());
-        tokens.extend((0..input.tokens.len() as u32).map(|t| (i as u32, t)));
-    }
-    let index = Arc::new(CorpusIndex { tokens, starts });
-    ctx.data_mut(|d| d.insert_temp(slot, (doc.generation, index.clone())));
-    index
-}
-
-/// A token as a search sees it: lower case, without the tokenizer's word markers.
-fn normalise_token(token: &str) -> String {
-    token
-        .trim()
-        .trim_start_matches("##")
-        .trim_start_matches('Ġ')
-        .trim_start_matches('▁')
-        .to_lowercase()
-}
-
-/// The colours and sizes of one head's 2N points for the view's settings, kept in egui's
-/// memory until they change.
-fn point_style(
-    ctx: &egui::Context,
-    doc: &Document,
-    state: &ViewState,
-    layer: usize,
-    head: usize,
-    highlight: bool,
-) -> PointStyle {
-    let qk = &state.qk;
-    let per_head = qk.colour == ColourBy::Norm || qk.size_by_norm;
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (
-        doc.generation,
-        qk.colour,
-        qk.size_by_norm,
-        qk.search.trim(),
-        highlight,
-    )
-        .hash(&mut hasher);
-    if per_head {
-        (layer, head, doc.projections.norms(layer, head).is_some()).hash(&mut hasher);
-    }
-    let key = hasher.finish();
-    // One slot per head (or one for all heads when no setting depends on the head), replaced
-    // when the settings change: a style of a million points is 8 MB.
-    let slot = egui::Id::unique((
-        "headwise qk style",
-        per_head.then_some((layer, head)),
-        highlight,
-    ));
-    if let Some((stored, style)) = ctx.data(|d| d.get_temp::<(u64, PointStyle)>(slot))
-        && stored == key
-    {
-        return style;
-    }
-    let index = corpus_index(ctx, doc);
-    let n = index.tokens.len();
-    let inputs = &doc.session.meta.inputs;
-    let norms = doc.projections.norms(layer, head);
-    let max_norm = norms
-        .as_ref()
-        .map_or(1.0, |v| v.iter().copied().fold(0.0f32, f32::max).max(1e-12));
-    // Colours span the head's own range of norms, so differences between tokens show.
-    let min_norm = norms
-        .as_ref()
-        .map_or(0.0, |v| v.iter().copied().fold(f32::INFINITY, f32::min))
-        .min(max_norm);
-    let norm_span = (max_norm - min_norm).max(1e-12);
-    let max_position = inputs
-        .iter()
-        .map(|i| i.tokens.len())
-        .max()
-        .unwrap_or(1)
-        .max(2)
-        - 1;
-    let search = normalise_token(&qk.search);
-    let searching = !search.is_empty();
-    let alpha = if highlight { 200 } else { 170 };
-    let mut colours = Vec::with_capacity(2 * n);
-    let mut sizes = Vec::with_capacity(2 * n);
-    for i in 0..2 * n {
-        let is_key = i >= n;
-        let (input, token) = index.tokens[i % n];
-        let rgb = match qk.colour {
-            ColourBy::QueryKey => {
-                if is_key {
-                    KEY
-                } else {
-                    QUERY
-                }
-            }
-            ColourBy::Position => ColorMap::Viridis.sample(token as f32 / max_position as f32),
-            ColourBy::NormalisedPosition => {
-                let t = inputs[input as usize].tokens.len().max(2) - 1;
-                ColorMap::Viridis.sample(token as f32 / t as f32)
-            }
-            ColourBy::Input => CATEGORIES[input as usize % CATEGORIES.len()],
-            ColourBy::Norm => match &norms {
-                Some(v) => ColorMap::Viridis.sample((v[i] - min_norm) / norm_span),
-                None => [150, 150, 150],
-            },
-        };
-        let mut size = match (&norms, qk.size_by_norm) {
-            (Some(v), true) => 0.4 + 1.2 * v[i] / max_norm,
-            _ => 1.0,
-        };
-        let mut a = alpha;
-        if searching {
-            let text = &inputs[input as usize].tokens[token as usize];
-            if normalise_token(text) == search {
-                size *= 2.2;
-                a = 255;
-            } else {
-                a = 28;
-            }
-        }
-        colours.push(pack(rgb, a));
-        sizes.push(size);
-    }
-    let style = PointStyle {
-        key,
-        colours: Arc::new(colours),
-        sizes: Arc::new(sizes),
-    };
-    ctx.data_mut(|d| d.insert_temp(slot, (key, style.clone())));
-    style
 }
 
 /// The controls above the scatter(s). Returns an action when a button asks for one.
@@ -281,49 +268,6 @@ pub fn title(doc: &Document, state: &ViewState) -> String {
     )
 }
 
-fn colour_legend(ui: &mut egui::Ui, doc: &Document, state: &ViewState) {
-    match state.qk.colour {
-        ColourBy::QueryKey => {
-            ui.horizontal(|ui| {
-                for (rgb, label) in [(QUERY, "query"), (KEY, "key")] {
-                    let (rect, _) =
-                        ui.allocate_exact_size(egui::vec2(10.0, 10.0), egui::Sense::hover());
-                    ui.painter().circle_filled(
-                        rect.center(),
-                        5.0,
-                        egui::Color32::from_rgb(rgb[0], rgb[1], rgb[2]),
-                    );
-                    ui.label(label);
-                }
-            });
-        }
-        ColourBy::Position => {
-            let max = doc
-                .session
-                .meta
-                .inputs
-                .iter()
-                .map(|i| i.tokens.len())
-                .max()
-                .unwrap_or(1);
-            legend::show(
-                ui,
-                ColorMap::Viridis,
-                "position",
-                "0",
-                &format!("{}", max.saturating_sub(1)),
-            );
-        }
-        ColourBy::NormalisedPosition => {
-            legend::show(ui, ColorMap::Viridis, "position / length", "0", "1")
-        }
-        ColourBy::Input => {
-            ui.label("colour: input (ten colours, repeating)");
-        }
-        ColourBy::Norm => legend::show(ui, ColorMap::Viridis, "norm", "head's min", "max"),
-    }
-}
-
 /// Draws the view; returns what the app should compute.
 pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Vec<QkAction> {
     let dims = state.qk.dims();
@@ -355,14 +299,14 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Ve
                 seed: state.qk.seed,
             });
         }
-        single(ui, doc, state);
+        super::qk_single::show(ui, doc, state);
     } else {
         matrix(ui, doc, state);
     }
     actions
 }
 
-fn callback(
+pub(super) fn callback(
     doc: &Document,
     layout: &Layout,
     style: PointStyle,
@@ -430,7 +374,7 @@ fn matrix(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
                     painter.rect_filled(cell_rect, 0.0, background);
                     match doc.projections.best(state.qk.method, layer, head, dims) {
                         Some((_, layout)) => {
-                            let style = point_style(ui.ctx(), doc, state, layer, head, false);
+                            let style = point_style(doc, state, layer, head, false);
                             // Few points are drawn larger, so a short prompt's cloud shows.
                             let base = match layout.len() {
                                 0..5_000 => 3.0,
@@ -492,301 +436,6 @@ fn matrix(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
                 }
             }
         });
-}
-
-/// Screen positions (points) of every point under a camera matrix, NaN behind the eye.
-fn screen_positions(
-    layout: &Layout,
-    transform: &[[f32; 4]; 4],
-    rect: egui::Rect,
-) -> Vec<egui::Pos2> {
-    let dims = layout.dims;
-    layout
-        .points
-        .chunks_exact(dims)
-        .map(|p| {
-            let c = apply(transform, [p[0], p[1], if dims > 2 { p[2] } else { 0.0 }]);
-            if c[3] <= 0.0 {
-                return egui::pos2(f32::NAN, f32::NAN);
-            }
-            egui::pos2(
-                rect.left() + (c[0] / c[3] * 0.5 + 0.5) * rect.width(),
-                rect.top() + (0.5 - c[1] / c[3] * 0.5) * rect.height(),
-            )
-        })
-        .collect()
-}
-
-/// [`screen_positions`], kept in egui's memory while the layout, camera and rectangle stay the
-/// same: moving the mouse over a million still points then costs one nearest-point search.
-fn cached_screen_positions(
-    ctx: &egui::Context,
-    layout: &Layout,
-    transform: &[[f32; 4]; 4],
-    rect: egui::Rect,
-) -> Arc<Vec<egui::Pos2>> {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    layout.version.hash(&mut hasher);
-    for v in transform
-        .iter()
-        .flatten()
-        .chain(&[rect.min.x, rect.min.y, rect.max.x, rect.max.y])
-    {
-        v.to_bits().hash(&mut hasher);
-    }
-    let key = hasher.finish();
-    let slot = egui::Id::unique("headwise qk screen positions");
-    if let Some((stored, positions)) = ctx.data(|d| d.get_temp::<(u64, Arc<Vec<egui::Pos2>>)>(slot))
-        && stored == key
-    {
-        return positions;
-    }
-    let positions = Arc::new(screen_positions(layout, transform, rect));
-    ctx.data_mut(|d| d.insert_temp(slot, (key, positions.clone())));
-    positions
-}
-
-/// A few tokens either side of `token`, the token itself in brackets.
-fn in_sentence(tokens: &[String], token: usize) -> String {
-    let from = token.saturating_sub(10);
-    let to = (token + 11).min(tokens.len());
-    let mut out = String::new();
-    if from > 0 {
-        out.push('…');
-    }
-    for (i, t) in tokens.iter().enumerate().take(to).skip(from) {
-        if i == token {
-            out.push_str(&format!(" [{}]", t.trim()));
-        } else {
-            out.push(' ');
-            out.push_str(t.trim());
-        }
-    }
-    if to < tokens.len() {
-        out.push_str(" …");
-    }
-    out
-}
-
-fn single(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
-    let dims = state.qk.dims();
-    let (layer, head) = (state.layer, state.head);
-    let Some((shown, layout)) = doc.projections.best(state.qk.method, layer, head, dims) else {
-        ui.label("laying out …");
-        return;
-    };
-    if shown != state.qk.method {
-        ui.small(format!(
-            "showing {} until {} is done",
-            shown.label(),
-            state.qk.method.label()
-        ));
-    }
-    let size = ui.available_size().max(egui::vec2(200.0, 200.0));
-    let (rect, response) = ui.allocate_exact_size(size, egui::Sense::click_and_drag());
-    let painter = ui.painter_at(rect);
-    painter.rect_filled(rect, 0.0, ui.visuals().extreme_bg_color);
-    let three_d = state.qk.three_d;
-    let qk = &mut state.qk;
-    if response.dragged() {
-        let delta = response.drag_delta();
-        let orbit = three_d
-            && !ui.input(|i| i.modifiers.shift)
-            && !response.dragged_by(egui::PointerButton::Secondary);
-        qk.camera
-            .drag(delta.x, delta.y, rect.width(), rect.height(), orbit);
-    }
-    if response.double_clicked() {
-        qk.camera = Camera::default();
-    }
-    if let Some(pos) = response.hover_pos() {
-        let (scroll, zoom) = ui.input(|i| (i.smooth_scroll_delta.y, i.zoom_delta()));
-        let factor = zoom * (scroll * 0.002).exp();
-        if factor != 1.0 {
-            let at = [
-                (pos.x - rect.left()) / rect.width() * 2.0 - 1.0,
-                1.0 - (pos.y - rect.top()) / rect.height() * 2.0,
-            ];
-            qk.camera.zoom_at(factor, at, rect.width(), rect.height());
-        }
-    }
-    let transform = qk.camera.transform(
-        layout.centre,
-        layout.radius,
-        three_d,
-        rect.width(),
-        rect.height(),
-    );
-    let style = point_style(ui.ctx(), doc, state, layer, head, true);
-    let cb = callback(
-        doc,
-        &layout,
-        style,
-        &state.qk.camera,
-        three_d,
-        rect,
-        state.qk.point_size,
-    );
-    painter.add(cb.into_shape(ui.clip_rect().intersect(rect)));
-
-    let index = corpus_index(ui.ctx(), doc);
-    let n = index.tokens.len();
-    let thumbnails = state.qk.thumbnails && has_pictures(doc);
-    let needs_positions =
-        response.hover_pos().is_some() || state.qk.selected.is_some() || thumbnails;
-    let positions = if needs_positions {
-        cached_screen_positions(ui.ctx(), &layout, &transform, rect)
-    } else {
-        Arc::new(Vec::new())
-    };
-    let inputs = &doc.session.meta.inputs;
-    if thumbnails {
-        draw_thumbnails(
-            ui,
-            &painter,
-            doc,
-            &index,
-            &positions,
-            rect,
-            state.qk.point_size,
-        );
-    }
-    // The nearest point within a few points of the mouse.
-    let hovered = response.hover_pos().and_then(|p| {
-        positions
-            .iter()
-            .enumerate()
-            .filter(|(_, q)| q.x.is_finite())
-            .map(|(i, q)| (i, q.distance_sq(p)))
-            .filter(|&(_, d)| d <= 36.0)
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-            .map(|(i, _)| i)
-    });
-    if response.clicked() {
-        state.qk.selected = hovered.filter(|&i| i < n);
-    }
-    if let Some(q) = state
-        .qk
-        .selected
-        .filter(|&q| q < n && positions.len() == 2 * n)
-    {
-        let (input, token) = index.tokens[q];
-        let (input, token) = (input as usize, token as usize);
-        if let Some(weights) = doc.head(input, layer, head) {
-            let t = inputs[input].tokens.len();
-            let row = &weights[token * t..(token + 1) * t];
-            let max = row.iter().copied().fold(0.0f32, f32::max).max(1e-12);
-            // The text colour stands out on the plot's background in either theme.
-            let line_colour = ui.visuals().strong_text_color();
-            let from = positions[q];
-            let start = n + index.starts[input];
-            for (j, &w) in row.iter().enumerate() {
-                let to = positions[start + j];
-                if w < 0.02 * max || !to.x.is_finite() || !from.x.is_finite() {
-                    continue;
-                }
-                let strength = w / max;
-                let [r, g, b, _] = line_colour.to_array();
-                let colour =
-                    egui::Color32::from_rgba_unmultiplied(r, g, b, (50.0 + 205.0 * strength) as u8);
-                painter.line_segment([from, to], egui::Stroke::new(0.5 + 2.5 * strength, colour));
-            }
-            painter.circle_stroke(from, 6.0, egui::Stroke::new(2.0, line_colour));
-            let mut best: Vec<(usize, f32)> = row.iter().copied().enumerate().collect();
-            best.sort_by(|a, b| b.1.total_cmp(&a.1));
-            let font = egui::FontId::proportional(12.0);
-            for &(j, w) in best.iter().take(3) {
-                let to = positions[start + j];
-                if to.x.is_finite() {
-                    painter.text(
-                        to + egui::vec2(6.0, -6.0),
-                        egui::Align2::LEFT_BOTTOM,
-                        format!("{} {w:.2}", inputs[input].tokens[j].trim()),
-                        font.clone(),
-                        ui.visuals().strong_text_color(),
-                    );
-                }
-            }
-            painter.text(
-                from + egui::vec2(8.0, 8.0),
-                egui::Align2::LEFT_TOP,
-                format!("query {}", inputs[input].tokens[token].trim()),
-                font,
-                ui.visuals().strong_text_color(),
-            );
-        }
-    }
-    if let Some(i) = hovered {
-        let is_key = i >= n;
-        let (input, token) = index.tokens[i % n];
-        let info = &inputs[input as usize];
-        painter.circle_stroke(
-            positions[i],
-            5.0,
-            egui::Stroke::new(1.5, ui.visuals().strong_text_color()),
-        );
-        response.on_hover_ui_at_pointer(|ui| {
-            ui.strong(format!(
-                "{} '{}'",
-                if is_key { "key" } else { "query" },
-                info.tokens[token as usize].trim()
-            ));
-            ui.label(format!("input {input}, token {token}"));
-            ui.label(in_sentence(&info.tokens, token as usize));
-            if let Some(norms) = doc.projections.norms(layer, head) {
-                ui.small(format!("norm {:.3}", norms[i]));
-            }
-            if !is_key {
-                ui.small("click: lines to the keys of its input");
-            }
-        });
-    }
-}
-
-/// Whether any input of the corpus is a picture.
-fn has_pictures(doc: &Document) -> bool {
-    (0..doc.inputs()).any(|i| super::image::is_image(doc, i))
-}
-
-/// At most this many patch thumbnails are drawn at once (an even sample of those in view).
-const MAX_THUMBNAILS: usize = 3000;
-
-/// Image corpora: each point as its patch of the picture, framed in its query or key colour
-/// (AttentionViz's image mode).
-fn draw_thumbnails(
-    ui: &egui::Ui,
-    painter: &egui::Painter,
-    doc: &Document,
-    index: &CorpusIndex,
-    positions: &[egui::Pos2],
-    rect: egui::Rect,
-    point_size: f32,
-) {
-    let n = index.tokens.len();
-    let visible: Vec<usize> = (0..positions.len())
-        .filter(|&i| rect.contains(positions[i]))
-        .collect();
-    let step = visible.len().div_ceil(MAX_THUMBNAILS).max(1);
-    let side = (point_size * 3.0).max(8.0);
-    for &i in visible.iter().step_by(step) {
-        let (input, token) = index.tokens[i % n];
-        let (input, token) = (input as usize, token as usize);
-        let Some(uv) = super::image::patch_uv(doc, input, token) else {
-            continue;
-        };
-        let Some(texture) = super::image::picture_texture(ui.ctx(), doc, input) else {
-            continue;
-        };
-        let at = egui::Rect::from_center_size(positions[i], egui::vec2(side, side));
-        painter.image(texture.id(), at, uv, egui::Color32::WHITE);
-        let [r, g, b] = if i >= n { KEY } else { QUERY };
-        painter.rect_stroke(
-            at,
-            0.0,
-            egui::Stroke::new(1.0, egui::Color32::from_rgb(r, g, b)),
-            egui::StrokeKind::Outside,
-        );
-    }
 }
 
 /// Whether the document can show the query-key view.

@@ -1,0 +1,398 @@
+//! Loading models and running them, in jobs so the window never waits on the engine: the
+//! prompt re-runs 300 ms after typing stops, a dropped picture runs an image model, and a corpus
+//! runs with progress and a cancel button. A run is the engine's run pipeline, as for
+//! `headwise trace`; its result becomes the document on screen.
+
+use super::app::HeadwiseApp;
+use super::files::Pending;
+use super::settings::Settings;
+use crate::document::{DeviceAttention, device_attention};
+use crate::jobs::{JobSlot, Progress};
+use crate::model_source::resolve_model;
+use crate::views::state::Tab;
+use eframe::egui;
+use headwise_engine::device::{Device, DeviceChoice, create_device};
+use headwise_engine::pipeline::{self, Inputs, RunOptions, default_pack_tokens};
+use headwise_engine::session::Session;
+use headwise_engine::{LongInput, Model};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const DEFAULT_MODEL: &str = "minilm";
+pub const DEFAULT_PROMPT: &str = "The cat sat on the mat because it was tired.";
+/// How long typing must pause before the model runs again.
+const DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// A model loaded for the window's runs.
+pub struct LoadedModel {
+    pub spec: String,
+    pub model: Model,
+    pub device: String,
+    /// Corpus runs pack inputs into passes of this many tokens (see `trace --pack-tokens`).
+    pub pack_tokens: usize,
+}
+
+/// A run's result.
+pub struct Ran {
+    pub session: Session,
+    /// Where a GPU run left its attention, for the views to draw from (empty on the CPU).
+    pub device_attention: DeviceAttention,
+    pub took: Duration,
+    pub corpus: bool,
+}
+
+pub(super) struct Runs {
+    device: DeviceChoice,
+    /// Where documents compute their slider-driven analyses: the device the user chose.
+    analysis_device: Option<Device>,
+    loading: JobSlot<String, Result<Arc<LoadedModel>, String>>,
+    running: JobSlot<u64, Result<Ran, String>>,
+    pub model: Option<Arc<LoadedModel>>,
+    pub prompt: String,
+    /// The prompt the last run was asked for.
+    sent_prompt: Option<String>,
+    /// When the prompt was last edited, until the run it waits for starts.
+    pub last_edit: Option<Instant>,
+    /// The picture an image model runs on.
+    pub image: Option<PathBuf>,
+    next_run: u64,
+    /// The corpus file or picture folder for the query-key view (None: the default corpus).
+    pub corpus_path: Option<PathBuf>,
+    /// The run under way is a corpus (its result opens the query-key view).
+    pub corpus_running: bool,
+}
+
+impl Runs {
+    pub fn new(device: DeviceChoice, image: Option<PathBuf>, settings: &Settings) -> Self {
+        Self {
+            device,
+            analysis_device: create_device(device).ok().map(|d| d.device),
+            loading: JobSlot::new("model loading"),
+            running: JobSlot::new("model run"),
+            model: None,
+            prompt: settings
+                .last_prompt
+                .clone()
+                .unwrap_or_else(|| DEFAULT_PROMPT.to_string()),
+            sent_prompt: None,
+            last_edit: None,
+            image,
+            next_run: 0,
+            corpus_path: None,
+            corpus_running: false,
+        }
+    }
+
+    pub fn analysis_device(&self) -> Option<&Device> {
+        self.analysis_device.as_ref()
+    }
+
+    /// The model being loaded, if one is.
+    pub fn loading(&self) -> Option<&String> {
+        self.loading.key()
+    }
+
+    pub fn takes_images(&self) -> bool {
+        self.model.as_ref().is_some_and(|m| m.model.takes_images())
+    }
+
+    /// What the progress bar shows while a model loads or runs.
+    pub fn busy(&self) -> Option<Progress> {
+        let (default, progress) = match (self.loading.key(), self.running.progress()) {
+            (Some(spec), _) => (format!("loading {spec}"), self.loading.progress()),
+            (None, Some(p)) => ("running".to_string(), Some(p)),
+            (None, None) => return None,
+        };
+        let mut progress = progress.unwrap_or_default();
+        if progress.message.is_empty() {
+            progress.message = default;
+        }
+        Some(progress)
+    }
+
+    /// A one-line summary of the loaded model.
+    pub fn summary(&self) -> String {
+        self.model.as_ref().map_or(String::new(), |m| {
+            let c = &m.model.config;
+            format!(
+                "{}: {} layers x {} heads ({} kv), d = {}",
+                c.model_type, c.layers, c.heads, c.kv_heads, c.head_dim
+            )
+        })
+    }
+
+    pub fn device_label(&self) -> &str {
+        self.model.as_ref().map_or("", |m| m.device.as_str())
+    }
+
+    /// The prompt on screen is what the document shows: no run is due.
+    pub fn prompt_ran(&mut self) {
+        self.sent_prompt = Some(self.prompt.clone());
+        self.last_edit = None;
+    }
+
+    /// Cancels a corpus run between two passes; the document on screen stays.
+    pub fn cancel_corpus(&mut self) {
+        self.running.cancel();
+    }
+}
+
+impl HeadwiseApp {
+    pub(super) fn load_model(&mut self, spec: &str, run_after: bool) {
+        // The model that goes is dropped first: two models need not fit at once.
+        self.runs.model = None;
+        let (spec, choice) = (spec.to_string(), self.runs.device);
+        self.runs
+            .loading
+            .start(spec.clone(), &self.repaint, move |cx| {
+                load(&spec, choice, &|message: &str, fraction| {
+                    cx.progress(message, fraction)
+                })
+                .map_err(|e| format!("{e:#}"))
+            });
+        if run_after {
+            self.runs.sent_prompt = None;
+            self.runs.last_edit = Some(Instant::now() - DEBOUNCE);
+        } else {
+            self.runs.sent_prompt = Some(self.runs.prompt.clone());
+        }
+    }
+
+    pub(super) fn open_model_spec(&mut self, spec: String) {
+        self.files.settings.remember_model(&spec);
+        let _ = self.files.settings.save();
+        self.load_model(&spec, true);
+    }
+
+    /// Runs the prompt (or the picture, for an image model).
+    pub(super) fn request_run(&mut self) {
+        self.runs.sent_prompt = Some(self.runs.prompt.clone());
+        let Some(loaded) = self.runs.model.clone() else {
+            self.messages.error = Some("no model is loaded".into());
+            return;
+        };
+        let inputs = if loaded.model.takes_images() {
+            match &self.runs.image {
+                Some(image) => Inputs::Images(vec![image.clone()]),
+                None => {
+                    self.messages.info =
+                        "An image model: open a picture or drop one on the window.".into();
+                    return;
+                }
+            }
+        } else {
+            Inputs::Texts(vec![self.runs.prompt.clone()])
+        };
+        let options = RunOptions {
+            long: LongInput::Reject,
+            pack_tokens: loaded.pack_tokens,
+            keep_traces: true,
+        };
+        self.start_run(loaded, inputs, options, false);
+    }
+
+    fn start_run(
+        &mut self,
+        loaded: Arc<LoadedModel>,
+        inputs: Inputs,
+        options: RunOptions,
+        corpus: bool,
+    ) {
+        let id = self.runs.next_run;
+        self.runs.next_run += 1;
+        self.runs.corpus_running = corpus;
+        self.runs.running.start(id, &self.repaint, move |cx| {
+            let start = Instant::now();
+            let total = inputs.len();
+            let run = pipeline::run(&loaded.model, &loaded.spec, &inputs, &options, &mut |f| {
+                // A single prompt needs no progress; a corpus reports every input.
+                if total > 1 {
+                    cx.progress(
+                        format!("input {} of {total}", f.index + 1),
+                        Some((f.index + 1) as f32 / total as f32),
+                    );
+                }
+                !cx.cancelled()
+            })
+            .map_err(|e| format!("{e:#}"))?;
+            let device_attention = device_attention(&run.traces);
+            Ok(Ran {
+                session: run.session,
+                device_attention,
+                took: start.elapsed(),
+                corpus,
+            })
+        });
+    }
+
+    /// Runs the image model on a picture (chosen, dropped or given on the command line).
+    pub(super) fn run_image(&mut self, path: PathBuf) {
+        self.runs.image = Some(path);
+        if self.runs.loading().is_some() {
+            // The run follows the load.
+            self.runs.sent_prompt = None;
+            self.runs.last_edit = Some(Instant::now() - DEBOUNCE);
+            return;
+        }
+        self.request_run();
+    }
+
+    pub(super) fn ask_open_image(&mut self) {
+        if let Some(path) = rfd::FileDialog::new()
+            .add_filter("image", &["png", "jpg", "jpeg", "webp"])
+            .pick_file()
+        {
+            self.run_image(path);
+        }
+    }
+
+    /// Runs the corpus (its first `corpus_lines` inputs) as a new document.
+    pub(super) fn run_corpus(&mut self) {
+        let Some(loaded) = self.runs.model.clone() else {
+            return;
+        };
+        let takes_images = loaded.model.takes_images();
+        match crate::corpus::read(self.runs.corpus_path.as_deref(), self.view.qk.corpus_lines) {
+            Ok(corpus) => {
+                if takes_images && corpus.images.is_empty() {
+                    self.messages.error =
+                        Some("An image model: choose a folder of pictures as the corpus.".into());
+                    return;
+                }
+                if !takes_images && corpus.texts.is_empty() {
+                    self.messages.error = Some(
+                        "A text model: choose a text file (one input per line) as the corpus."
+                            .into(),
+                    );
+                    return;
+                }
+                let options = corpus_options(loaded.pack_tokens);
+                self.start_run(loaded, corpus.inputs(takes_images), options, true);
+            }
+            Err(e) => self.messages.error = Some(format!("{e:#}")),
+        }
+    }
+
+    /// Each frame: the load and run results, and the debounced re-run of an edited prompt.
+    pub(super) fn poll_runs(&mut self, ctx: &egui::Context) {
+        if let Some((spec, loaded)) = self.runs.loading.poll() {
+            match loaded {
+                Ok(model) => {
+                    self.runs.model = Some(model);
+                    self.files.settings.remember_model(&spec);
+                    let _ = self.files.settings.save();
+                    self.messages.info = format!("loaded {spec}");
+                }
+                Err(error) => self.messages.error = Some(format!("could not load {spec}: {error}")),
+            }
+        }
+        match self.runs.running.poll() {
+            Some((_, Ok(ran))) => self.show_run(ran),
+            Some((_, Err(error))) => {
+                self.runs.corpus_running = false;
+                self.messages.error = Some(error);
+            }
+            None => {}
+        }
+        if self.runs.corpus_running && !self.runs.running.busy() {
+            self.runs.corpus_running = false;
+            self.messages.info = "corpus run cancelled; the document on screen stays".into();
+        }
+        self.debounce(ctx);
+    }
+
+    fn show_run(&mut self, ran: Ran) {
+        self.runs.corpus_running = false;
+        self.messages.error = None;
+        let session = ran.session;
+        let tokens = session.meta.inputs.first().map_or(0, |i| i.tokens.len());
+        self.messages.info = if ran.corpus {
+            format!(
+                "corpus: {} inputs, {} tokens in {:.1} s",
+                session.meta.inputs.len(),
+                session.corpus_tokens(),
+                ran.took.as_secs_f64()
+            )
+        } else {
+            format!(
+                "{tokens} tokens in {:.0} ms",
+                ran.took.as_secs_f64() * 1000.0
+            )
+        };
+        self.set_document(session, ran.device_attention, None);
+        let in_place = self.doc.as_ref().map_or(0, |d| d.layers_in_place());
+        if in_place > 0 {
+            self.messages.info += &format!(
+                "; {in_place} layers of attention drawn from the GPU where they were computed"
+            );
+        }
+        if ran.corpus {
+            self.view.tab = Tab::Qk;
+            self.view.input = 0;
+        }
+        self.files.dirty = true;
+        self.files.settings.last_prompt = Some(self.runs.prompt.clone());
+        let _ = self.files.settings.save();
+    }
+
+    /// Re-runs once typing pauses and the text differs from what last ran.
+    fn debounce(&mut self, ctx: &egui::Context) {
+        let Some(edited) = self.runs.last_edit else {
+            return;
+        };
+        let waited = edited.elapsed();
+        if waited < DEBOUNCE || self.runs.loading().is_some() {
+            ctx.request_repaint_after(
+                DEBOUNCE
+                    .saturating_sub(waited)
+                    .max(Duration::from_millis(20)),
+            );
+            return;
+        }
+        self.runs.last_edit = None;
+        if self.runs.sent_prompt.as_deref() == Some(self.runs.prompt.as_str()) {
+            return;
+        }
+        if !self.runs.takes_images() && self.runs.prompt.trim().is_empty() {
+            self.messages.error = Some("The prompt is empty.".into());
+        } else if self.files.dirty && self.doc.as_ref().is_some_and(|d| d.inputs() > 1) {
+            // A corpus run is minutes of work: ask before a prompt replaces it.
+            self.runs.sent_prompt = Some(self.runs.prompt.clone());
+            self.files.pending = Some(Pending::RunPrompt);
+        } else {
+            self.request_run();
+        }
+    }
+}
+
+/// How the window runs a corpus: an overlong line keeps its first tokens (a prompt says it is
+/// too long instead), packed as `headwise trace` packs on this device.
+pub fn corpus_options(pack_tokens: usize) -> RunOptions {
+    RunOptions {
+        long: LongInput::Truncate,
+        pack_tokens,
+        keep_traces: true,
+    }
+}
+
+/// Resolves (fetching if needed) and loads a model, telling `progress` how it goes.
+fn load(
+    spec: &str,
+    choice: DeviceChoice,
+    progress: &dyn Fn(&str, Option<f32>),
+) -> anyhow::Result<Arc<LoadedModel>> {
+    let path = resolve_model(spec, progress)?;
+    let device = create_device(choice)?;
+    progress(&format!("loading {spec}"), Some(0.0));
+    let model = Model::load(&path, &device.device, &|f| {
+        progress(&format!("loading {spec}"), Some(f))
+    })
+    .map_err(|e| anyhow::anyhow!("loading model {spec}: {e}"))?;
+    Ok(Arc::new(LoadedModel {
+        spec: spec.to_string(),
+        model,
+        device: device.description,
+        pack_tokens: default_pack_tokens(device.is_gpu),
+    }))
+}

@@ -1,0 +1,255 @@
+//! The run pipeline: a model and its inputs (texts or pictures) in, a session out, with progress
+//! and cancelling between inputs. `headwise trace` and the window both run models through it, so
+//! the same inputs give the same session wherever they are run.
+
+use crate::error::EngineError;
+use crate::imaging::load_image;
+use crate::model::{LongInput, Model, PixelInput, TokenInput};
+use crate::session::Session;
+use crate::trace::Trace;
+use std::path::{Path, PathBuf};
+
+/// What a run takes: texts for a text model, pictures for an image model.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inputs {
+    Texts(Vec<String>),
+    Images(Vec<PathBuf>),
+}
+
+impl Inputs {
+    pub fn len(&self) -> usize {
+        match self {
+            Inputs::Texts(t) => t.len(),
+            Inputs::Images(i) => i.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// How a run treats its inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunOptions {
+    /// What to do with a text longer than the model's positions.
+    pub long: LongInput,
+    /// Text inputs are packed into passes of up to this many tokens (see
+    /// [`Model::forward_many`]); 1 runs one pass per input.
+    pub pack_tokens: usize,
+    /// Hand back each input's trace (device tensors) with the session, for drawing attention
+    /// where it was computed; otherwise each is dropped once the session holds its host copy.
+    pub keep_traces: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            long: LongInput::Reject,
+            pack_tokens: 1,
+            keep_traces: false,
+        }
+    }
+}
+
+/// One pass per input on the CPU, where a pass costs about the same per token at any length;
+/// packed passes on a GPU, where many short passes leave it idle.
+pub fn default_pack_tokens(is_gpu: bool) -> usize {
+    if is_gpu { 1024 } else { 1 }
+}
+
+/// One input the run has finished, as progress reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    pub index: usize,
+    pub total: usize,
+    pub tokens: usize,
+    /// Pictures: [width, height] as the model saw it (resized, cropped).
+    pub picture: Option<[usize; 2]>,
+}
+
+/// What a run made.
+pub struct Run {
+    pub session: Session,
+    /// One per input when [`RunOptions::keep_traces`] asked for them, else empty.
+    pub traces: Vec<Trace>,
+}
+
+/// Why a run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("nothing to run: no inputs")]
+    NoInputs,
+    #[error("{path}: {source}")]
+    Picture {
+        path: PathBuf,
+        #[source]
+        source: EngineError,
+    },
+    #[error("cancelled after {done} of {total} inputs")]
+    Cancelled { done: usize, total: usize },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// The inputs of a text file: one per line, surrounding white space trimmed, empty lines
+/// skipped, at most `limit`.
+pub fn text_lines(content: &str, limit: usize) -> Vec<String> {
+    content
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .take(limit)
+        .map(str::to_string)
+        .collect()
+}
+
+/// The pictures in a folder (PNG, JPEG, WebP), sorted by name.
+pub fn images_in(folder: &Path) -> Result<Vec<PathBuf>, EngineError> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(folder)
+        .map_err(|e| EngineError::io(folder, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| is_picture(p))
+        .collect();
+    found.sort();
+    if found.is_empty() {
+        return Err(EngineError::BadImage {
+            path: folder.to_path_buf(),
+            reason: "no PNG, JPEG or WebP images".into(),
+        });
+    }
+    Ok(found)
+}
+
+/// Whether a file's name says it is a picture a model can take.
+pub fn is_picture(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| ["png", "jpg", "jpeg", "webp"].contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Runs `model` (named `source` in the session) on every input. `progress` hears of each input
+/// as it finishes, in order; returning false stops the run there with [`RunError::Cancelled`].
+pub fn run(
+    model: &Model,
+    source: &str,
+    inputs: &Inputs,
+    options: &RunOptions,
+    progress: &mut dyn FnMut(&Finished) -> bool,
+) -> Result<Run, RunError> {
+    if inputs.is_empty() {
+        return Err(RunError::NoInputs);
+    }
+    match inputs {
+        Inputs::Texts(texts) => run_texts(model, source, texts, options, progress),
+        Inputs::Images(paths) => run_images(model, source, paths, options, progress),
+    }
+}
+
+fn run_texts(
+    model: &Model,
+    source: &str,
+    texts: &[String],
+    options: &RunOptions,
+    progress: &mut dyn FnMut(&Finished) -> bool,
+) -> Result<Run, RunError> {
+    let total = texts.len();
+    let encoded = model.encode_all(texts, options.long)?;
+    let token_inputs: Vec<TokenInput> = encoded.iter().map(TokenInput::from).collect();
+    let mut reported = 0;
+    let traces = model.forward_many(&token_inputs, options.pack_tokens, &mut |done| {
+        let mut go_on = true;
+        for (index, input) in encoded.iter().enumerate().take(done).skip(reported) {
+            go_on &= progress(&Finished {
+                index,
+                total,
+                tokens: input.ids.len(),
+                picture: None,
+            });
+        }
+        reported = done;
+        go_on
+    })?;
+    if traces.len() < total {
+        return Err(RunError::Cancelled {
+            done: traces.len(),
+            total,
+        });
+    }
+    let mut session = Session::new(model, source);
+    for ((text, encoded), trace) in texts.iter().zip(&encoded).zip(&traces) {
+        session.push_text(model, text, encoded, trace)?;
+    }
+    Ok(Run {
+        session,
+        traces: if options.keep_traces {
+            traces
+        } else {
+            Vec::new()
+        },
+    })
+}
+
+fn run_images(
+    model: &Model,
+    source: &str,
+    paths: &[PathBuf],
+    options: &RunOptions,
+    progress: &mut dyn FnMut(&Finished) -> bool,
+) -> Result<Run, RunError> {
+    let total = paths.len();
+    let mut session = Session::new(model, source);
+    let mut traces = Vec::new();
+    for (index, path) in paths.iter().enumerate() {
+        let in_picture = |source| RunError::Picture {
+            path: path.clone(),
+            source,
+        };
+        let picture = load_image(path)?;
+        let prepared = model.prepare_image(index, &picture).map_err(in_picture)?;
+        let trace = model
+            .forward_image(&PixelInput::from(&prepared))
+            .map_err(in_picture)?;
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into(),
+        );
+        session.push_image(model, &name, &prepared, &trace)?;
+        if options.keep_traces {
+            traces.push(trace);
+        }
+        let finished = Finished {
+            index,
+            total,
+            tokens: session.meta.inputs[index].tokens.len(),
+            picture: Some([prepared.view.width, prepared.view.height]),
+        };
+        if !progress(&finished) && index + 1 < total {
+            return Err(RunError::Cancelled {
+                done: index + 1,
+                total,
+            });
+        }
+    }
+    Ok(Run { session, traces })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_text_files_inputs_are_its_trimmed_non_empty_lines_up_to_the_limit() {
+        assert_eq!(text_lines("a\n\n  \n b \t\r\nc\n", 10), ["a", "b", "c"]);
+        assert_eq!(text_lines("a\nb\nc\n", 2), ["a", "b"]);
+        assert!(text_lines("\n \n", 10).is_empty());
+    }
+
+    #[test]
+    fn pictures_are_known_by_their_extension_in_any_case() {
+        assert!(is_picture(Path::new("a/cat.PNG")));
+        assert!(is_picture(Path::new("dog.jpeg")));
+        assert!(!is_picture(Path::new("notes.txt")));
+        assert!(!is_picture(Path::new("png")));
+    }
+}
