@@ -13,6 +13,7 @@ pub mod imaging;
 pub mod locate;
 pub mod model;
 pub mod pipeline;
+pub mod rebuild;
 pub mod session;
 pub mod tokenizer;
 pub mod trace;

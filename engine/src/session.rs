@@ -9,6 +9,7 @@ use crate::host::{Floats, HostTensor};
 use crate::imaging::{PreparedImage, RgbImage};
 use crate::model::safetensors_file::decode_floats;
 use crate::model::{Model, to_vec};
+use crate::rebuild::{looks_causal, rebuild_attention};
 use crate::tokenizer::Encoded;
 use crate::trace::{LayerAttention, Trace};
 use half::f16;
@@ -23,6 +24,9 @@ use std::sync::Arc;
 pub const FORMAT_VERSION: u32 = 2;
 /// The safetensors metadata key that holds the session's JSON.
 pub const METADATA_KEY: &str = "headwise";
+/// Attention a session leaves out (format 2) is rebuilt from q, k and lse when it is opened,
+/// up to this much in all; the views need the full matrices.
+pub const REBUILD_LIMIT_BYTES: usize = 4 << 30;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ModelInfo {
@@ -559,6 +563,9 @@ impl Session {
         for (i, layers) in self.layers.iter().enumerate() {
             for (l, layer) in layers.iter().enumerate() {
                 for (prefix, t) in [("attn", &layer.attn), ("q", &layer.q), ("k", &layer.k)] {
+                    if t.data.is_empty() {
+                        continue; // q and k of attention captured without them
+                    }
                     let (dt, bytes) = encode(t);
                     owned.push((format!("{prefix}/{i}/{l}"), dt, t.shape.clone(), bytes));
                 }
@@ -675,6 +682,7 @@ impl Session {
         };
         let m = &meta.model;
         let mut layers = Vec::with_capacity(meta.inputs.len());
+        let mut rebuilt_bytes = 0usize;
         for (i, input) in meta.inputs.iter().enumerate() {
             let t = input.token_ids.len();
             if input.tokens.len() != t {
@@ -741,11 +749,49 @@ impl Session {
                         )));
                     }
                 }
-                per_layer.push(LayerTensors {
-                    attn: get("attn", [m.heads, t, t])?,
-                    q: get("q", [m.heads, t, m.head_dim])?,
-                    k: get("k", [m.kv_heads, t, m.head_dim])?,
-                });
+                let stored = |prefix: &str| metadata.info(&format!("{prefix}/{i}/{l}")).is_some();
+                let (q, k) = if stored("attn") && !stored("q") && !stored("k") {
+                    // Attention captured without its queries and keys (DESIGN: format 2):
+                    // zero-width q and k, so the query-key view has nothing to lay out.
+                    (
+                        HostTensor::new(vec![m.heads, t, 0], Vec::new()),
+                        HostTensor::new(vec![m.kv_heads, t, 0], Vec::new()),
+                    )
+                } else {
+                    (
+                        get("q", [m.heads, t, m.head_dim])?,
+                        get("k", [m.kv_heads, t, m.head_dim])?,
+                    )
+                };
+                let attn = if stored("attn") {
+                    get("attn", [m.heads, t, t])?
+                } else {
+                    rebuilt_bytes += m.heads * t * t * 4;
+                    if rebuilt_bytes > REBUILD_LIMIT_BYTES {
+                        return Err(bad(format!(
+                            "stores no attention, and rebuilding it from q, k and lse would take \
+                             {:.1} GiB, over the {} GiB this build rebuilds when opening a session",
+                            rebuilt_bytes as f64 / (1u64 << 30) as f64,
+                            REBUILD_LIMIT_BYTES >> 30
+                        )));
+                    }
+                    let raw_layer = &version["model"]["attention"][l];
+                    if raw_layer["rebuild"] == false || meta.model.attention.is_empty() {
+                        return Err(bad(format!(
+                            "input {i}, layer {l}: no attention stored, and the file does not \
+                             say how to rebuild it from q, k and lse"
+                        )));
+                    }
+                    let (dtype, _, raw, _) = read(&format!("lse/{i}/{l}"))?;
+                    let lse =
+                        decode_floats(dtype, raw).map_err(|e| bad(format!("lse/{i}/{l}: {e}")))?;
+                    let layer = meta.model.attention[l];
+                    let causal = raw_layer["causal"]
+                        .as_bool()
+                        .unwrap_or_else(|| looks_causal(&q, &k, &lse, &layer));
+                    rebuild_attention(&q, &k, &lse, &layer, causal)
+                };
+                per_layer.push(LayerTensors { attn, q, k });
             }
             layers.push(per_layer);
         }
