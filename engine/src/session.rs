@@ -372,7 +372,10 @@ impl Session {
             });
         };
         let vision = model.config.vision.as_ref();
-        let mut tokens = vec!["[CLS]".to_string()];
+        let mut tokens = Vec::new();
+        if vision.is_none_or(|v| v.class_token) {
+            tokens.push("[CLS]".to_string());
+        }
         if vision.is_some_and(|v| v.distillation_token) {
             tokens.push("[DIST]".into());
         }

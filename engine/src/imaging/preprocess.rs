@@ -1,6 +1,9 @@
 //! Hugging Face's image preprocessing, read from `preprocessor_config.json`: resize (to a fixed
 //! size or by the shortest edge), centre crop, rescale, normalise. The arithmetic follows the
-//! Pillow-backed processors (`ViTImageProcessorPil`, `BitImageProcessorPil` …) step for step.
+//! Pillow-backed processors (`ViTImageProcessorPil`, `BitImageProcessorPil`,
+//! `CLIPImageProcessorPil`, `SiglipImageProcessorPil` …) step for step, with each class's
+//! defaults for the keys a config leaves out; a step or processor class it does not implement is
+//! refused by name.
 
 use super::load::RgbImage;
 use super::resample::{Filter, resize_u8};
@@ -36,11 +39,21 @@ pub struct PreparedImage {
     pub pixels: Vec<f32>,
 }
 
-fn size_of(v: &Value) -> Option<ResizeTo> {
+/// `size` as transformers' `get_size_dict` reads it: a bare number is a square, or (for the
+/// classes that do not default to square, CLIP's and Bit's) the shortest edge.
+fn size_of(v: &Value, default_to_square: bool) -> Option<ResizeTo> {
     if let Some(n) = v.as_u64() {
-        return Some(ResizeTo::Exact {
-            height: n as usize,
-            width: n as usize,
+        let n = n as usize;
+        return Some(if default_to_square {
+            ResizeTo::Exact {
+                height: n,
+                width: n,
+            }
+        } else {
+            ResizeTo::ShortestEdge {
+                shortest: n,
+                longest: None,
+            }
         });
     }
     let get = |k: &str| v.get(k).and_then(Value::as_u64).map(|n| n as usize);
@@ -66,6 +79,100 @@ fn triple(v: Option<&Value>, default: [f32; 3]) -> Option<[f32; 3]> {
     }
 }
 
+/// What an image processor class assumes for the keys its config leaves out (its class
+/// attributes in transformers).
+struct ClassDefaults {
+    size: Option<Value>,
+    resample: u64,
+    center_crop: bool,
+    crop_size: Option<Value>,
+    mean: [f32; 3],
+    std: [f32; 3],
+    default_to_square: bool,
+}
+
+const HALF: [f32; 3] = [0.5; 3];
+const OPENAI_CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+const OPENAI_CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_1];
+
+/// The processor classes whose steps this module implements (with or without transformers'
+/// `Fast`/`Pil` backend suffix; the arithmetic is always the Pillow backend's).
+const PROCESSOR_CLASSES: &[&str] = &[
+    "ViTImageProcessor",
+    "DeiTImageProcessor",
+    "BitImageProcessor",
+    "CLIPImageProcessor",
+    "SiglipImageProcessor",
+];
+
+fn class_defaults(kind: Option<&str>) -> std::result::Result<ClassDefaults, String> {
+    let square = |n: u64| Some(serde_json::json!({"height": n, "width": n}));
+    let base = ClassDefaults {
+        size: None,
+        resample: 2,
+        center_crop: false,
+        crop_size: None,
+        mean: HALF,
+        std: HALF,
+        default_to_square: true,
+    };
+    let Some(kind) = kind else {
+        return Ok(base);
+    };
+    let class = kind
+        .strip_suffix("Fast")
+        .or_else(|| kind.strip_suffix("Pil"))
+        .unwrap_or(kind)
+        .replace("FeatureExtractor", "ImageProcessor");
+    Ok(match class.as_str() {
+        "ViTImageProcessor" => ClassDefaults {
+            size: square(224),
+            ..base
+        },
+        "DeiTImageProcessor" => ClassDefaults {
+            size: square(256),
+            resample: 3,
+            center_crop: true,
+            crop_size: square(224),
+            ..base
+        },
+        "BitImageProcessor" | "CLIPImageProcessor" => ClassDefaults {
+            size: Some(serde_json::json!({"shortest_edge": 224})),
+            resample: 3,
+            center_crop: true,
+            crop_size: square(224),
+            mean: OPENAI_CLIP_MEAN,
+            std: OPENAI_CLIP_STD,
+            default_to_square: false,
+        },
+        "SiglipImageProcessor" => ClassDefaults {
+            size: square(224),
+            resample: 3,
+            default_to_square: false,
+            ..base
+        },
+        _ => {
+            return Err(format!(
+                "image processor '{kind}' is not supported; supported: {}",
+                PROCESSOR_CLASSES.join(", ")
+            ));
+        }
+    })
+}
+
+/// Steps of transformers' image processors that change the pixels and are not implemented here:
+/// refused when a config turns them on.
+const UNSUPPORTED_STEPS: &[&str] = &[
+    "do_pad",
+    "pad_size",
+    "crop_pct",
+    "size_divisor",
+    "size_divisibility",
+    "do_flip_channel_order",
+    "use_square_size",
+    "do_convert_grayscale",
+];
+
 impl ImageProcessor {
     pub fn from_json_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| EngineError::io(path, e))?;
@@ -82,21 +189,62 @@ impl ImageProcessor {
             path: path.to_path_buf(),
             reason,
         };
-        let flag = |k: &str| json.get(k).and_then(Value::as_bool).unwrap_or(true);
+        let given = |k: &str| json.get(k).filter(|v| !v.is_null());
+        let kind = given("image_processor_type")
+            .or_else(|| given("feature_extractor_type"))
+            .and_then(Value::as_str);
+        let defaults = class_defaults(kind).map_err(|reason| {
+            let key = if given("image_processor_type").is_some() {
+                "image_processor_type"
+            } else {
+                "feature_extractor_type"
+            };
+            bad(format!("{key}: {reason}"))
+        })?;
+        for key in UNSUPPORTED_STEPS {
+            let on = match given(key) {
+                None | Some(Value::Bool(false)) => false,
+                Some(_) => true,
+            };
+            if on {
+                return Err(bad(format!(
+                    "{key} {} is not supported (headwise resizes, centre-crops, rescales and \
+                     normalises only)",
+                    json[*key]
+                )));
+            }
+        }
+        let flag = |k: &str| given(k).and_then(Value::as_bool).unwrap_or(true);
+        let default_to_square = given("default_to_square")
+            .and_then(Value::as_bool)
+            .unwrap_or(defaults.default_to_square);
         let resize = if flag("do_resize") {
-            let size = json
-                .get("size")
-                .and_then(size_of)
-                .ok_or_else(|| bad("do_resize without a usable size".into()))?;
-            let code = json.get("resample").and_then(Value::as_u64).unwrap_or(2);
+            let size = given("size")
+                .or(defaults.size.as_ref())
+                .ok_or_else(|| bad("do_resize without a size".into()))?;
+            let size = size_of(size, default_to_square).ok_or_else(|| {
+                bad(format!(
+                    "size {size} is not supported; supported: a number, {{\"height\", \
+                     \"width\"}} or {{\"shortest_edge\"[, \"longest_edge\"]}}"
+                ))
+            })?;
+            let code = given("resample")
+                .and_then(Value::as_u64)
+                .unwrap_or(defaults.resample);
             let filter = Filter::from_pil(code)
                 .ok_or_else(|| bad(format!("unknown resample filter {code}")))?;
             Some((size, filter))
         } else {
             None
         };
-        let crop = if json.get("do_center_crop").and_then(Value::as_bool) == Some(true) {
-            match json.get("crop_size").and_then(size_of) {
+        let center_crop = given("do_center_crop")
+            .and_then(Value::as_bool)
+            .unwrap_or(defaults.center_crop);
+        let crop = if center_crop {
+            match given("crop_size")
+                .or(defaults.crop_size.as_ref())
+                .and_then(|v| size_of(v, true))
+            {
                 Some(ResizeTo::Exact { height, width }) => Some([height, width]),
                 _ => return Err(bad("do_center_crop without a crop_size".into())),
             }
@@ -113,9 +261,9 @@ impl ImageProcessor {
             None
         };
         let normalize = if flag("do_normalize") {
-            let mean = triple(json.get("image_mean"), [0.5; 3])
+            let mean = triple(json.get("image_mean"), defaults.mean)
                 .ok_or_else(|| bad("image_mean must be a number or three numbers".into()))?;
-            let std = triple(json.get("image_std"), [0.5; 3])
+            let std = triple(json.get("image_std"), defaults.std)
                 .ok_or_else(|| bad("image_std must be a number or three numbers".into()))?;
             Some((mean, std))
         } else {

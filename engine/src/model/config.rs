@@ -20,11 +20,19 @@ pub enum Architecture {
     Vit,
     /// Gemma 1, 2 and 3 (text): see `gemma.rs`.
     Gemma,
+    /// CLIP's and SigLIP's vision towers (alone or the vision half of a two-tower folder).
+    VisionTower,
+    /// ModernBERT: rotary positions, alternating global and local attention.
+    ModernBert,
 }
 
 /// The `model_type` values headwise understands, and the forward pass each one uses.
 pub const SUPPORTED_MODEL_TYPES: &[(&str, Architecture)] = &[
     ("bert", Architecture::Bert),
+    ("roberta", Architecture::Bert),
+    ("xlm-roberta", Architecture::Bert),
+    ("distilbert", Architecture::Bert),
+    ("modernbert", Architecture::ModernBert),
     ("gpt2", Architecture::Gpt2),
     ("llama", Architecture::Llama),
     ("mistral", Architecture::Llama),
@@ -41,6 +49,10 @@ pub const SUPPORTED_MODEL_TYPES: &[(&str, Architecture)] = &[
     ("gemma2", Architecture::Gemma),
     ("gemma3_text", Architecture::Gemma),
     ("gemma3", Architecture::Gemma),
+    ("clip_vision_model", Architecture::VisionTower),
+    ("siglip_vision_model", Architecture::VisionTower),
+    ("clip", Architecture::VisionTower),
+    ("siglip", Architecture::VisionTower),
 ];
 
 pub fn supported_model_types() -> Vec<&'static str> {
@@ -59,6 +71,8 @@ pub enum Activation {
     GeluTanh,
     Relu,
     Silu,
+    /// CLIP's `quick_gelu`: x · sigmoid(1.702 x).
+    QuickGelu,
 }
 
 impl Activation {
@@ -68,6 +82,7 @@ impl Activation {
             "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Self::GeluTanh,
             "relu" => Self::Relu,
             "silu" | "swish" => Self::Silu,
+            "quick_gelu" => Self::QuickGelu,
             _ => return None,
         })
     }
@@ -102,11 +117,17 @@ pub struct ModelConfig {
     /// The Llama family's RoPE, biases, q/k norms and fused projections; None for other
     /// architectures.
     pub llama: Option<LlamaOptions>,
+    /// The BERT family only: what RoBERTa and DistilBERT do differently.
+    pub encoder: Option<super::bert::EncoderOptions>,
+    /// ModernBERT only: each layer's window and RoPE base.
+    pub modernbert: Option<super::modernbert::ModernBertOptions>,
 }
 
 /// What an image model adds to the config: its patch geometry and the tokens before the patches.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VisionConfig {
+    /// A learned CLS token before the patches (all but SigLIP).
+    pub class_token: bool,
     /// The [height, width] its position embeddings were trained for.
     pub image_size: [usize; 2],
     /// [height, width] of one patch in pixels.
@@ -125,7 +146,7 @@ pub struct VisionConfig {
 impl VisionConfig {
     /// Tokens before the patches: CLS, then the distillation token or the registers.
     pub fn prefix_tokens(&self) -> usize {
-        1 + usize::from(self.distillation_token) + self.register_tokens
+        usize::from(self.class_token) + usize::from(self.distillation_token) + self.register_tokens
     }
 
     /// The patch grid [rows, cols] the position embeddings were trained for.
@@ -171,7 +192,13 @@ fn vision_config(json: &Value, model_type: &str) -> std::result::Result<VisionCo
         })
         .unwrap_or_default();
     labels.sort();
+    let tower = super::vision_tower::Tower::of(model_type);
+    if tower.is_some() {
+        // CLIPForImageClassification's head is not computed: no class names to show.
+        labels.clear();
+    }
     Ok(VisionConfig {
+        class_token: tower != Some(super::vision_tower::Tower::Siglip),
         image_size,
         patch_size,
         channels: field(json, &["num_channels"])
@@ -216,6 +243,14 @@ impl ModelConfig {
             .and_then(Value::as_str)
             .ok_or_else(|| bad("no model_type".into()))?
             .to_string();
+        // Families whose config.json spells the common fields differently, or nests them.
+        let original = json;
+        let rewritten = match model_type.as_str() {
+            "distilbert" => Some(super::bert::distilbert_json(json)),
+            "modernbert" => Some(super::modernbert::modernbert_json(json)),
+            _ => super::vision_tower::tower_json(json, &model_type).map_err(bad)?,
+        };
+        let json = rewritten.as_ref().unwrap_or(json);
         let architecture = SUPPORTED_MODEL_TYPES
             .iter()
             .find(|(name, _)| *name == model_type)
@@ -255,7 +290,7 @@ impl ModelConfig {
             .unwrap_or(4.0);
         let intermediate = usize_of(&["intermediate_size", "n_inner"])
             .unwrap_or((mlp_ratio * hidden as f64) as usize);
-        let vision = if architecture == Architecture::Vit {
+        let vision = if matches!(architecture, Architecture::Vit | Architecture::VisionTower) {
             Some(vision_config(json, &model_type).map_err(bad)?)
         } else {
             None
@@ -272,6 +307,19 @@ impl ModelConfig {
                 usize_of(&["max_position_embeddings", "n_positions", "n_ctx"])?,
             ),
         };
+        let encoder = if architecture == Architecture::Bert {
+            Some(super::bert::EncoderOptions::from_json(json, &model_type).map_err(bad)?)
+        } else {
+            None
+        };
+        let modernbert = if architecture == Architecture::ModernBert {
+            Some(super::modernbert::ModernBertOptions::from_json(original, layers).map_err(bad)?)
+        } else {
+            None
+        };
+        let max_positions = encoder
+            .as_ref()
+            .map_or(max_positions, |e| e.usable_positions(max_positions));
         let norm_eps = field(
             json,
             &["layer_norm_eps", "layer_norm_epsilon", "rms_norm_eps"],
@@ -285,7 +333,10 @@ impl ModelConfig {
         let act_name = field(json, &["hidden_act", "activation_function"])
             .and_then(Value::as_str)
             .unwrap_or(match architecture {
-                Architecture::Bert | Architecture::Vit => "gelu",
+                Architecture::Bert
+                | Architecture::Vit
+                | Architecture::VisionTower
+                | Architecture::ModernBert => "gelu",
                 Architecture::Gpt2 => "gelu_new",
                 Architecture::Llama => "silu",
                 Architecture::Gemma => "gelu_pytorch_tanh",
@@ -325,6 +376,23 @@ impl ModelConfig {
                 None,
                 10000.0,
             ),
+            Architecture::VisionTower => (
+                vec![LayerAttention::standard(head_dim, false); layers],
+                None,
+                10000.0,
+            ),
+            Architecture::ModernBert => (
+                modernbert
+                    .iter()
+                    .flat_map(|m| &m.layers)
+                    .map(|l| LayerAttention {
+                        window: l.window,
+                        ..LayerAttention::standard(head_dim, true)
+                    })
+                    .collect(),
+                None,
+                10000.0,
+            ),
         };
         if architecture == Architecture::Bert {
             let pos = field(json, &["position_embedding_type"]).and_then(Value::as_str);
@@ -353,9 +421,14 @@ impl ModelConfig {
                 Some(options) => options.qkv_bias,
                 None => field(json, &["attention_bias", "qkv_bias"])
                     .and_then(Value::as_bool)
-                    .unwrap_or(architecture == Architecture::Vit),
+                    .unwrap_or(matches!(
+                        architecture,
+                        Architecture::Vit | Architecture::VisionTower
+                    )),
             },
             vision,
+            encoder,
+            modernbert,
             model_type,
             layer_attention,
             gemma: None,
@@ -558,6 +631,8 @@ impl ModelConfig {
             layer_attention,
             llama: Some(llama),
             gemma: None,
+            encoder: None,
+            modernbert: None,
         })
     }
 }

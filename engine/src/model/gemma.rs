@@ -566,6 +566,8 @@ pub fn parse_config(json: &Value, path: &Path) -> Result<ModelConfig> {
         layer_attention,
         gemma: Some(gemma),
         llama: None,
+        encoder: None,
+        modernbert: None,
     })
 }
 

@@ -10,10 +10,12 @@ pub mod gpt2;
 pub mod layers;
 pub mod llama;
 pub mod llama_config;
+pub mod modernbert;
 pub mod onnx_file;
 pub mod packing;
 pub mod rope;
 pub mod safetensors_file;
+pub mod vision_tower;
 pub mod vit;
 pub mod weights;
 
@@ -86,6 +88,8 @@ enum Network {
     Llama(llama::Llama),
     Gemma(gemma::Gemma),
     Vit(Box<vit::Vit>),
+    VisionTower(Box<vision_tower::VisionTower>),
+    ModernBert(modernbert::ModernBert),
 }
 
 /// What the caller asks of a too-long prompt.
@@ -287,6 +291,7 @@ impl Model {
     pub fn forward_image(&self, input: &PixelInput) -> Result<Trace> {
         match &self.network {
             Network::Vit(m) => m.forward(input, &self.device),
+            Network::VisionTower(m) => m.forward(input, &self.device),
             _ => Err(EngineError::BadInput {
                 index: 0,
                 reason: format!(
@@ -359,7 +364,8 @@ impl Model {
             Network::Gpt2(m) => m.forward_packed(input, packing, d),
             Network::Llama(m) => m.forward_packed(input, packing, d),
             Network::Gemma(m) => m.forward_packed(input, packing, d),
-            Network::Vit(_) => Err(EngineError::BadInput {
+            Network::ModernBert(m) => m.forward_packed(input, packing, d),
+            Network::Vit(_) | Network::VisionTower(_) => Err(EngineError::BadInput {
                 index: 0,
                 reason: "an image model takes pixels, not token ids".into(),
             }),
@@ -422,7 +428,7 @@ impl Model {
     /// vocabulary, and no more tokens than positions.
     fn check(&self, index: usize, input: &TokenInput) -> Result<()> {
         self.tokenizer()?;
-        if matches!(self.network, Network::Vit(_)) {
+        if self.config.vision.is_some() {
             return Err(EngineError::BadInput {
                 index,
                 reason: "an image model takes pixels, not token ids".into(),
@@ -479,6 +485,12 @@ fn build(
         Architecture::Vit => {
             Network::Vit(Box::new(vit::Vit::load(config, weights, device, progress)?))
         }
+        Architecture::ModernBert => Network::ModernBert(modernbert::ModernBert::load(
+            config, weights, device, progress,
+        )?),
+        Architecture::VisionTower => Network::VisionTower(Box::new(
+            vision_tower::VisionTower::load(config, weights, device, progress)?,
+        )),
     })
 }
 

@@ -317,7 +317,7 @@ fn scaled(x: Tensor<2>, scale: &Option<Tensor<1>>) -> Tensor<2> {
 
 /// Cuts channels-first pixels into patches, one row per patch in row-major grid order, each
 /// flattened as (channel, y, x) to match the patch convolution's weight layout.
-fn patchify(input: &PixelInput, [ph, pw]: [usize; 2]) -> HostTensor {
+pub(super) fn patchify(input: &PixelInput, [ph, pw]: [usize; 2]) -> HostTensor {
     let (h, w, c) = (input.height, input.width, input.channels);
     let (rows, cols) = (h / ph, w / pw);
     let mut data = Vec::with_capacity(rows * cols * c * ph * pw);
