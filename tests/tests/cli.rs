@@ -251,7 +251,7 @@ fn nonexistent_model_is_named_with_what_was_tried() {
 }
 
 #[test]
-fn models_list_names_the_fetchable_models() {
+fn models_list_names_the_fetchable_models_and_every_family_it_opens() {
     let home = scratch("cli-models");
     let out = headwise(&["models", "list"], &home);
     assert!(out.status.success());
@@ -260,4 +260,18 @@ fn models_list_names_the_fetchable_models() {
         stdout.contains("minilm") && stdout.contains("smollm2") && stdout.contains("not fetched"),
         "{stdout}"
     );
+    for family in [
+        "roberta",
+        "distilbert",
+        "modernbert",
+        "qwen3",
+        "phi3",
+        "smollm3",
+        "gemma2",
+        "gemma3_text",
+        "clip_vision_model",
+        "siglip_vision_model",
+    ] {
+        assert!(stdout.contains(family), "{family} missing from: {stdout}");
+    }
 }

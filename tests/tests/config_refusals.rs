@@ -87,9 +87,9 @@ fn an_unsupported_activation_is_refused() {
     let folder = edited(
         "tiny-llama",
         "activation",
-        set("hidden_act", json!("quick_gelu")),
+        set("hidden_act", json!("mish")),
     );
-    refusal(&folder, &["hidden_act", "quick_gelu", "silu"]);
+    refusal(&folder, &["hidden_act", "mish", "silu"]);
 }
 
 #[test]

