@@ -84,11 +84,7 @@ fn llama3_scaling_without_its_frequency_factors_is_refused() {
 
 #[test]
 fn an_unsupported_activation_is_refused() {
-    let folder = edited(
-        "tiny-llama",
-        "activation",
-        set("hidden_act", json!("mish")),
-    );
+    let folder = edited("tiny-llama", "activation", set("hidden_act", json!("mish")));
     refusal(&folder, &["hidden_act", "mish", "silu"]);
 }
 

@@ -342,9 +342,20 @@ impl ModelConfig {
                 Architecture::Gemma => "gelu_pytorch_tanh",
             });
         let activation = Activation::parse(act_name).ok_or_else(|| {
+            // Name the key as the user's file spells it: DistilBERT's `activation` reaches here
+            // renamed to `hidden_act` (bert.rs), GPT-2 uses `activation_function`.
+            let act_key = if model_type == "distilbert" {
+                "activation"
+            } else if field(json, &["hidden_act"]).is_none()
+                && field(json, &["activation_function"]).is_some()
+            {
+                "activation_function"
+            } else {
+                "hidden_act"
+            };
             bad(format!(
-                "hidden_act = \"{act_name}\" is not supported; supported: gelu, gelu_new, \
-                 gelu_pytorch_tanh, gelu_fast, relu, silu, swish"
+                "{act_key} = \"{act_name}\" is not supported; supported: gelu, gelu_new, \
+                 gelu_pytorch_tanh, gelu_fast, quick_gelu, relu, silu, swish"
             ))
         })?;
         let (mut head_dim, mut norm_eps, mut tie_word_embeddings) = (
