@@ -22,6 +22,14 @@ const TOLERANCE: Tolerance = Tolerance {
     probs: TOL,
 };
 
+/// On wgpu (lavapipe here) exp, log and the summation order differ from the CPU's: the logits'
+/// logsumexp at |lse| ~ 13 was 4.0e-5 from transformers'. q, k and lse get the relative bound the
+/// encoder and vision-tower tests use on wgpu; attention stays at 1e-5 absolute.
+const TOLERANCE_WGPU: Tolerance = Tolerance {
+    qk_rtol: 4e-6,
+    ..TOLERANCE
+};
+
 const FAMILIES: &[&str] = &[
     "tiny-llama3",
     "tiny-llama-linear",
@@ -36,6 +44,10 @@ const FAMILIES: &[&str] = &[
 /// Everything transformers computed for the fixture, and the scale it passed to each layer's
 /// attention, and its most likely next token.
 fn check(model: &Model, expected: &Expected) {
+    check_within(model, expected, TOLERANCE)
+}
+
+fn check_within(model: &Model, expected: &Expected, tolerance: Tolerance) {
     let scales: Vec<f64> = expected.meta["scales"]
         .as_array()
         .expect("scales")
@@ -52,7 +64,7 @@ fn check(model: &Model, expected: &Expected) {
         );
         assert_eq!(a.softcap, None);
     }
-    check_against_transformers_with(model, expected, TOLERANCE);
+    check_against_transformers_with(model, expected, tolerance);
     let ids = expected.token_ids("token_ids");
     for (p, ids) in ids.iter().enumerate() {
         let trace = model
@@ -189,13 +201,18 @@ fn every_family_matches_transformers_on_wgpu() {
     }
     for name in FAMILIES {
         let folder = fixture(name);
-        check(&load(&folder, DeviceChoice::Gpu), &Expected::load(&folder));
+        check_within(
+            &load(&folder, DeviceChoice::Gpu),
+            &Expected::load(&folder),
+            TOLERANCE_WGPU,
+        );
     }
-    check(
+    check_within(
         &load(
             &fixture("tiny-gguf").join("tiny-llama3.F32.gguf"),
             DeviceChoice::Gpu,
         ),
         &Expected::load(&fixture("tiny-llama3")),
+        TOLERANCE_WGPU,
     );
 }
