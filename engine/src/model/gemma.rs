@@ -17,11 +17,12 @@ use super::bert::activate;
 use super::config::{Activation, Architecture, ModelConfig};
 use super::layers::{Linear, attend, embed, split_heads, upload};
 use super::packing::Packing;
+use super::rope;
 use super::weights::WeightSource;
 use crate::error::{EngineError, Result};
 use crate::host::HostTensor;
 use crate::trace::{LayerAttention, Trace};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use serde_json::{Value, json};
 use std::path::Path;
 
@@ -763,32 +764,22 @@ impl Gemma {
         })
     }
 
-    /// cos and sin tables [1, T, d] for rotate-half RoPE, in f32 as transformers computes them.
+    /// cos and sin tables [1, T, d] for rotate-half RoPE: Gemma's linear scaling is the shared
+    /// RoPE's `linear` (a factor of 1 divides by one, exactly).
     fn rope_tables(
         &self,
         rope: Rope,
-        positions: &[u32],
+        packing: &Packing,
         device: &Device,
     ) -> (Tensor<3>, Tensor<3>) {
-        let t = positions.len();
-        let d = self.config.head_dim;
-        let half = d / 2;
-        let base = rope.theta as f32;
-        let factor = rope.factor as f32;
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| 1.0 / base.powf((2 * i) as f32 / d as f32) / factor)
-            .collect();
-        let mut cos = Vec::with_capacity(t * d);
-        let mut sin = Vec::with_capacity(t * d);
-        for &pos in positions {
-            for j in 0..d {
-                let angle = pos as f32 * inv_freq[j % half];
-                cos.push(angle.cos());
-                sin.push(angle.sin());
-            }
+        rope::Rope {
+            theta: rope.theta,
+            rotary_dim: self.config.head_dim,
+            scaling: rope::RopeScaling::Linear {
+                factor: rope.factor,
+            },
         }
-        let table = |v: Vec<f32>| Tensor::<3>::from_data(TensorData::new(v, vec![1, t, d]), device);
-        (table(cos), table(sin))
+        .tables(packing, device)
     }
 
     /// The inputs packed into `input` (see [`Packing`]): one trace each.
@@ -799,17 +790,10 @@ impl Gemma {
         device: &Device,
     ) -> Result<Vec<Trace>> {
         let cfg = &self.config;
-        let positions = packing.positions();
-        let global = self.rope_tables(self.gemma.global_rope, &positions, device);
+        let global = self.rope_tables(self.gemma.global_rope, packing, device);
         let local = (self.gemma.local_rope != self.gemma.global_rope)
-            .then(|| self.rope_tables(self.gemma.local_rope, &positions, device));
-        let half = cfg.head_dim / 2;
-        let rotate = |x: Tensor<3>, (cos, sin): &(Tensor<3>, Tensor<3>)| -> Tensor<3> {
-            let first = x.clone().narrow(2, 0, half);
-            let second = x.clone().narrow(2, half, half);
-            let rotated = Tensor::cat(vec![second.neg(), first], 2);
-            x * cos.clone() + rotated * sin.clone()
-        };
+            .then(|| self.rope_tables(self.gemma.local_rope, packing, device));
+        let rotate = |x: Tensor<3>, (cos, sin): &(Tensor<3>, Tensor<3>)| rope::rotate(x, cos, sin);
         // At most two masks: the causal one and the causal one within the window.
         let mut masks: Vec<(Option<usize>, Option<Tensor<2>>)> = Vec::new();
         let mut x =

@@ -11,10 +11,11 @@ use super::TokenInput;
 use super::config::ModelConfig;
 use super::layers::{Linear, attend, embed, split_heads, upload};
 use super::packing::Packing;
+use super::rope;
 use super::weights::WeightSource;
 use crate::error::{EngineError, Result};
 use crate::trace::Trace;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use serde_json::Value;
 
 /// One layer's attention: its sliding window (None for global layers) and its RoPE base.
@@ -296,32 +297,19 @@ impl ModernBert {
         })
     }
 
-    /// cos and sin tables [1, T, d] for rotate-half RoPE with base `theta`, in f32 as
-    /// transformers computes them.
+    /// cos and sin tables [1, T, d] for rotate-half RoPE with base `theta`.
     fn rope_tables(
         &self,
-        positions: &[u32],
+        packing: &Packing,
         theta: f64,
         device: &Device,
     ) -> (Tensor<3>, Tensor<3>) {
-        let t = positions.len();
-        let d = self.config.head_dim;
-        let half = d / 2;
-        let base = theta as f32;
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| 1.0 / base.powf((2 * i) as f32 / d as f32))
-            .collect();
-        let mut cos = Vec::with_capacity(t * d);
-        let mut sin = Vec::with_capacity(t * d);
-        for &pos in positions {
-            for j in 0..d {
-                let angle = pos as f32 * inv_freq[j % half];
-                cos.push(angle.cos());
-                sin.push(angle.sin());
-            }
+        rope::Rope {
+            theta,
+            rotary_dim: self.config.head_dim,
+            scaling: rope::RopeScaling::None,
         }
-        let table = |v: Vec<f32>| Tensor::<3>::from_data(TensorData::new(v, vec![1, t, d]), device);
-        (table(cos), table(sin))
+        .tables(packing, device)
     }
 
     pub fn forward_packed(
@@ -331,7 +319,6 @@ impl ModernBert {
         device: &Device,
     ) -> Result<Vec<Trace>> {
         let cfg = &self.config;
-        let positions = packing.positions();
         let global_mask = packing.mask(false, input.key_valid.as_deref(), None, device);
         // RoPE tables and masks per distinct (base, window), built once per pass.
         let mut tables: Vec<(f64, (Tensor<3>, Tensor<3>))> = Vec::new();
@@ -341,7 +328,7 @@ impl ModernBert {
             if !tables.iter().any(|(theta, _)| *theta == a.rope_theta) {
                 tables.push((
                     a.rope_theta,
-                    self.rope_tables(&positions, a.rope_theta, device),
+                    self.rope_tables(packing, a.rope_theta, device),
                 ));
             }
             if let Some(w) = a.window
@@ -366,13 +353,7 @@ impl ModernBert {
                 .find(|(theta, _)| *theta == a.rope_theta)
                 .expect("a table for every base")
                 .1;
-            let rotate = |x: Tensor<3>| -> Tensor<3> {
-                let half = d / 2;
-                let first = x.clone().narrow(2, 0, half);
-                let second = x.clone().narrow(2, half, half);
-                let rotated = Tensor::cat(vec![second.neg(), first], 2);
-                x * cos.clone() + rotated * sin.clone()
-            };
+            let rotate = |x: Tensor<3>| rope::rotate(x, cos, sin);
             let mask = match a.window {
                 Some(w) => masks
                     .iter()
