@@ -769,7 +769,13 @@ impl Session {
                 let attn = if stored("attn") {
                     get("attn", [m.heads, t, t])?
                 } else {
-                    rebuilt_bytes += m.heads * t * t * 4;
+                    // Sizes from the file: saturate rather than wrap, so a huge count is refused.
+                    rebuilt_bytes = m
+                        .heads
+                        .saturating_mul(t)
+                        .saturating_mul(t)
+                        .saturating_mul(4)
+                        .saturating_add(rebuilt_bytes);
                     if rebuilt_bytes > REBUILD_LIMIT_BYTES {
                         return Err(bad(format!(
                             "stores no attention, and rebuilding it from q, k and lse would take \
