@@ -24,8 +24,11 @@ const TOLERANCE: Tolerance = Tolerance {
 
 /// On wgpu (lavapipe here) exp, log and the summation order differ from the CPU's: the logits'
 /// logsumexp at |lse| ~ 13 was 4.0e-5 from transformers'. q, k and lse get the relative bound the
-/// encoder and vision-tower tests use on wgpu; attention stays at 1e-5 absolute.
+/// encoder and vision-tower tests use on wgpu. An attention weight p = exp(logit - lse) carries
+/// p times that logit error, so attention gets 3e-5: a clean run on this machine saw 1.3e-5 at
+/// p = 0.60 where another saw under 1e-5 (lavapipe's thread split changes the summation order).
 const TOLERANCE_WGPU: Tolerance = Tolerance {
+    attn: 3e-5,
     qk_rtol: 4e-6,
     ..TOLERANCE
 };
