@@ -7,6 +7,7 @@ use crate::caches::Caches;
 use crate::projections::ProjectionStore;
 use crate::render::heatmap::{DeviceMatrix, Matrix, MatrixKey, MatrixSource};
 use headwise_engine::analysis::aggregate::Reduce;
+use headwise_engine::analysis::metrics::max_pool_row;
 use headwise_engine::device::{Device, DeviceChoice, create_device};
 use headwise_engine::device_buffer::DeviceBuffer;
 use headwise_engine::session::Session;
@@ -116,11 +117,36 @@ impl Document {
             .map_or(&[], |i| &i.tokens)
     }
 
-    /// One head's weights [T, T], borrowed from the session.
+    /// One head's weights [T, T], borrowed from the session; None where the input's attention
+    /// is kept as q, k and lse only (see [`Document::materialised`]).
     pub fn head(&self, input: usize, layer: usize, head: usize) -> Option<&[f32]> {
-        let attn = &self.session.layers.get(input)?.get(layer)?.attn;
+        let attn = self.session.layers.get(input)?.get(layer)?.attn.as_ref()?;
         let t = attn.shape[1];
         attn.data.get(head * t * t..(head + 1) * t * t)
+    }
+
+    /// Whether input `input`'s attention is in memory as matrices: false for long inputs, whose
+    /// views compute what they show from q, k and lse (rows, regions, thumbnails).
+    pub fn materialised(&self, input: usize) -> bool {
+        self.session
+            .layers
+            .get(input)
+            .is_some_and(|layers| layers.iter().all(|l| l.attn.is_some()))
+    }
+
+    /// Query `query`'s row of one head, [T]: read from the matrix, or computed from q, k and lse.
+    pub fn row(&self, input: usize, layer: usize, head: usize, query: usize) -> Option<Vec<f32>> {
+        let t = self.tokens(input).len();
+        if query >= t || head >= self.heads() {
+            return None;
+        }
+        if let Some(weights) = self.head(input, layer, head) {
+            return weights.get(query * t..(query + 1) * t).map(<[f32]>::to_vec);
+        }
+        let parts = self.session.qk_parts(input, layer)?;
+        let mut row = vec![0.0; t];
+        parts.attention().row(head, query, 0..t, &mut row);
+        Some(row)
     }
 
     /// An aggregate over heads [T, T], computed once per document.
@@ -135,9 +161,15 @@ impl Document {
             return None;
         }
         match matrix {
-            Matrix::Head { layer, head } => {
-                self.head(input, layer, head)?.get(row * t + col).copied()
-            }
+            Matrix::Head { layer, head } => match self.head(input, layer, head) {
+                Some(weights) => weights.get(row * t + col).copied(),
+                None => {
+                    let parts = self.session.qk_parts(input, layer)?;
+                    let mut cell = [0.0];
+                    parts.attention().row(head, row, col..col + 1, &mut cell);
+                    Some(cell[0])
+                }
+            },
             _ => self.reduced(input, matrix)?.get(row * t + col).copied(),
         }
     }
@@ -177,27 +209,29 @@ pub fn device_attention(traces: &[Trace]) -> DeviceAttention {
     let bytes: u64 = traces
         .iter()
         .flat_map(|t| &t.layers)
-        .map(|l| l.attn.shape().num_elements() as u64 * 4)
+        .filter_map(|l| l.attn.as_ref())
+        .map(|a| a.shape().num_elements() as u64 * 4)
         .sum();
     if bytes > IN_PLACE_BUDGET_BYTES {
         return Vec::new();
     }
     traces
         .iter()
-        .map(|t| t.layers.iter().map(|l| DeviceBuffer::of(&l.attn)).collect())
+        .map(|t| {
+            t.layers
+                .iter()
+                .map(|l| l.attn.as_ref().and_then(DeviceBuffer::of))
+                .collect()
+        })
         .collect()
 }
 
 /// Max-pools a [t, t] matrix down to [side, side], so a thumbnail keeps every peak.
 pub fn max_pool(values: &[f32], t: usize, side: usize) -> Vec<f32> {
     let mut out = vec![0.0f32; side * side];
-    for r in 0..t {
+    for (r, row) in values.chunks_exact(t.max(1)).take(t).enumerate() {
         let pr = r * side / t;
-        for c in 0..t {
-            let pc = c * side / t;
-            let o = &mut out[pr * side + pc];
-            *o = o.max(values[r * t + c]);
-        }
+        max_pool_row(row, &mut out[pr * side..(pr + 1) * side]);
     }
     out
 }
@@ -226,12 +260,32 @@ impl MatrixSource for Document {
     }
 
     fn matrix(&self, key: MatrixKey) -> Option<(usize, Vec<f32>)> {
+        if let Some(region) = key.region {
+            let Matrix::Head { layer, head } = key.matrix else {
+                return None;
+            };
+            let pixels = self.caches.regions.get(key.input, layer, head, region)?;
+            return Some((region.pixels as usize, pixels.as_ref().clone()));
+        }
+        if key.thumbnail
+            && let Matrix::Head { layer, head } = key.matrix
+            && self.head(key.input, layer, head).is_none()
+        {
+            let thumbnail = self.caches.metrics.thumbnail(key.input, layer, head)?;
+            let side = (thumbnail.len() as f64).sqrt() as usize;
+            return Some((side, thumbnail.to_vec()));
+        }
         let (t, values) = self.full_matrix(key.input, key.matrix)?;
         if key.thumbnail && t > THUMBNAIL_ABOVE {
             Some((THUMBNAIL_SIDE, max_pool(&values, t, THUMBNAIL_SIDE)))
         } else {
             Some((t, values))
         }
+    }
+
+    fn pending(&self, key: MatrixKey) -> bool {
+        // Thumbnails and regions computed from q, k and lse arrive from a job.
+        key.region.is_some() || (key.thumbnail && !self.materialised(key.input))
     }
 
     fn visible_tokens(&self, key: MatrixKey, hide_special: bool) -> Vec<u32> {
@@ -243,13 +297,30 @@ impl MatrixSource for Document {
     }
 }
 
-/// The side the overview draws a matrix at: thumbnails for long inputs.
-pub fn thumbnail_key(input: usize, matrix: Matrix, tokens: usize) -> MatrixKey {
-    MatrixKey {
+/// How the overview draws a matrix: a thumbnail for long inputs and for attention that is not
+/// materialised, else the matrix itself. Also the matrix's side as drawn.
+pub fn thumbnail_key(doc: &Document, input: usize, matrix: Matrix) -> (MatrixKey, usize) {
+    let tokens = doc.tokens(input).len();
+    let thumbnail = tokens > THUMBNAIL_ABOVE || !doc.materialised(input);
+    let key = MatrixKey {
         input,
         matrix,
-        thumbnail: tokens > THUMBNAIL_ABOVE,
-    }
+        thumbnail,
+        region: None,
+    };
+    (
+        key,
+        if thumbnail {
+            thumbnail_side(tokens)
+        } else {
+            tokens
+        },
+    )
+}
+
+/// The side of a thumbnail of an input of `tokens` tokens.
+pub fn thumbnail_side(tokens: usize) -> usize {
+    tokens.clamp(1, THUMBNAIL_SIDE)
 }
 
 /// The mean and max reductions a view can pick, with their labels.

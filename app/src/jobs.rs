@@ -37,6 +37,20 @@ impl Repaint {
     }
 }
 
+/// Marks an egui context whose frames are drawn once, offscreen (`headwise render`, PNG
+/// export): caches compute there at once what a window would compute in a job.
+pub fn set_inline_work(ctx: &egui::Context) {
+    ctx.data_mut(|d| d.insert_temp(egui::Id::unique(INLINE_WORK), true));
+}
+
+/// Whether `ctx` was marked by [`set_inline_work`].
+pub fn inline_work(ctx: &egui::Context) -> bool {
+    ctx.data(|d| d.get_temp::<bool>(egui::Id::unique(INLINE_WORK)))
+        .unwrap_or(false)
+}
+
+const INLINE_WORK: &str = "headwise inline work";
+
 /// What a job's closure is handed: where to report progress and whether it was cancelled.
 pub struct JobContext {
     cancel: Arc<AtomicBool>,

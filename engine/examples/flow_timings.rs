@@ -14,7 +14,14 @@ fn main() {
     {
         let session = headwise_engine::session::Session::open(std::path::Path::new(&path))
             .expect("a session");
-        let layers: Vec<&HostTensor> = session.layers[0].iter().map(|l| &l.attn).collect();
+        let layers: Vec<&HostTensor> = session.layers[0]
+            .iter()
+            .map(|l| {
+                l.attn
+                    .as_ref()
+                    .expect("a session with materialised attention")
+            })
+            .collect();
         let start = Instant::now();
         let flow = attention_flow(&layers, &RolloutSettings::default(), 0, &|_| {});
         println!(

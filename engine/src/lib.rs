@@ -21,4 +21,4 @@ pub mod trace;
 pub use attention::LayerAttention;
 pub use error::{EngineError, Result};
 pub use model::{LongInput, Model, PixelInput, TokenInput};
-pub use trace::{LayerTrace, Trace};
+pub use trace::{AttentionCapture, LayerTrace, Trace};

@@ -6,7 +6,7 @@ use crate::error::EngineError;
 use crate::imaging::load_image;
 use crate::model::{LongInput, Model, PixelInput, TokenInput};
 use crate::session::Session;
-use crate::trace::Trace;
+use crate::trace::{AttentionCapture, Trace};
 use std::path::{Path, PathBuf};
 
 /// What a run takes: texts for a text model, pictures for an image model.
@@ -40,6 +40,8 @@ pub struct RunOptions {
     /// Hand back each input's trace (device tensors) with the session, for drawing attention
     /// where it was computed; otherwise each is dropped once the session holds its host copy.
     pub keep_traces: bool,
+    /// Whether text inputs' attention is materialised or kept as q, k and lse only.
+    pub capture: AttentionCapture,
 }
 
 impl Default for RunOptions {
@@ -48,6 +50,7 @@ impl Default for RunOptions {
             long: LongInput::Reject,
             pack_tokens: 1,
             keep_traces: false,
+            capture: AttentionCapture::default(),
         }
     }
 }
@@ -157,19 +160,24 @@ fn run_texts(
     let encoded = model.encode_all(texts, options.long)?;
     let token_inputs: Vec<TokenInput> = encoded.iter().map(TokenInput::from).collect();
     let mut reported = 0;
-    let traces = model.forward_many(&token_inputs, options.pack_tokens, &mut |done| {
-        let mut go_on = true;
-        for (index, input) in encoded.iter().enumerate().take(done).skip(reported) {
-            go_on &= progress(&Finished {
-                index,
-                total,
-                tokens: input.ids.len(),
-                picture: None,
-            });
-        }
-        reported = done;
-        go_on
-    })?;
+    let traces = model.forward_many(
+        &token_inputs,
+        options.pack_tokens,
+        options.capture,
+        &mut |done| {
+            let mut go_on = true;
+            for (index, input) in encoded.iter().enumerate().take(done).skip(reported) {
+                go_on &= progress(&Finished {
+                    index,
+                    total,
+                    tokens: input.ids.len(),
+                    picture: None,
+                });
+            }
+            reported = done;
+            go_on
+        },
+    )?;
     if traces.len() < total {
         return Err(RunError::Cancelled {
             done: traces.len(),

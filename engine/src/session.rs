@@ -9,9 +9,9 @@ use crate::host::{Floats, HostTensor};
 use crate::imaging::{PreparedImage, RgbImage};
 use crate::model::safetensors_file::decode_floats;
 use crate::model::{Model, to_vec};
-use crate::rebuild::{looks_causal, rebuild_attention};
+use crate::rebuild::{QkAttention, looks_causal, rebuild_attention};
 use crate::tokenizer::Encoded;
-use crate::trace::{LayerAttention, Trace};
+use crate::trace::{AttentionCapture, LayerAttention, Trace, attention_bytes};
 use half::f16;
 use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
@@ -24,9 +24,6 @@ use std::sync::Arc;
 pub const FORMAT_VERSION: u32 = 2;
 /// The safetensors metadata key that holds the session's JSON.
 pub const METADATA_KEY: &str = "headwise";
-/// Attention a session leaves out (format 2) is rebuilt from q, k and lse when it is opened,
-/// up to this much in all; the views need the full matrices.
-pub const REBUILD_LIMIT_BYTES: usize = 4 << 30;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ModelInfo {
@@ -206,10 +203,30 @@ pub struct ProjectionInfo {
     pub seed: u64,
 }
 
+/// What [`Session::qk_parts`] hands out: one layer of one input's q, k and lse, and how its
+/// logits follow from them.
+pub struct QkParts<'a> {
+    pub q: &'a HostTensor,
+    pub k: &'a HostTensor,
+    pub lse: Vec<f32>,
+    pub attention: LayerAttention,
+    pub causal: bool,
+}
+
+impl QkParts<'_> {
+    /// The attention these parts define.
+    pub fn attention(&self) -> QkAttention<'_> {
+        QkAttention::new(self.q, self.k, &self.lse, self.attention, self.causal)
+            .expect("shapes checked by Session::qk_parts")
+    }
+}
+
 /// One layer of one input, on the host.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerTensors {
-    pub attn: HostTensor,
+    /// [heads, T, T] when the run materialised it or it was small enough to rebuild on
+    /// opening; else read through [`Session::qk_attention`].
+    pub attn: Option<HostTensor>,
     pub q: HostTensor,
     pub k: HostTensor,
 }
@@ -259,7 +276,7 @@ impl LayerTensors {
             Ok(HostTensor::new(t.dims().to_vec(), to_vec(t.clone())?))
         };
         Ok(Self {
-            attn: host(&layer.attn)?,
+            attn: layer.attn.as_ref().map(host).transpose()?,
             q: host(&layer.q)?,
             k: host(&layer.k)?,
         })
@@ -444,6 +461,26 @@ impl Session {
         decode_floats(extra.dtype, &extra.bytes).ok()
     }
 
+    /// Layer `layer` of input `index` as q, k and lse, from which any part of its attention is
+    /// computed (rows, regions, metrics) without materialising it; None when the file holds no
+    /// lse (format 1) or q and k were not captured.
+    pub fn qk_parts(&self, index: usize, layer: usize) -> Option<QkParts<'_>> {
+        let tensors = self.layers.get(index)?.get(layer)?;
+        let lse = self.lse(index, layer)?;
+        let attention = self.layer_attention(layer);
+        if QkAttention::new(&tensors.q, &tensors.k, &lse, attention, false).is_none() {
+            return None;
+        }
+        let causal = looks_causal(&tensors.q, &tensors.k, &lse, &attention);
+        Some(QkParts {
+            q: &tensors.q,
+            k: &tensors.k,
+            lse,
+            attention,
+            causal,
+        })
+    }
+
     /// How layer `layer`'s logits follow from its q and k. Format 1 files do not say: there it
     /// is 1/sqrt(head_dim) without soft-cap or window (and `rope` reads false, meaning unknown).
     pub fn layer_attention(&self, layer: usize) -> LayerAttention {
@@ -565,7 +602,15 @@ impl Session {
         let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
         for (i, layers) in self.layers.iter().enumerate() {
             for (l, layer) in layers.iter().enumerate() {
-                for (prefix, t) in [("attn", &layer.attn), ("q", &layer.q), ("k", &layer.k)] {
+                let tensors = [
+                    ("attn", layer.attn.as_ref()),
+                    ("q", Some(&layer.q)),
+                    ("k", Some(&layer.k)),
+                ];
+                for (prefix, t) in tensors {
+                    let Some(t) = t else {
+                        continue; // attention kept as q, k and lse only
+                    };
                     if t.data.is_empty() {
                         continue; // q and k of attention captured without them
                     }
@@ -685,7 +730,6 @@ impl Session {
         };
         let m = &meta.model;
         let mut layers = Vec::with_capacity(meta.inputs.len());
-        let mut rebuilt_bytes = 0usize;
         for (i, input) in meta.inputs.iter().enumerate() {
             let t = input.token_ids.len();
             if input.tokens.len() != t {
@@ -767,23 +811,8 @@ impl Session {
                     )
                 };
                 let attn = if stored("attn") {
-                    get("attn", [m.heads, t, t])?
+                    Some(get("attn", [m.heads, t, t])?)
                 } else {
-                    // Sizes from the file: saturate rather than wrap, so a huge count is refused.
-                    rebuilt_bytes = m
-                        .heads
-                        .saturating_mul(t)
-                        .saturating_mul(t)
-                        .saturating_mul(4)
-                        .saturating_add(rebuilt_bytes);
-                    if rebuilt_bytes > REBUILD_LIMIT_BYTES {
-                        return Err(bad(format!(
-                            "stores no attention, and rebuilding it from q, k and lse would take \
-                             {:.1} GiB, over the {} GiB this build rebuilds when opening a session",
-                            rebuilt_bytes as f64 / (1u64 << 30) as f64,
-                            REBUILD_LIMIT_BYTES >> 30
-                        )));
-                    }
                     let raw_layer = &version["model"]["attention"][l];
                     if raw_layer["rebuild"] == false || meta.model.attention.is_empty() {
                         return Err(bad(format!(
@@ -791,14 +820,26 @@ impl Session {
                              say how to rebuild it from q, k and lse"
                         )));
                     }
-                    let (dtype, _, raw, _) = read(&format!("lse/{i}/{l}"))?;
-                    let lse =
-                        decode_floats(dtype, raw).map_err(|e| bad(format!("lse/{i}/{l}: {e}")))?;
-                    let layer = meta.model.attention[l];
-                    let causal = raw_layer["causal"]
-                        .as_bool()
-                        .unwrap_or_else(|| looks_causal(&q, &k, &lse, &layer));
-                    rebuild_attention(&q, &k, &lse, &layer, causal)
+                    if metadata.info(&format!("lse/{i}/{l}")).is_none() {
+                        return Err(bad(format!(
+                            "input {i}, layer {l}: neither attn/{i}/{l} nor lse/{i}/{l} is stored"
+                        )));
+                    }
+                    // Small inputs' attention is rebuilt once here; long ones' stays q, k and
+                    // lse, read a row or a region at a time (memory O(T·d), not O(T²)).
+                    let bytes = attention_bytes(m.layers, m.heads, t);
+                    if bytes <= AttentionCapture::DEFAULT_BUDGET {
+                        let (dtype, _, raw, _) = read(&format!("lse/{i}/{l}"))?;
+                        let lse = decode_floats(dtype, raw)
+                            .map_err(|e| bad(format!("lse/{i}/{l}: {e}")))?;
+                        let layer = meta.model.attention[l];
+                        let causal = raw_layer["causal"]
+                            .as_bool()
+                            .unwrap_or_else(|| looks_causal(&q, &k, &lse, &layer));
+                        Some(rebuild_attention(&q, &k, &lse, &layer, causal))
+                    } else {
+                        None
+                    }
                 };
                 per_layer.push(LayerTensors { attn, q, k });
             }
@@ -818,7 +859,8 @@ impl Session {
                 );
             }
         }
-        let dtype = match metadata.info("attn/0/0").map(|i| i.dtype) {
+        let stored_dtype = metadata.info("attn/0/0").or_else(|| metadata.info("q/0/0"));
+        let dtype = match stored_dtype.map(|i| i.dtype) {
             Some(Dtype::F16) => StoreDtype::F16,
             _ => StoreDtype::F32,
         };

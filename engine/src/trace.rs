@@ -10,8 +10,9 @@ use burn::tensor::Tensor;
 /// grouped-query attention, query head h uses key head h / (heads / kv_heads).
 #[derive(Clone, Debug)]
 pub struct LayerTrace {
-    /// [heads, T, T], one row per query token.
-    pub attn: Tensor<3>,
+    /// [heads, T, T], one row per query token, when the pass materialised it (see
+    /// [`AttentionCapture`]); any weight is also `exp(z_ij − lse_i)` from `q`, `k` and `lse`.
+    pub attn: Option<Tensor<3>>,
     /// [heads, T, d]
     pub q: Tensor<3>,
     /// [kv_heads, T, d]
@@ -23,6 +24,63 @@ pub struct LayerTrace {
     /// shows the high-norm "artifact" patches that take over attention in ViTs without
     /// registers.
     pub norms: Option<Tensor<1>>,
+}
+
+/// Whether a forward pass materialises each layer's [heads, T, T] attention, or keeps only q, k
+/// and lse (from which any weight is exact, DESIGN.md "Session format 2").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionCapture {
+    /// Always materialised.
+    Full,
+    /// Materialised while one input's attention over every layer fits `budget` bytes.
+    Auto { budget: u64 },
+    /// Never: q, k and lse only, attention computed in tiles.
+    None,
+}
+
+impl AttentionCapture {
+    /// `--attention auto`'s budget: 256 MiB.
+    pub const DEFAULT_BUDGET: u64 = 256 << 20;
+
+    /// Whether an input of `tokens` tokens through `layers` layers of `heads` heads keeps its
+    /// attention.
+    pub fn keeps(&self, layers: usize, heads: usize, tokens: usize) -> bool {
+        match *self {
+            Self::Full => true,
+            Self::None => false,
+            Self::Auto { budget } => attention_bytes(layers, heads, tokens) <= budget,
+        }
+    }
+}
+
+impl Default for AttentionCapture {
+    fn default() -> Self {
+        Self::Auto {
+            budget: Self::DEFAULT_BUDGET,
+        }
+    }
+}
+
+impl std::str::FromStr for AttentionCapture {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "full" => Ok(Self::Full),
+            "auto" => Ok(Self::default()),
+            "none" => Ok(Self::None),
+            other => Err(format!(
+                "unknown attention capture '{other}' (full, auto or none)"
+            )),
+        }
+    }
+}
+
+/// The bytes of one input's f32 attention over every layer: layers × heads × T², saturating.
+pub fn attention_bytes(layers: usize, heads: usize, tokens: usize) -> u64 {
+    (layers as u64)
+        .saturating_mul(heads as u64)
+        .saturating_mul((tokens as u64).saturating_mul(tokens as u64))
+        .saturating_mul(4)
 }
 
 /// Everything one input's forward pass produced.

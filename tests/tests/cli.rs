@@ -25,7 +25,7 @@ fn trace(model: &Path, text: &str, home: &Path) -> std::process::Output {
 }
 
 #[test]
-fn trace_writes_a_session_with_every_input_of_a_text_file() {
+fn trace_writes_a_session_with_every_input_of_a_corpus_file() {
     let home = scratch("cli-trace");
     let inputs = home.join("inputs.txt");
     std::fs::write(
@@ -40,7 +40,7 @@ fn trace_writes_a_session_with_every_input_of_a_text_file() {
             "trace",
             "--model",
             model.to_str().unwrap(),
-            "--text-file",
+            "--corpus",
             inputs.to_str().unwrap(),
             "--out",
             out.to_str().unwrap(),

@@ -6,7 +6,7 @@ use headwise_engine::device::DeviceChoice;
 use headwise_engine::model::config::{Activation, ModelConfig};
 use headwise_engine::session::{Session, StoreDtype};
 use headwise_engine::trace::LayerAttention;
-use headwise_engine::{Model, TokenInput};
+use headwise_engine::{AttentionCapture, Model, TokenInput};
 use headwise_tests::*;
 use serde_json::{Value, json};
 use std::path::Path;
@@ -159,7 +159,9 @@ fn packed_gemma_inputs_give_each_input_its_own_trace() {
             .enumerate()
             .map(|(i, p)| TokenInput::from(&model.encode(i, p, Default::default()).unwrap()))
             .collect();
-        let traces = model.forward_many(&inputs, 4096, &mut |_| true).unwrap();
+        let traces = model
+            .forward_many(&inputs, 4096, AttentionCapture::Full, &mut |_| true)
+            .unwrap();
         assert_eq!(traces.len(), inputs.len());
         for (p, trace) in traces.iter().enumerate() {
             for (l, layer) in trace.layers.iter().enumerate() {
@@ -167,7 +169,7 @@ fn packed_gemma_inputs_give_each_input_its_own_trace() {
                 let key = format!("attn/{p}/{l}");
                 assert_close(
                     &format!("{name} packed {key}"),
-                    &ours.attn,
+                    ours.full(),
                     expected.get(&key),
                     TOL,
                 );
@@ -237,7 +239,7 @@ fn a_gemma2_session_records_how_each_layers_logits_follow_from_q_and_k() {
         for h in 0..m.heads {
             for qi in 0..t {
                 for kj in 0..t {
-                    let stored = layer.attn.data[(h * t + qi) * t + kj];
+                    let stored = layer.full().data[(h * t + qi) * t + kj];
                     if kj > qi || !attention.in_window(qi, kj) {
                         assert_eq!(stored, 0.0, "layer {l} ({qi}, {kj}) is masked");
                         windowed_out += usize::from(kj <= qi);

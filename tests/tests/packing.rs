@@ -4,7 +4,7 @@
 use headwise_engine::TokenInput;
 use headwise_engine::device::DeviceChoice;
 use headwise_engine::session::LayerTensors;
-use headwise_engine::{LongInput, Trace};
+use headwise_engine::{AttentionCapture, LongInput, Trace};
 use headwise_tests::*;
 
 const TOL: f32 = 1e-5;
@@ -30,7 +30,7 @@ fn assert_same(what: &str, packed: &Trace, alone: &Trace) {
             LayerTensors::from_trace(p).unwrap(),
             LayerTensors::from_trace(a).unwrap(),
         );
-        assert_close(&format!("{what} layer {l} attn"), &p.attn, &a.attn, TOL);
+        assert_close(&format!("{what} layer {l} attn"), p.full(), a.full(), TOL);
         assert_close(&format!("{what} layer {l} q"), &p.q, &a.q, TOL);
         assert_close(&format!("{what} layer {l} k"), &p.k, &a.k, TOL);
     }
@@ -58,7 +58,7 @@ fn packed_equals_alone(device: DeviceChoice) {
         let alone: Vec<Trace> = inputs.iter().map(|i| model.forward(i).unwrap()).collect();
         let mut passes = 0;
         let packed = model
-            .forward_many(&inputs, 10_000, &mut |_| {
+            .forward_many(&inputs, 10_000, AttentionCapture::Full, &mut |_| {
                 passes += 1;
                 true
             })
@@ -90,7 +90,7 @@ fn the_token_budget_splits_passes_and_a_stop_keeps_what_was_done() {
     let inputs = inputs(&model);
     let mut reported = Vec::new();
     let traces = model
-        .forward_many(&inputs, 1, &mut |done| {
+        .forward_many(&inputs, 1, AttentionCapture::Full, &mut |done| {
             reported.push(done);
             true
         })
@@ -102,7 +102,7 @@ fn the_token_budget_splits_passes_and_a_stop_keeps_what_was_done() {
         "a budget of 1 token: one input per pass"
     );
     let stopped = model
-        .forward_many(&inputs, 1, &mut |done| done < 2)
+        .forward_many(&inputs, 1, AttentionCapture::Full, &mut |done| done < 2)
         .unwrap();
     assert_eq!(stopped.len(), 2, "stopped after the second pass");
 }
@@ -114,7 +114,7 @@ fn a_bad_input_anywhere_in_a_corpus_is_named_before_any_pass() {
     inputs[2].ids.clear();
     let mut passes = 0;
     let err = model
-        .forward_many(&inputs, 10_000, &mut |_| {
+        .forward_many(&inputs, 10_000, AttentionCapture::Full, &mut |_| {
             passes += 1;
             true
         })

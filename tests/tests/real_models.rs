@@ -107,7 +107,7 @@ fn dinov2_small_from_its_onnx_graph_matches_transformers_on_a_photograph() {
     for l in [0, 11] {
         assert_close(
             &format!("attn/{l}"),
-            &layers[l].attn,
+            layers[l].full(),
             expected.get(&format!("attn/{l}")),
             TOL,
         );
@@ -127,7 +127,7 @@ fn dinov2_small_from_its_onnx_graph_matches_transformers_on_a_photograph() {
     };
     for (l, layer) in layers.iter().enumerate().take(n_layers) {
         for h in 0..heads {
-            let ours = &layer.attn.data[h * t * t..h * t * t + t];
+            let ours = &layer.full().data[h * t * t..h * t * t + t];
             let theirs = &cls.data[(l * heads + h) * t..(l * heads + h + 1) * t];
             let worst = ours
                 .iter()

@@ -2,6 +2,7 @@
 
 use headwise::render::colormap::ColorMap;
 use headwise_engine::session::Session;
+use headwise_tests::Materialised;
 use headwise_tests::pixels::{decode_heatmap, grid_bands, heatmap_box, map_mask};
 use headwise_tests::{
     assert_clean_failure, headwise, render, scratch, traced_session, truncated_copy, wgpu_device,
@@ -25,7 +26,7 @@ fn a_rendered_head_decodes_back_to_that_heads_attention() {
     let session_path = traced_session(&dir, "tiny-gpt2", &[PROMPT], "tiny.safetensors");
     let session = Session::open(&session_path).unwrap();
     // layers[input][layer]: input 0, layer 1, heads 1 and 2.
-    let attn = &session.layers[0][1].attn;
+    let attn = session.layers[0][1].full();
     let t = attn.shape[1];
     let head1 = &attn.data[t * t..2 * t * t];
     let head2 = &attn.data[2 * t * t..3 * t * t];

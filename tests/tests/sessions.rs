@@ -41,7 +41,7 @@ fn an_f32_session_opens_its_tensors_in_place_and_can_be_saved_over_itself() {
         .layers
         .iter()
         .flatten()
-        .flat_map(|l| [&l.attn, &l.q, &l.k]);
+        .flat_map(|l| [l.full(), &l.q, &l.k]);
     assert!(
         tensors.clone().all(|t| t.data.is_mapped()),
         "every tensor read in place"
@@ -59,8 +59,8 @@ fn an_f32_session_opens_its_tensors_in_place_and_can_be_saved_over_itself() {
     assert_eq!(again.meta.view, serde_json::json!({"tab": "overview"}));
     // A write to a mapped tensor copies it first; the file is untouched.
     let mut edited = again.clone();
-    edited.layers[0][0].attn.data[0] = 42.0;
-    assert!(!edited.layers[0][0].attn.data.is_mapped());
+    edited.layers[0][0].attn.as_mut().unwrap().data[0] = 42.0;
+    assert!(!edited.layers[0][0].full().data.is_mapped());
     assert_eq!(Session::open(&path).unwrap().layers, session.layers);
 }
 
@@ -137,7 +137,7 @@ fn stored_attention_is_exp_of_the_logits_minus_the_stored_lse() {
                         let k = &layer.k.data[((h / group) * t + kj) * d..][..d];
                         let dot: f32 = q.iter().zip(k).map(|(a, b)| a * b).sum();
                         let rebuilt = (attention.logit(dot) - lse[h * t + qi]).exp();
-                        let stored = layer.attn.data[(h * t + qi) * t + kj];
+                        let stored = layer.full().data[(h * t + qi) * t + kj];
                         assert!(
                             (rebuilt - stored).abs() < 1e-5,
                             "input {i} layer {l} head {h} ({qi}, {kj}): {rebuilt} vs {stored}"
@@ -163,7 +163,7 @@ fn f16_session_stores_half_precision_within_its_resolution() {
     );
     let reopened = Session::open(&path).unwrap();
     for (a, b) in reopened.layers[0].iter().zip(&session.layers[0]) {
-        assert_close("attn f16", &a.attn, &b.attn, 1e-3);
+        assert_close("attn f16", a.full(), b.full(), 1e-3);
     }
 }
 

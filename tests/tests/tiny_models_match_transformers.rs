@@ -77,7 +77,7 @@ fn bert_padding_mask_hides_padded_keys_as_transformers_does() {
         let ours = LayerTensors::from_trace(layer).unwrap();
         assert_close(
             &format!("padded attn {l}"),
-            &ours.attn,
+            ours.full(),
             expected.get(&format!("padded_attn/{l}")),
             TOL,
         );

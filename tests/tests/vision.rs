@@ -37,7 +37,7 @@ fn check_image_model(model: &Model, expected: &Expected, tol: f32) {
     assert_eq!(trace.layers.len(), model.config.layers);
     for (l, layer) in trace.layers.iter().enumerate() {
         let ours = LayerTensors::from_trace(layer).expect("read back");
-        for (name, t) in [("attn", &ours.attn), ("q", &ours.q), ("k", &ours.k)] {
+        for (name, t) in [("attn", ours.full()), ("q", &ours.q), ("k", &ours.k)] {
             let key = format!("{name}/{l}");
             assert_close(&key, t, expected.get(&key), tol);
         }
@@ -224,7 +224,7 @@ fn trace_writes_an_image_session_that_opens_without_the_picture() {
     assert_eq!(input.next_tokens.len(), 5, "the classifier's top classes");
     let image = session.image(0).expect("the picture is in the session");
     assert_eq!((image.width, image.height), (40, 40));
-    assert_eq!(session.layers[0][0].attn.shape, vec![4, 26, 26]);
+    assert_eq!(session.layers[0][0].full().shape, vec![4, 26, 26]);
 }
 
 #[test]
@@ -359,7 +359,7 @@ fn an_image_session_renders_in_the_overview_and_head_view() {
     assert_eq!((rows.len(), columns.len()), (2, 4), "{rows:?} {columns:?}");
     // The head view: that head's attention over the patches and CLS, read back from the pixels.
     let picture = render(&dir, &path, "head:1.3", "head.png");
-    let attn = &session.layers[0][1].attn;
+    let attn = session.layers[0][1].full();
     let t = attn.shape[1];
     let head = &attn.data[3 * t * t..4 * t * t];
     let mask = map_mask(&picture, ColorMap::Viridis);
@@ -485,7 +485,7 @@ fn the_image_views_rollout_overlay_is_the_rollout_row_over_the_patches() {
         rollout,
         ..Default::default()
     };
-    let layers: Vec<_> = doc.session.layers[0].iter().map(|l| &l.attn).collect();
+    let layers: Vec<_> = doc.session.layers[0].iter().map(|l| l.full()).collect();
     let ctx = eframe::egui::Context::default();
     for query in [0, prefix + 3] {
         let overlay = Overlay {
@@ -566,7 +566,7 @@ fn a_long_inputs_rollout_overlay_is_built_in_the_background_and_equals_the_host_
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
     };
-    let layers: Vec<_> = doc.session.layers[0].iter().map(|l| &l.attn).collect();
+    let layers: Vec<_> = doc.session.layers[0].iter().map(|l| l.full()).collect();
     let patches = |r: &RolloutSettings| rollout_row(&layers, r, 0)[1..1 + rows * cols].to_vec();
     assert_close(
         "background rollout overlay",

@@ -48,7 +48,7 @@ fn check_run(model: &Model, expected: &Expected, prefix: &str, pixels: &PixelInp
     for (l, layer) in trace.layers.iter().enumerate() {
         let ours = LayerTensors::from_trace(layer).expect("read back");
         let key = format!("{prefix}attn/{l}");
-        assert_close(&key, &ours.attn, expected.get(&key), TOL);
+        assert_close(&key, ours.full(), expected.get(&key), TOL);
         for (name, t) in [("q", &ours.q), ("k", &ours.k)] {
             let key = format!("{prefix}{name}/{l}");
             assert_allclose(&key, t, expected.get(&key), TOL, QK_RTOL);

@@ -33,7 +33,7 @@ impl ArtifactsCache {
                     let norms = session.token_norms(input, l)?;
                     Some(layer_artifacts(
                         &norms,
-                        &session.layers.get(input)?.get(l)?.attn,
+                        session.layers.get(input)?.get(l)?.attn.as_ref()?,
                         prefix,
                     ))
                 })

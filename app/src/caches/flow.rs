@@ -70,7 +70,14 @@ impl FlowCache {
             let Some(layers) = session.layers.get(input) else {
                 return FlowRow::default();
             };
-            let layers: Vec<_> = layers.iter().map(|l| l.attn.clone()).collect();
+            // Flow needs every layer's full matrix; long inputs keep none.
+            let Some(layers) = layers
+                .iter()
+                .map(|l| l.attn.clone())
+                .collect::<Option<Vec<_>>>()
+            else {
+                return FlowRow::default();
+            };
             let settings = *r;
             state.computing.start(key, repaint, move |cx| {
                 let progress = |fraction: f32| cx.progress("attention flow", Some(fraction));

@@ -1,35 +1,43 @@
 //! Every head's metrics (entropy, distances, shares), `[input][layer][head]`, worked out once per
 //! document: at once for small sessions, in a job for large ones so the first frame does not
-//! wait (about 0.1 s per 100 MB on 2 cores). The job cannot stop half-way; it ends with its
-//! document.
+//! wait (about 0.1 s per 100 MB of attention on 2 cores). Inputs whose attention is not
+//! materialised (long inputs) get theirs from q, k and lse a row at a time, and in the same pass
+//! each head's overview thumbnail (block maxima), so the overview never holds a T × T matrix.
+//! The job cannot stop half-way; it ends with its document.
 
 use super::lock;
-use crate::document::Document;
+use crate::document::{Document, thumbnail_side};
 use crate::jobs::{Job, Repaint};
-use headwise_engine::analysis::metrics::{HeadMetrics, layer_metrics};
+use headwise_engine::analysis::metrics::{HeadMetrics, layer_metrics, layer_summaries_from_qk};
 use headwise_engine::session::Session;
+use headwise_engine::trace::attention_bytes;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Every head's metrics, `[input][layer][head]`.
 pub type Metrics = Vec<Vec<Vec<HeadMetrics>>>;
+
+/// Thumbnails of heads whose attention is not materialised, by (input, layer, head).
+type Thumbnails = HashMap<(usize, usize, usize), Arc<Vec<f32>>>;
 
 /// Sessions with more attention than this get their head metrics in the background.
 const IN_BACKGROUND_ABOVE_BYTES: u64 = 128 << 20;
 
 #[derive(Default)]
 pub struct MetricsCache {
-    value: OnceLock<Metrics>,
+    value: OnceLock<(Metrics, Thumbnails)>,
     job: Mutex<Option<Job<()>>>,
 }
 
 impl MetricsCache {
     /// Fills the cache at once for a session small enough that this costs no noticeable time.
     pub fn fill_if_small(&self, session: &Session, special: &[Vec<bool>]) {
+        let m = &session.meta.model;
         let bytes: u64 = session
-            .layers
+            .meta
+            .inputs
             .iter()
-            .flatten()
-            .map(|l| l.attn.data.len() as u64 * 4)
+            .map(|i| attention_bytes(m.layers, m.heads, i.tokens.len()))
             .sum();
         if bytes <= IN_BACKGROUND_ABOVE_BYTES {
             let _ = self.value.set(all_metrics(session, special));
@@ -38,12 +46,17 @@ impl MetricsCache {
 
     /// The metrics if they are worked out yet.
     pub fn get(&self) -> Option<&Metrics> {
-        self.value.get()
+        self.value.get().map(|(m, _)| m)
+    }
+
+    /// The overview thumbnail of a head whose attention is not materialised, once worked out.
+    pub fn thumbnail(&self, input: usize, layer: usize, head: usize) -> Option<Arc<Vec<f32>>> {
+        self.value.get()?.1.get(&(input, layer, head)).cloned()
     }
 
     /// The metrics, working them out first (or waiting for the job that does).
     pub fn wait(&self, session: &Session, special: &[Vec<bool>]) -> &Metrics {
-        self.value.get_or_init(|| all_metrics(session, special))
+        &self.value.get_or_init(|| all_metrics(session, special)).0
     }
 
     /// Starts the job that works them out, if they are not there and no job is under way.
@@ -61,7 +74,7 @@ impl MetricsCache {
 }
 
 /// Every head's metrics, worked out on all cores: opening a large session is mostly this.
-fn all_metrics(session: &Session, special: &[Vec<bool>]) -> Metrics {
+fn all_metrics(session: &Session, special: &[Vec<bool>]) -> (Metrics, Thumbnails) {
     let jobs: Vec<(usize, usize)> = session
         .layers
         .iter()
@@ -70,26 +83,47 @@ fn all_metrics(session: &Session, special: &[Vec<bool>]) -> Metrics {
         .collect();
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
     let chunk = jobs.len().div_ceil(threads).max(1);
-    let results: Vec<Vec<HeadMetrics>> = std::thread::scope(|scope| {
+    let layer = |&(i, l): &(usize, usize)| -> (Vec<HeadMetrics>, Vec<Vec<f32>>) {
+        let special = special.get(i).map_or(&[][..], |s| s);
+        if let Some(attn) = &session.layers[i][l].attn {
+            return (layer_metrics(attn, special), Vec::new());
+        }
+        let Some(parts) = session.qk_parts(i, l) else {
+            return (Vec::new(), Vec::new());
+        };
+        let side = thumbnail_side(parts.q.shape[1]);
+        layer_summaries_from_qk(&parts.attention(), special, side)
+            .into_iter()
+            .unzip()
+    };
+    // Layers with materialised attention split over threads here; those from q, k and lse
+    // spread their heads over rayon's pool themselves.
+    let results: Vec<(Vec<HeadMetrics>, Vec<Vec<f32>>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = jobs
             .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|&(i, l)| layer_metrics(&session.layers[i][l].attn, &special[i]))
-                        .collect::<Vec<_>>()
-                })
-            })
+            .map(|part| scope.spawn(move || part.iter().map(layer).collect::<Vec<_>>()))
             .collect();
         handles
             .into_iter()
             .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect()
     });
-    let mut flat = results.into_iter();
-    session
+    let mut thumbnails = Thumbnails::new();
+    let mut flat = jobs.iter().zip(results);
+    let metrics = session
         .layers
         .iter()
-        .map(|layers| (0..layers.len()).filter_map(|_| flat.next()).collect())
-        .collect()
+        .map(|layers| {
+            (0..layers.len())
+                .filter_map(|_| {
+                    let (&(i, l), (metrics, pictures)) = flat.next()?;
+                    for (h, picture) in pictures.into_iter().enumerate() {
+                        thumbnails.insert((i, l, h), Arc::new(picture));
+                    }
+                    Some(metrics)
+                })
+                .collect()
+        })
+        .collect();
+    (metrics, thumbnails)
 }

@@ -10,6 +10,7 @@ pub mod flow;
 pub mod metrics;
 pub mod point_styles;
 pub mod reduced;
+pub mod regions;
 pub mod rollout;
 pub mod screen_positions;
 pub mod textures;
@@ -21,6 +22,7 @@ use std::hash::{Hash, Hasher};
 pub struct Caches {
     pub metrics: metrics::MetricsCache,
     pub reduced: reduced::ReducedCache,
+    pub regions: regions::RegionCache,
     pub rollout: rollout::RolloutCache,
     pub flow: flow::FlowCache,
     pub artifacts: artifacts::ArtifactsCache,

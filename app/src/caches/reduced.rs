@@ -22,8 +22,14 @@ impl ReducedCache {
         let layers = session.layers.get(input)?;
         let values = match matrix {
             Matrix::Head { .. } => return None,
-            Matrix::Layer { layer, reduce } => reduce_heads([&layers.get(layer)?.attn], reduce),
-            Matrix::Model { reduce } => reduce_heads(layers.iter().map(|l| &l.attn), reduce),
+            // Needs every head's full matrix: none for inputs kept as q, k and lse.
+            Matrix::Layer { layer, reduce } => {
+                reduce_heads([layers.get(layer)?.attn.as_ref()?], reduce)
+            }
+            Matrix::Model { reduce } => {
+                let all: Option<Vec<_>> = layers.iter().map(|l| l.attn.as_ref()).collect();
+                reduce_heads(all?, reduce)
+            }
         };
         let values = Arc::new(values.data.into_vec());
         lock(&self.values).insert((input, matrix), values.clone());

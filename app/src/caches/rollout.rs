@@ -88,12 +88,13 @@ impl RolloutCache {
                     .as_ref()
                     .filter(|((i, _), _)| *i == input)
                     .map(|(_, (layers, _))| layers.clone());
+                // Rollout needs every layer's full matrix; long inputs keep none.
                 let layers: Vec<_> = session
                     .layers
                     .get(input)?
                     .iter()
                     .map(|l| l.attn.clone())
-                    .collect();
+                    .collect::<Option<_>>()?;
                 let (device, settings) = (device.clone(), *r);
                 let build = move || {
                     let uploaded = uploaded

@@ -59,7 +59,7 @@ fn first_tokens(session: &Session, tokens: usize) -> Result<Session> {
         let layers = layers
             .iter()
             .map(|l| LayerTensors {
-                attn: rows_and_columns(&l.attn, keep),
+                attn: l.attn.as_ref().map(|a| rows_and_columns(a, keep)),
                 q: rows(&l.q, keep),
                 k: rows(&l.k, keep),
             })

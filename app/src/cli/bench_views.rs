@@ -86,7 +86,7 @@ pub fn synthetic_session(layers: usize, heads: usize, tokens: usize, head_dim: u
             )
         };
         LayerTensors {
-            attn: HostTensor::new(vec![heads, tokens, tokens], attn),
+            attn: Some(HostTensor::new(vec![heads, tokens, tokens], attn)),
             q: qk(heads, rng),
             k: qk(heads, rng),
         }

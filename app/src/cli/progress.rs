@@ -46,3 +46,19 @@ pub fn load_model(spec: &str, device: &ComputeDevice) -> Result<Model> {
     bar.finish_and_clear();
     model
 }
+
+/// The process's peak resident memory so far, in bytes (Linux: `VmHWM` of /proc/self/status);
+/// None where the system does not say.
+pub fn peak_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// "peak memory 412 MiB", or nothing where the system does not say.
+pub fn peak_memory_note() -> String {
+    peak_memory().map_or_else(String::new, |bytes| {
+        format!(", peak memory {} MiB", bytes >> 20)
+    })
+}

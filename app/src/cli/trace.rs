@@ -1,14 +1,14 @@
 //! `headwise trace`: run a model on one or more texts or images and write a session file.
 
-use super::progress::{fraction_bar, load_model};
+use super::progress::{fraction_bar, load_model, peak_memory_note};
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use headwise_engine::LongInput;
 use headwise_engine::device::{DeviceChoice, create_device};
 use headwise_engine::pipeline::{
     self, Finished, Inputs, RunOptions, default_pack_tokens, images_in, text_lines,
 };
 use headwise_engine::session::{Session, StoreDtype};
+use headwise_engine::{AttentionCapture, LongInput};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -20,9 +20,10 @@ pub struct TraceArgs {
     /// A text to run (repeat for several inputs).
     #[arg(long)]
     pub text: Vec<String>,
-    /// A file with one input per line (surrounding spaces trimmed, empty lines skipped).
+    /// A text file whose whole content is one input (a long document; repeat for several).
+    /// For one input per line, use --corpus.
     #[arg(long)]
-    pub text_file: Option<PathBuf>,
+    pub text_file: Vec<PathBuf>,
     /// An image to run (PNG, JPEG or WebP; repeat for several inputs).
     #[arg(long)]
     pub image: Vec<PathBuf>,
@@ -44,6 +45,11 @@ pub struct TraceArgs {
     /// Keep the first tokens of a prompt longer than the model's positions instead of failing.
     #[arg(long)]
     pub truncate: bool,
+    /// Whether each layer's [heads, T, T] attention is materialised and stored: `auto` while an
+    /// input's attention over all layers fits 256 MiB, else only q, k and lse are kept (any
+    /// weight is exact from them; memory grows with T, not T²); `full` always; `none` never.
+    #[arg(long, default_value = "auto")]
+    pub attention: AttentionCapture,
     /// Text inputs run packed into passes of up to this many tokens (1: one pass per input);
     /// each input's trace is the one it gets alone. Default: 1024 on a GPU, 1 on the CPU.
     #[arg(long)]
@@ -84,13 +90,13 @@ impl InputProgress {
     }
 }
 
-/// The inputs the arguments name: pictures for an image model, else texts (a text file's
-/// inputs are its trimmed non-empty lines, as the window reads a corpus).
+/// The inputs the arguments name: pictures for an image model, else texts (a text file is one
+/// input; a corpus file's inputs are its trimmed non-empty lines, as the window reads a corpus).
 fn inputs(args: &TraceArgs) -> Result<Inputs> {
     let corpus_is_images = args.corpus.as_ref().is_some_and(|c| c.is_dir());
     let corpus_is_text = args.corpus.is_some() && !corpus_is_images;
     let has_images = !args.image.is_empty() || args.images.is_some() || corpus_is_images;
-    let has_texts = !args.text.is_empty() || args.text_file.is_some() || corpus_is_text;
+    let has_texts = !args.text.is_empty() || !args.text_file.is_empty() || corpus_is_text;
     if has_images && has_texts {
         bail!("give either texts (--text, --text-file) or images (--image, --images), not both");
     }
@@ -102,16 +108,25 @@ fn inputs(args: &TraceArgs) -> Result<Inputs> {
         return Ok(Inputs::Images(paths));
     }
     let mut texts = args.text.clone();
-    for file in args.text_file.iter().chain(args.corpus.iter()) {
-        let content =
-            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        texts.extend(text_lines(&content, usize::MAX));
-        if texts.is_empty() {
+    let read = |file: &PathBuf| {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))
+    };
+    for file in &args.text_file {
+        let content = read(file)?;
+        if content.trim().is_empty() {
+            bail!("{}: the file is empty", file.display());
+        }
+        texts.push(content);
+    }
+    for file in args.corpus.iter() {
+        let lines = text_lines(&read(file)?, usize::MAX);
+        if lines.is_empty() {
             bail!(
                 "{}: no inputs (the file has no non-empty lines)",
                 file.display()
             );
         }
+        texts.extend(lines);
     }
     if texts.is_empty() {
         bail!("nothing to run: give --text, --text-file, --image, --images or --corpus");
@@ -133,6 +148,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
             .pack_tokens
             .unwrap_or_else(|| default_pack_tokens(device.is_gpu)),
         keep_traces: false,
+        capture: args.attention,
     };
     let progress = InputProgress::new(inputs.len());
     let run = pipeline::run(&model, &args.model, &inputs, &options, &mut |f| {
@@ -141,7 +157,12 @@ pub fn run(args: TraceArgs) -> Result<()> {
     })?;
     progress.finish(&run.session);
     run.session.save(&args.out, args.dtype)?;
-    eprintln!("wrote {} ({})", args.out.display(), device.description);
+    eprintln!(
+        "wrote {} ({}{})",
+        args.out.display(),
+        device.description,
+        peak_memory_note()
+    );
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use eframe::egui;
 use headwise_engine::device::{Device, DeviceChoice, create_device};
 use headwise_engine::pipeline::{self, Inputs, RunOptions, default_pack_tokens};
 use headwise_engine::session::Session;
-use headwise_engine::{LongInput, Model};
+use headwise_engine::{AttentionCapture, LongInput, Model};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -188,6 +188,7 @@ impl HeadwiseApp {
             long: LongInput::Reject,
             pack_tokens: loaded.pack_tokens,
             keep_traces: true,
+            capture: AttentionCapture::default(),
         };
         self.start_run(loaded, inputs, options, false);
     }
@@ -373,6 +374,7 @@ pub fn corpus_options(pack_tokens: usize) -> RunOptions {
         long: LongInput::Truncate,
         pack_tokens,
         keep_traces: true,
+        capture: AttentionCapture::default(),
     }
 }
 

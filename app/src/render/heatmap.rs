@@ -46,6 +46,36 @@ pub struct MatrixKey {
     pub matrix: Matrix,
     /// A max-pooled copy for long inputs in the overview, instead of the full matrix.
     pub thumbnail: bool,
+    /// A region of a head reduced to a square of pixels, for attention that is not
+    /// materialised (long inputs): computed from q, k and lse for what the head view shows.
+    pub region: Option<Region>,
+}
+
+/// Rows × columns of one matrix, reduced to `pixels` × `pixels` block maxima or means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Region {
+    pub rows: [u32; 2],
+    pub cols: [u32; 2],
+    pub pixels: u32,
+    pub reduce: Reduce,
+}
+
+impl MatrixKey {
+    /// A whole matrix, drawn at its own size.
+    pub fn full(input: usize, matrix: Matrix) -> Self {
+        Self {
+            input,
+            matrix,
+            thumbnail: false,
+            region: None,
+        }
+    }
+
+    /// Whether the matrix's rows and columns are pixels rather than tokens (no token is hidden
+    /// from it).
+    pub fn is_pixels(&self) -> bool {
+        self.thumbnail || self.region.is_some()
+    }
 }
 
 /// A matrix that already lies on the GPU, in a buffer on the renderer's own device (the trace
@@ -74,6 +104,11 @@ pub trait MatrixSource: Send + Sync {
     }
     /// The matrix for `key`: its side and row-major values.
     fn matrix(&self, key: MatrixKey) -> Option<(usize, Vec<f32>)>;
+    /// Whether a `key` that has no matrix yet may have one later (it is being computed): the
+    /// heatmap then asks again rather than remember that there is none.
+    fn pending(&self, _key: MatrixKey) -> bool {
+        false
+    }
     /// Which stored rows/columns to show, in order (all, or all but the special tokens).
     fn visible_tokens(&self, key: MatrixKey, hide_special: bool) -> Vec<u32>;
 }
@@ -306,26 +341,33 @@ impl HeatmapResources {
         }
         let (max_binding, alignment) = (self.max_binding, self.offset_alignment);
         let (mut uploaded, mut in_place) = (0, 0);
-        let gpu = self.matrices.entry(key).or_insert_with(|| {
-            if let Some(m) = source
-                .device_matrix(key)
-                .and_then(|m| GpuMatrix::in_place(m, alignment, max_binding))
-            {
-                in_place = (m.side * m.side * 4) as u64;
-                return Some(m);
-            }
-            let (side, values) = source.matrix(key)?;
-            let bytes = (values.len() * 4) as u64;
-            if bytes > max_binding || values.is_empty() {
+        if !self.matrices.contains_key(&key) {
+            let made = (|| {
+                if let Some(m) = source
+                    .device_matrix(key)
+                    .and_then(|m| GpuMatrix::in_place(m, alignment, max_binding))
+                {
+                    in_place = (m.side * m.side * 4) as u64;
+                    return Some(m);
+                }
+                let (side, values) = source.matrix(key)?;
+                let bytes = (values.len() * 4) as u64;
+                if bytes > max_binding || values.is_empty() {
+                    return None;
+                }
+                uploaded = bytes;
+                Some(GpuMatrix::uploaded(device, side, &values))
+            })();
+            if made.is_none() && source.pending(key) {
                 return None;
             }
-            uploaded = bytes;
-            Some(GpuMatrix::uploaded(device, side, &values))
-        });
+            self.matrices.insert(key, made);
+        }
+        let gpu = self.matrices.get(&key).expect("inserted above");
         self.uploaded_bytes += uploaded;
         self.in_place_bytes += in_place;
         let gpu = gpu.as_ref()?;
-        let visible: Vec<u32> = if key.thumbnail {
+        let visible: Vec<u32> = if key.is_pixels() {
             (0..gpu.side as u32).collect()
         } else {
             source.visible_tokens(key, hide_special)

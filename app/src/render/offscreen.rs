@@ -34,6 +34,7 @@ impl Offscreen {
         ScatterResources::install(&mut renderer.callback_resources, &device, FORMAT);
         let ctx = egui::Context::default();
         ctx.set_visuals(visuals);
+        crate::jobs::set_inline_work(&ctx);
         Self {
             device,
             queue,

@@ -6,8 +6,9 @@ use super::picture::{patch_uv, picture_texture};
 use super::state::{Selection, Tab, ViewState};
 use super::{View, ViewAction, legend, lines};
 use crate::document::Document;
+use crate::jobs::Repaint;
 use crate::render::colormap::ColorMap;
-use crate::render::heatmap::{HeatmapCallback, MatrixKey, MatrixSource};
+use crate::render::heatmap::{HeatmapCallback, Matrix, MatrixKey, MatrixSource, Region};
 use eframe::egui;
 use headwise_engine::analysis::aggregate::Reduce;
 use std::sync::Arc;
@@ -123,7 +124,14 @@ pub fn controls(ui: &mut egui::Ui, doc: &Document, state: &mut ViewState) {
                     ui.selectable_value(&mut state.style.colormap, map, map.label());
                 }
             });
-        ui.checkbox(&mut state.hide_special, "hide special tokens");
+        if doc.materialised(state.input) {
+            ui.checkbox(&mut state.hide_special, "hide special tokens");
+        } else {
+            ui.label("pixels:")
+                .on_hover_text("each pixel covers many cells at this zoom: their max or mean");
+            ui.selectable_value(&mut state.region_reduce, Reduce::Max, "max");
+            ui.selectable_value(&mut state.region_reduce, Reduce::Mean, "mean");
+        }
         ui.checkbox(&mut state.show_lines, "token lines");
         if ui.button("reset zoom").clicked() {
             state.window = None;
@@ -166,14 +174,12 @@ pub fn title(state: &ViewState) -> String {
     }
 }
 
-/// The tokens the view shows (stored indices), after hiding special ones if asked.
+/// The tokens the view shows (stored indices), after hiding special ones if asked (not done
+/// for attention computed from q, k and lse, whose regions cover every token).
 pub fn visible(doc: &Document, state: &ViewState) -> Vec<usize> {
-    let key = MatrixKey {
-        input: state.input,
-        matrix: state.matrix(),
-        thumbnail: false,
-    };
-    doc.visible_tokens(key, state.hide_special)
+    let key = MatrixKey::full(state.input, state.matrix());
+    let hide = state.hide_special && doc.materialised(state.input);
+    doc.visible_tokens(key, hide)
         .into_iter()
         .map(|i| i as usize)
         .collect()
@@ -181,6 +187,15 @@ pub fn visible(doc: &Document, state: &ViewState) -> Vec<usize> {
 
 /// Draws the heatmap with its axes in the space left in `ui`.
 pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
+    let materialised = doc.materialised(state.input);
+    if !materialised && !matches!(state.matrix(), Matrix::Head { .. }) {
+        ui.label(
+            "This input's attention is kept as q, k and lse (it is long), so only single heads \
+             are drawn here: the mean or max over heads needs every head's full matrix. Trace \
+             with --attention full to have them.",
+        );
+        return;
+    }
     let visible = visible(doc, state);
     let n = visible.len() as f32;
     if visible.is_empty() {
@@ -228,16 +243,16 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
     state.window = (window != [0.0, 0.0, n, n]).then_some(window);
 
     let source: Arc<dyn MatrixSource> = doc.clone();
-    let key = MatrixKey {
-        input: state.input,
-        matrix: state.matrix(),
-        thumbnail: false,
-    };
     let painter = ui.painter_at(outer);
-    painter.add(
-        HeatmapCallback::new(source, key, plot, window, state.hide_special, state.style)
-            .into_shape(ui.clip_rect()),
-    );
+    if materialised {
+        let key = MatrixKey::full(state.input, state.matrix());
+        painter.add(
+            HeatmapCallback::new(source, key, plot, window, state.hide_special, state.style)
+                .into_shape(ui.clip_rect()),
+        );
+    } else {
+        draw_region(ui, &painter, doc, state, plot, window);
+    }
     painter.rect_stroke(
         plot,
         0.0,
@@ -330,6 +345,92 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
             });
         }
     }
+}
+
+/// Attention that is not materialised: the part of the head in `window` (token units), computed
+/// from q, k and lse as block maxima (or means) at about the plot's resolution, in a job; the
+/// last finished region is drawn where it lies meanwhile. At full zoom the pixels are the cells.
+fn draw_region(
+    ui: &egui::Ui,
+    painter: &egui::Painter,
+    doc: &Arc<Document>,
+    state: &ViewState,
+    plot: egui::Rect,
+    window: [f32; 4],
+) {
+    let Matrix::Head { layer, head } = state.matrix() else {
+        return;
+    };
+    let t = doc.tokens(state.input).len() as u32;
+    // Snapped to a 64th of the span, so that a small pan asks for no new region.
+    let snap = |start: f32, len: f32| -> [u32; 2] {
+        let step = ((len / 64.0) as u32).max(1);
+        let a = (start.floor() as u32 / step) * step;
+        let b = ((start + len).ceil() as u32).div_ceil(step) * step;
+        [a.min(t), b.min(t).max(a + 1)]
+    };
+    let rows = snap(window[1], window[3]);
+    let cols = snap(window[0], window[2]);
+    let span = (rows[1] - rows[0]).max(cols[1] - cols[0]);
+    let screen = (plot.width() * ui.ctx().pixels_per_point()).round() as u32;
+    let region = Region {
+        rows,
+        cols,
+        pixels: span.min(screen.clamp(64, 1024)),
+        reduce: state.region_reduce,
+    };
+    let inline = crate::jobs::inline_work(ui.ctx());
+    let shown = doc.caches.regions.request(
+        doc,
+        (state.input, layer, head),
+        region,
+        &Repaint::new(ui.ctx()),
+        inline,
+    );
+    let Some(shown) = shown else {
+        painter.text(
+            plot.center(),
+            egui::Align2::CENTER_CENTER,
+            "computing this head from q, k and lse…",
+            egui::FontId::proportional(13.0),
+            ui.visuals().text_color(),
+        );
+        return;
+    };
+    if shown != region {
+        ui.ctx()
+            .request_repaint_after(std::time::Duration::from_millis(50));
+    }
+    // Where the region lies on screen, in the current window.
+    let per_x = plot.width() / window[2];
+    let per_y = plot.height() / window[3];
+    let rect = egui::Rect::from_min_max(
+        egui::pos2(
+            plot.left() + (shown.cols[0] as f32 - window[0]) * per_x,
+            plot.top() + (shown.rows[0] as f32 - window[1]) * per_y,
+        ),
+        egui::pos2(
+            plot.left() + (shown.cols[1] as f32 - window[0]) * per_x,
+            plot.top() + (shown.rows[1] as f32 - window[1]) * per_y,
+        ),
+    );
+    let side = shown.pixels as f32;
+    let key = MatrixKey {
+        region: Some(shown),
+        ..MatrixKey::full(state.input, state.matrix())
+    };
+    let source: Arc<dyn MatrixSource> = doc.clone();
+    painter.add(
+        HeatmapCallback::new(
+            source,
+            key,
+            rect,
+            [0.0, 0.0, side, side],
+            false,
+            state.style,
+        )
+        .into_shape(ui.clip_rect().intersect(plot)),
+    );
 }
 
 fn clip_label(token: &str) -> String {

@@ -271,7 +271,7 @@ pub fn patch_values(
         return None;
     }
     let row: Vec<f32> = match source {
-        PatchSource::Head => doc.head(input, layer, head)?[query * t..(query + 1) * t].to_vec(),
+        PatchSource::Head => doc.row(input, layer, head, query)?,
         PatchSource::Layer(reduce) => {
             let m = doc.reduced(input, Matrix::Layer { layer, reduce })?;
             m[query * t..(query + 1) * t].to_vec()

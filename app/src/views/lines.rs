@@ -99,15 +99,23 @@ pub fn show(ui: &mut egui::Ui, doc: &Document, state: &ViewState) {
     let t = tokens.len();
     for &head in &heads {
         let colour = head_colour(head);
-        let Some(weights) = doc.head(state.input, state.layer, head) else {
-            continue;
+        // Every row from the matrix; where attention is computed from q, k and lse (long
+        // inputs), only the hovered query's row, computed on demand.
+        let rows: Vec<(usize, Vec<f32>)> = match doc.head(state.input, state.layer, head) {
+            Some(weights) => visible
+                .iter()
+                .enumerate()
+                .filter(|(qv, _)| hovered_query.is_none_or(|h| h == *qv))
+                .map(|(qv, &q)| (qv, weights[q * t..(q + 1) * t].to_vec()))
+                .collect(),
+            None => hovered_query
+                .and_then(|qv| Some((qv, doc.row(state.input, state.layer, head, visible[qv])?)))
+                .into_iter()
+                .collect(),
         };
-        for (qv, &q) in visible.iter().enumerate() {
-            if hovered_query.is_some_and(|h| h != qv) {
-                continue;
-            }
+        for (qv, row) in rows {
             for (kv, &k) in visible.iter().enumerate() {
-                let w = weights[q * t + k];
+                let w = row[k];
                 if w < 0.01 {
                     continue;
                 }

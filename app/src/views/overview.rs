@@ -150,7 +150,6 @@ pub fn cell_size(available: egui::Vec2, layers: usize, heads: usize) -> f32 {
 pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Option<ViewAction> {
     let (layers, heads) = (doc.layers(), doc.heads());
     let input = state.input;
-    let t = doc.tokens(input).len();
     let metrics = doc.metrics().and_then(|m| m.get(input));
     if metrics.is_none() {
         // A large session's metrics come from a thread of their own; the grid draws meanwhile.
@@ -218,11 +217,15 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Op
                     match range {
                         None => {
                             let matrix = Matrix::Head { layer, head };
+                            // The window is in the drawn matrix's units: a thumbnail's
+                            // pixels, so that it fills its cell at any length.
+                            let (key, side) = thumbnail_key(doc, input, matrix);
+                            let side = side as f32;
                             let callback = HeatmapCallback::new(
                                 source.clone(),
-                                thumbnail_key(input, matrix, t),
+                                key,
                                 cell_rect,
-                                [0.0, 0.0, t as f32, t as f32],
+                                [0.0, 0.0, side, side],
                                 false,
                                 state.style,
                             );

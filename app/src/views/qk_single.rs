@@ -137,9 +137,7 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
     {
         let (input, token) = index.tokens[q];
         let (input, token) = (input as usize, token as usize);
-        if let Some(weights) = doc.head(input, layer, head) {
-            let t = inputs[input].tokens.len();
-            let row = &weights[token * t..(token + 1) * t];
+        if let Some(row) = doc.row(input, layer, head, token) {
             let max = row.iter().copied().fold(0.0f32, f32::max).max(1e-12);
             // The text colour stands out on the plot's background in either theme.
             let line_colour = ui.visuals().strong_text_color();

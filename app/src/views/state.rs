@@ -187,6 +187,9 @@ pub struct ViewState {
     pub hide_special: bool,
     /// The head view's zoom: first column, first row, columns, rows (None: everything).
     pub window: Option<[f32; 4]>,
+    /// Attention computed from q, k and lse (long inputs): what a pixel covering many cells
+    /// shows, their max or their mean.
+    pub region_reduce: Reduce,
     pub show_lines: bool,
     /// Extra heads of the current layer drawn in the token lines, colour-coded.
     pub line_heads: Vec<usize>,
@@ -207,6 +210,7 @@ impl Default for ViewState {
             selection: Selection::Head,
             hide_special: false,
             window: None,
+            region_reduce: Reduce::Max,
             show_lines: false,
             line_heads: Vec::new(),
             style: HeatmapStyle::default(),

@@ -326,14 +326,14 @@ impl Bert {
             x = x + embed(types, type_ids, device);
         }
         let mut x = self.embed_norm.forward(x);
-        let mask = packing.mask(false, input.key_valid.as_deref(), None, device);
+        let mask = packing.mask(false, input.key_valid.as_deref(), None);
         let heads = self.config.heads;
         let mut traces = Vec::with_capacity(self.layers.len());
         for (layer, attention) in self.layers.iter().zip(&self.config.layer_attention) {
             let q = split_heads(layer.query.forward(x.clone()), heads);
             let k = split_heads(layer.key.forward(x.clone()), heads);
             let v = split_heads(layer.value.forward(x.clone()), heads);
-            let (context, trace) = attend(q, k, v, mask.as_ref(), attention);
+            let (context, trace) = attend(q, k, v, &mask, attention, packing.keep_attention);
             traces.push(trace);
             x = layer.attn_norm.forward(layer.attn_out.forward(context) + x);
             let hidden = activate(

@@ -13,6 +13,9 @@ use burn::backend::Flex;
 use burn::tensor::activation;
 use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
+use std::ops::Range;
+
+use super::key_mask::KeyMask;
 
 /// Below this many values a kernel runs on the calling thread: handing work to the pool costs
 /// more than it saves.
@@ -41,37 +44,55 @@ fn tensor_like<const D: usize>(values: Vec<f32>, like: &Tensor<D>) -> Tensor<D> 
     Tensor::from_data(TensorData::new(values, like.shape()), &like.device())
 }
 
-/// The attention softmax of one layer: `z = softcap(scale · logits) + mask`, returning
-/// `softmax(z)` over the last dimension and each row's `logsumexp(z)`. `logits` [heads, T, T]
-/// are q·kᵀ; `mask` [T, T] is added to every head (0 where a key is allowed, a huge negative
-/// where not); `softcap` c maps x to c·tanh(x/c). Returns ([heads, T, T], [heads, T]).
+/// Where a tile of logits lies in its layer's [T, T] attention, and the mask that applies there.
+#[derive(Debug, Clone)]
+pub struct MaskTile<'a> {
+    pub mask: &'a KeyMask,
+    /// The queries of the tile's rows.
+    pub rows: Range<usize>,
+    /// The keys of the tile's columns.
+    pub keys: Range<usize>,
+}
+
+impl<'a> MaskTile<'a> {
+    /// The tile of `mask` at `rows` × `keys`; None when nothing there is masked.
+    pub fn of(mask: &'a KeyMask, rows: Range<usize>, keys: Range<usize>) -> Option<Self> {
+        (!mask.tile_is_open(rows.clone(), keys.clone())).then_some(Self { mask, rows, keys })
+    }
+}
+
+/// The attention softmax of a tile of one layer: `z = softcap(scale · logits) + mask`,
+/// returning `softmax(z)` over the last dimension and each row's `logsumexp(z)`. `logits`
+/// [heads, rows, keys] are q·kᵀ for the tile's queries and keys; the mask (0 where a key is
+/// allowed, a huge negative where not) is the same for every head, made row by row on the CPU
+/// and as a [rows, keys] tensor elsewhere; `softcap` c maps x to c·tanh(x/c). Returns
+/// ([heads, rows, keys], [heads, rows]).
 pub fn attention_softmax(
     logits: Tensor<3>,
     scale: f32,
     softcap: Option<f32>,
-    mask: Option<&Tensor<2>>,
+    mask: Option<&MaskTile>,
 ) -> (Tensor<3>, Tensor<2>) {
-    let [heads, rows, t] = logits.dims();
-    let fused = with_flex_values(&logits, |values| match mask {
-        // The mask is read where it lies, not copied, once per layer.
-        Some(mask) => with_flex_values(mask, |mask| {
-            softmax_rows(values, t, Some(mask), scale, softcap)
-        }),
-        None => Some(softmax_rows(values, t, None, scale, softcap)),
+    let [heads, rows, width] = logits.dims();
+    let fused = with_flex_values(&logits, |values| {
+        softmax_rows(values, [rows, width], mask, scale, softcap)
     });
-    match fused.flatten() {
+    match fused {
         Some((out, lse)) => {
             let device = logits.device();
             let lse = Tensor::from_data(TensorData::new(lse, vec![heads, rows]), &device);
             (tensor_like(out, &logits), lse)
         }
         None => {
-            let mut z = logits * f64::from(scale);
+            let mut z = logits.clone() * f64::from(scale);
             if let Some(c) = softcap {
                 z = (z / f64::from(c)).tanh() * f64::from(c);
             }
-            if let Some(mask) = mask {
-                z = z + mask.clone().unsqueeze::<3>();
+            if let Some(tile) = mask {
+                let tensor =
+                    tile.mask
+                        .tile_tensor(tile.rows.clone(), tile.keys.clone(), &logits.device());
+                z = z + tensor.unsqueeze::<3>();
             }
             let max = z.clone().max_dim(2);
             let exp = (z - max.clone()).exp();
@@ -82,33 +103,44 @@ pub fn attention_softmax(
     }
 }
 
-/// Every row of `values` ([heads, T, T]) through [`softmax_row`], each with its row of the
-/// [T, T] `mask`: the probabilities and one logsumexp per row.
+/// Every row of `values` ([heads, rows, keys]) through [`softmax_row`], each with its query's
+/// row of the tile's mask: the probabilities and one logsumexp per row.
 fn softmax_rows(
     values: &[f32],
-    t: usize,
-    mask: Option<&[f32]>,
+    [rows, width]: [usize; 2],
+    mask: Option<&MaskTile>,
     scale: f32,
     softcap: Option<f32>,
 ) -> (Vec<f32>, Vec<f32>) {
     let mut out = vec![0.0f32; values.len()];
-    let mut lse = vec![0.0f32; values.len() / t.max(1)];
-    let row = |(index, ((out_row, in_row), lse)): (usize, ((&mut [f32], &[f32]), &mut f32))| {
-        let mask_row = mask.map(|m| &m[(index % t) * t..][..t]);
-        *lse = softmax_row(in_row, mask_row, scale, softcap, out_row);
-    };
+    let mut lse = vec![0.0f32; values.len() / width.max(1)];
+    let row =
+        |scratch: &mut Vec<f32>,
+         (index, ((out_row, in_row), lse)): (usize, ((&mut [f32], &[f32]), &mut f32))| {
+            let mask_row = mask.map(|tile| {
+                scratch.resize(width, 0.0);
+                tile.mask
+                    .fill_row(tile.rows.start + index % rows, tile.keys.clone(), scratch);
+                &scratch[..]
+            });
+            *lse = softmax_row(in_row, mask_row, scale, softcap, out_row);
+        };
+    if width == 0 {
+        return (out, lse);
+    }
     if values.len() > PARALLEL_ABOVE {
-        out.par_chunks_mut(t)
-            .zip(values.par_chunks(t))
+        out.par_chunks_mut(width)
+            .zip(values.par_chunks(width))
             .zip(lse.par_iter_mut())
             .enumerate()
-            .for_each(row);
+            .for_each_init(Vec::new, row);
     } else {
-        out.chunks_mut(t)
-            .zip(values.chunks(t))
+        let mut scratch = Vec::new();
+        out.chunks_mut(width)
+            .zip(values.chunks(width))
             .zip(lse.iter_mut())
             .enumerate()
-            .for_each(row);
+            .for_each(|item| row(&mut scratch, item));
     }
     (out, lse)
 }

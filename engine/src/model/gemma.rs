@@ -794,20 +794,11 @@ impl Gemma {
         let local = (self.gemma.local_rope != self.gemma.global_rope)
             .then(|| self.rope_tables(self.gemma.local_rope, packing, device));
         let rotate = |x: Tensor<3>, (cos, sin): &(Tensor<3>, Tensor<3>)| rope::rotate(x, cos, sin);
-        // At most two masks: the causal one and the causal one within the window.
-        let mut masks: Vec<(Option<usize>, Option<Tensor<2>>)> = Vec::new();
         let mut x =
             embed(&self.embed_tokens, &input.ids, device) * f64::from(self.gemma.embed_scale);
         let mut traces = Vec::with_capacity(self.layers.len());
         for (i, (layer, attention)) in self.layers.iter().zip(&cfg.layer_attention).enumerate() {
-            let mask = match masks.iter().find(|(w, _)| *w == attention.window) {
-                Some((_, m)) => m.clone(),
-                None => {
-                    let m = packing.mask(true, None, attention.window, device);
-                    masks.push((attention.window, m.clone()));
-                    m
-                }
-            };
+            let mask = packing.mask(true, None, attention.window);
             let tables = match &local {
                 Some(local) if self.gemma.rope_of_layer(i) == self.gemma.local_rope => local,
                 _ => &global,
@@ -822,7 +813,7 @@ impl Gemma {
             }
             let q = rotate(q, tables);
             let k = rotate(k, tables);
-            let (context, trace) = attend(q, k, v, mask.as_ref(), attention);
+            let (context, trace) = attend(q, k, v, &mask, attention, packing.keep_attention);
             traces.push(trace);
             let mut out = layer.o_proj.forward(context);
             if let Some(norm) = &layer.post_attention_norm {

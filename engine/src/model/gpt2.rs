@@ -101,7 +101,7 @@ impl Gpt2 {
     ) -> Result<Vec<Trace>> {
         let positions = packing.positions();
         let mut x = embed(&self.wte, &input.ids, device) + embed(&self.wpe, &positions, device);
-        let mask = packing.mask(true, None, None, device);
+        let mask = packing.mask(true, None, None);
         let heads = self.config.heads;
         let mut traces = Vec::with_capacity(self.layers.len());
         for (layer, attention) in self.layers.iter().zip(&self.config.layer_attention) {
@@ -109,7 +109,7 @@ impl Gpt2 {
             let q = split_heads(layer.query.forward(h.clone()), heads);
             let k = split_heads(layer.key.forward(h.clone()), heads);
             let v = split_heads(layer.value.forward(h), heads);
-            let (context, trace) = attend(q, k, v, mask.as_ref(), attention);
+            let (context, trace) = attend(q, k, v, &mask, attention, packing.keep_attention);
             traces.push(trace);
             x = x + layer.proj.forward(context);
             let h = layer.ln_2.forward(x.clone());

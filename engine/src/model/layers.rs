@@ -1,5 +1,7 @@
 //! Building blocks shared by the architectures: linear layers, norms, and attention with capture.
 
+use super::cpu_kernels::{MaskTile, attention_softmax};
+use super::key_mask::KeyMask;
 use super::weights::WeightSource;
 use crate::error::Result;
 use crate::host::HostTensor;
@@ -182,23 +184,62 @@ fn expand_kv(x: Tensor<3>, heads: usize) -> Tensor<3> {
 /// of `attention` (see [`LayerAttention`]).
 ///
 /// `q` [heads, T, d] and `k`, `v` [kv_heads, T, d] are already projected (and rotated, for RoPE).
-/// `mask` is added to the logits, [T, T] with 0 where allowed and a huge negative where not; it
-/// must already hide the keys outside `attention.window` (see `Packing::mask`).
+/// `mask` says which keys each query sees, sliding window included (see `Packing::mask`).
+/// With `keep_attention` the layer's [heads, T, T] attention is computed whole and kept in the
+/// trace; without, it is computed a tile of query rows at a time over only the keys those rows
+/// can see, never more than [`ATTENTION_TILE_BYTES`] of logits at once, and only q, k and the
+/// rows' logsumexp are kept. Both give the same context and lse, to rounding.
 /// Returns the merged context [T, heads·d] and the layer's trace.
 pub fn attend(
     q: Tensor<3>,
     k: Tensor<3>,
     v: Tensor<3>,
-    mask: Option<&Tensor<2>>,
+    mask: &KeyMask,
     attention: &LayerAttention,
+    keep_attention: bool,
 ) -> (Tensor<2>, LayerTrace) {
-    let [heads, _, _] = q.dims();
+    let [heads, t, d] = q.dims();
     let keys = expand_kv(k.clone(), heads);
     let values = expand_kv(v, heads);
-    let logits = q.clone().matmul(keys.swap_dims(1, 2));
-    let (attn, lse) =
-        super::cpu_kernels::attention_softmax(logits, attention.scale, attention.softcap, mask);
-    let context = merge_heads(attn.clone().matmul(values));
+    let dv = values.dims()[2];
+    let (attn, context, lse) = if keep_attention {
+        let logits = q.clone().matmul(keys.swap_dims(1, 2));
+        let tile = MaskTile::of(mask, 0..t, 0..t);
+        let (attn, lse) =
+            attention_softmax(logits, attention.scale, attention.softcap, tile.as_ref());
+        let context = attn.clone().matmul(values);
+        (Some(attn), context, lse)
+    } else {
+        let rows_per_tile = tile_rows(heads, t);
+        let mut contexts = Vec::with_capacity(t.div_ceil(rows_per_tile));
+        let mut lses = Vec::with_capacity(contexts.capacity());
+        for start in (0..t).step_by(rows_per_tile) {
+            let rows = start..(start + rows_per_tile).min(t);
+            let cols = mask.key_range(rows.clone());
+            let q_tile = q.clone().slice([0..heads, rows.clone(), 0..d]);
+            if cols.is_empty() {
+                // Queries that see no key (never in a real pass): a zero context, as softmax
+                // over nothing is taken to be.
+                let device = q.device();
+                contexts.push(Tensor::zeros([heads, rows.len(), dv], &device));
+                lses.push(Tensor::full(
+                    [heads, rows.len()],
+                    f32::NEG_INFINITY,
+                    &device,
+                ));
+                continue;
+            }
+            let k_tile = keys.clone().slice([0..heads, cols.clone(), 0..d]);
+            let v_tile = values.clone().slice([0..heads, cols.clone(), 0..dv]);
+            let logits = q_tile.matmul(k_tile.swap_dims(1, 2));
+            let tile = MaskTile::of(mask, rows, cols);
+            let (p, lse) =
+                attention_softmax(logits, attention.scale, attention.softcap, tile.as_ref());
+            contexts.push(p.matmul(v_tile));
+            lses.push(lse);
+        }
+        (None, Tensor::cat(contexts, 1), Tensor::cat(lses, 1))
+    };
     let trace = LayerTrace {
         attn,
         q,
@@ -206,34 +247,21 @@ pub fn attend(
         lse,
         norms: None,
     };
-    (context, trace)
+    (merge_heads(context), trace)
+}
+
+/// The most logits one tile of [`attend`] holds: 32 MiB, with its probabilities as much again.
+pub const ATTENTION_TILE_BYTES: usize = 32 << 20;
+
+/// How many query rows a tile of [`attend`] takes so that its logits over all `t` keys of all
+/// `heads` fit [`ATTENTION_TILE_BYTES`]: at least one, at most `t`.
+pub fn tile_rows(heads: usize, t: usize) -> usize {
+    let per_row = heads.max(1).saturating_mul(t.max(1)).saturating_mul(4);
+    (ATTENTION_TILE_BYTES / per_row).clamp(1, t.max(1))
 }
 
 /// The value added to a logit to forbid it: the most negative f32, as transformers uses.
 pub const MASKED: f32 = f32::MIN;
-
-/// [T, T] additive mask: causal (decoders) and/or hiding padded keys (encoders).
-pub fn additive_mask(
-    t: usize,
-    causal: bool,
-    key_valid: Option<&[bool]>,
-    device: &Device,
-) -> Option<Tensor<2>> {
-    if !causal && key_valid.is_none_or(|valid| valid.iter().all(|&v| v)) {
-        return None;
-    }
-    let mut data = vec![0.0f32; t * t];
-    for query in 0..t {
-        for key in 0..t {
-            let hidden_future = causal && key > query;
-            let padded = key_valid.is_some_and(|valid| !valid[key]);
-            if hidden_future || padded {
-                data[query * t + key] = MASKED;
-            }
-        }
-    }
-    Some(Tensor::from_data(TensorData::new(data, vec![t, t]), device))
-}
 
 /// Rows of an embedding table for the given ids: [T, hidden].
 pub fn embed(table: &Tensor<2>, ids: &[u32], device: &Device) -> Tensor<2> {

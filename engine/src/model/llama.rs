@@ -166,10 +166,9 @@ impl Llama {
         let cfg = &self.config;
         let (cos, sin) = self.options.rope.tables(packing, device);
         let mut x = embed(&self.embed_tokens, &input.ids, device);
-        let mut masks = MaskCache::default();
         let mut traces = Vec::with_capacity(self.layers.len());
         for (layer, attention) in self.layers.iter().zip(&cfg.layer_attention) {
-            let mask = masks.get(packing, attention.window, device);
+            let mask = packing.mask(true, None, attention.window);
             let h = layer.input_norm.forward(x.clone());
             let mut q = split_heads(layer.attn.q.forward(h.clone()), cfg.heads);
             let mut k = split_heads(layer.attn.k.forward(h.clone()), cfg.kv_heads);
@@ -182,7 +181,7 @@ impl Llama {
                 q = rotate(q, &cos, &sin);
                 k = rotate(k, &cos, &sin);
             }
-            let (context, trace) = attend(q, k, v, mask.as_ref(), attention);
+            let (context, trace) = attend(q, k, v, &mask, attention, packing.keep_attention);
             traces.push(trace);
             x = x + layer.o_proj.forward(context);
             let h = layer.post_norm.forward(x.clone());
@@ -200,26 +199,4 @@ fn per_head(norm: &RmsNorm, x: Tensor<3>) -> Tensor<3> {
     let [heads, t, d] = x.dims();
     norm.forward(x.reshape([heads * t, d]))
         .reshape([heads, t, d])
-}
-
-/// The causal masks of one pass, one per sliding-window size its layers use, each built once.
-#[derive(Default)]
-pub struct MaskCache {
-    masks: Vec<(Option<usize>, Option<Tensor<2>>)>,
-}
-
-impl MaskCache {
-    pub fn get(
-        &mut self,
-        packing: &Packing,
-        window: Option<usize>,
-        device: &Device,
-    ) -> Option<Tensor<2>> {
-        if let Some((_, mask)) = self.masks.iter().find(|(w, _)| *w == window) {
-            return mask.clone();
-        }
-        let mask = packing.mask(true, None, window, device);
-        self.masks.push((window, mask.clone()));
-        mask
-    }
 }

@@ -7,6 +7,7 @@ pub mod cpu_kernels;
 pub mod gemma;
 pub mod gguf_file;
 pub mod gpt2;
+pub mod key_mask;
 pub mod layers;
 pub mod llama;
 pub mod llama_config;
@@ -22,7 +23,7 @@ pub mod weights;
 use crate::error::{EngineError, Result};
 use crate::imaging::{ImageProcessor, PreparedImage, RgbImage};
 use crate::tokenizer::{Encoded, TextTokenizer};
-use crate::trace::Trace;
+use crate::trace::{AttentionCapture, Trace};
 use burn::tensor::{Device, Tensor};
 use config::{Architecture, ModelConfig};
 use std::path::{Path, PathBuf};
@@ -349,11 +350,25 @@ impl Model {
         Ok(encoded)
     }
 
-    /// Runs the model on one input and captures every layer.
+    /// Runs the model on one input and captures every layer, its attention materialised.
     pub fn forward(&self, input: &TokenInput) -> Result<Trace> {
+        self.forward_with(input, AttentionCapture::Full)
+    }
+
+    /// Runs the model on one input and captures every layer, keeping attention as `capture`
+    /// says.
+    pub fn forward_with(&self, input: &TokenInput, capture: AttentionCapture) -> Result<Trace> {
         self.check(0, input)?;
-        let mut traces = self.forward_packed(input, &packing::Packing::single(input.ids.len()))?;
+        let packing = packing::Packing {
+            lengths: vec![input.ids.len()],
+            keep_attention: self.keeps_attention(capture, input.ids.len()),
+        };
+        let mut traces = self.forward_packed(input, &packing)?;
         Ok(traces.remove(0))
+    }
+
+    fn keeps_attention(&self, capture: AttentionCapture, tokens: usize) -> bool {
+        capture.keeps(self.config.layers, self.config.heads, tokens)
     }
 
     /// One pass over checked text inputs laid end to end in `input`: one trace per input.
@@ -373,12 +388,13 @@ impl Model {
     }
 
     /// Many inputs, packed into passes of at most `pack_tokens` tokens (see [`packing`]): the
-    /// same traces as one [`Model::forward`] each, to rounding, in fewer passes. `done` is told
-    /// how many inputs are finished after each pass; returning false stops the run there.
+    /// same traces as one [`Model::forward_with`] each, to rounding, in fewer passes. `done` is
+    /// told how many inputs are finished after each pass; returning false stops the run there.
     pub fn forward_many(
         &self,
         inputs: &[TokenInput],
         pack_tokens: usize,
+        capture: AttentionCapture,
         done: &mut dyn FnMut(usize) -> bool,
     ) -> Result<Vec<Trace>> {
         for (index, input) in inputs.iter().enumerate() {
@@ -399,8 +415,10 @@ impl Model {
                 end += 1;
             }
             let group = &inputs[start..end];
+            let lengths: Vec<usize> = group.iter().map(|i| i.ids.len()).collect();
             let packing = packing::Packing {
-                lengths: group.iter().map(|i| i.ids.len()).collect(),
+                keep_attention: lengths.iter().all(|&t| self.keeps_attention(capture, t)),
+                lengths,
             };
             if let [single] = group {
                 // Its own ids as they are, with any padding mask.

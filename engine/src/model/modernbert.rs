@@ -319,24 +319,14 @@ impl ModernBert {
         device: &Device,
     ) -> Result<Vec<Trace>> {
         let cfg = &self.config;
-        let global_mask = packing.mask(false, input.key_valid.as_deref(), None, device);
-        // RoPE tables and masks per distinct (base, window), built once per pass.
+        // RoPE tables per distinct base, built once per pass.
         let mut tables: Vec<(f64, (Tensor<3>, Tensor<3>))> = Vec::new();
-        let mut masks: Vec<(usize, Option<Tensor<2>>)> = Vec::new();
         for layer in &self.layers {
             let a = layer.attention;
             if !tables.iter().any(|(theta, _)| *theta == a.rope_theta) {
                 tables.push((
                     a.rope_theta,
                     self.rope_tables(packing, a.rope_theta, device),
-                ));
-            }
-            if let Some(w) = a.window
-                && !masks.iter().any(|(window, _)| *window == w)
-            {
-                masks.push((
-                    w,
-                    packing.mask(false, input.key_valid.as_deref(), Some(w), device),
                 ));
             }
         }
@@ -354,13 +344,7 @@ impl ModernBert {
                 .expect("a table for every base")
                 .1;
             let rotate = |x: Tensor<3>| rope::rotate(x, cos, sin);
-            let mask = match a.window {
-                Some(w) => masks
-                    .iter()
-                    .find(|(window, _)| *window == w)
-                    .and_then(|(_, m)| m.as_ref()),
-                None => global_mask.as_ref(),
-            };
+            let mask = packing.mask(false, input.key_valid.as_deref(), a.window);
             let h = match &layer.attn_norm {
                 Some(norm) => norm.forward(x.clone()),
                 None => x.clone(),
@@ -369,7 +353,7 @@ impl ModernBert {
             let q = rotate(split_heads(qkv.clone().narrow(1, 0, hidden), heads));
             let k = rotate(split_heads(qkv.clone().narrow(1, hidden, hidden), heads));
             let v = split_heads(qkv.narrow(1, 2 * hidden, hidden), heads);
-            let (context, trace) = attend(q, k, v, mask, attention);
+            let (context, trace) = attend(q, k, v, &mask, attention, packing.keep_attention);
             traces.push(trace);
             x = x + layer.out.forward(context);
             let h = layer.wi.forward(layer.mlp_norm.forward(x.clone()));

@@ -7,6 +7,7 @@
 //! an encoder layer and is not computed; the text towers are not loaded.
 
 use super::config::{ModelConfig, VisionConfig};
+use super::key_mask::KeyMask;
 use super::layers::{LayerNorm, Linear, attend, split_heads, upload};
 use super::weights::WeightSource;
 use super::{PixelInput, bert::activate};
@@ -249,12 +250,15 @@ impl VisionTower {
         };
         let heads = self.config.heads;
         let mut traces = Vec::with_capacity(self.layers.len());
+        // Every patch sees every patch, and a picture's attention is always kept: rollout and
+        // flow need it whole, and at ~1,400 tokens it is small.
+        let open = KeyMask::new(&[x.dims()[0]], false, None, None);
         for (layer, attention) in self.layers.iter().zip(&self.config.layer_attention) {
             let h = layer.norm1.forward(x.clone());
             let q = split_heads(layer.query.forward(h.clone()), heads);
             let k = split_heads(layer.key.forward(h.clone()), heads);
             let v = split_heads(layer.value.forward(h), heads);
-            let (context, mut trace) = attend(q, k, v, None, attention);
+            let (context, mut trace) = attend(q, k, v, &open, attention, true);
             x = x + layer.out.forward(context);
             let h = layer.norm2.forward(x.clone());
             let h = activate(self.config.activation, layer.fc1.forward(h));

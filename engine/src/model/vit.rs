@@ -2,6 +2,7 @@
 //! patches, with CLS (and distillation or register) tokens in front.
 
 use super::config::{ModelConfig, VisionConfig};
+use super::key_mask::KeyMask;
 use super::layers::{LayerNorm, Linear, attend, split_heads, upload};
 use super::weights::WeightSource;
 use super::{PixelInput, bert::activate, to_vec};
@@ -245,12 +246,15 @@ impl Vit {
         };
         let heads = self.config.heads;
         let mut traces = Vec::with_capacity(self.layers.len());
+        // Every patch sees every patch, and a picture's attention is always kept: rollout and
+        // flow need it whole, and at ~1,400 tokens it is small.
+        let open = KeyMask::new(&[x.dims()[0]], false, None, None);
         for (layer, attention) in self.layers.iter().zip(&self.config.layer_attention) {
             let h = layer.norm_before.forward(x.clone());
             let q = split_heads(layer.query.forward(h.clone()), heads);
             let k = split_heads(layer.key.forward(h.clone()), heads);
             let v = split_heads(layer.value.forward(h), heads);
-            let (context, mut trace) = attend(q, k, v, None, attention);
+            let (context, mut trace) = attend(q, k, v, &open, attention, true);
             x = x + scaled(layer.attn_out.forward(context), &layer.scale_attn);
             let h = layer.norm_after.forward(x.clone());
             let h = activate(self.config.activation, layer.fc1.forward(h));
