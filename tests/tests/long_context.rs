@@ -212,7 +212,7 @@ fn a_32k_token_input_is_traced_in_memory_and_a_session_that_grow_with_t_not_t_sq
         [64, 64],
         headwise_engine::analysis::aggregate::Reduce::Max,
     );
-    assert!(pixels.iter().all(|v| (0.0..=1.0).contains(v)));
+    assert!(pixels.iter().all(|v| (0.0..=1.0 + 1e-5).contains(v)));
     assert!(pixels[0] > 0.5, "the first query sees only itself");
 }
 

@@ -10,7 +10,7 @@ use headwise_engine::imaging::preprocess::ResizeTo;
 use headwise_engine::imaging::resample::Filter;
 use headwise_engine::imaging::{ImageProcessor, decode_image};
 use headwise_engine::model::Preprocessor;
-use headwise_engine::{Model, PixelInput, TokenInput};
+use headwise_engine::{AttentionCapture, Model, PixelInput, TokenInput};
 use std::path::Path;
 use std::time::Instant;
 
@@ -40,6 +40,10 @@ pub struct TraceBench {
     pub device: DeviceChoice,
     #[arg(long, default_value_t = 10)]
     pub runs: usize,
+    /// As `trace --attention`: materialise each layer's attention (`full`), keep q, k and lse
+    /// only (`none`), or materialise while it fits 256 MiB (`auto`).
+    #[arg(long, default_value = "full")]
+    pub attention: AttentionCapture,
 }
 
 /// Public-domain prose (the opening of Melville's *Moby-Dick*), repeated to any length, so that
@@ -84,9 +88,13 @@ enum BenchInput {
 }
 
 impl BenchInput {
-    fn run(&self, model: &Model) -> headwise_engine::Result<headwise_engine::Trace> {
+    fn run(
+        &self,
+        model: &Model,
+        capture: AttentionCapture,
+    ) -> headwise_engine::Result<headwise_engine::Trace> {
         match self {
-            Self::Tokens(input) => model.forward(input),
+            Self::Tokens(input) => model.forward_with(input, capture),
             Self::Pixels(input) => model.forward_image(input),
         }
     }
@@ -164,7 +172,7 @@ fn trace(args: TraceBench) -> Result<()> {
     };
     let run_once = || -> Result<f64> {
         let start = Instant::now();
-        let trace = input.run(&model)?;
+        let trace = input.run(&model, args.attention)?;
         device.device.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let elapsed = start.elapsed().as_secs_f64() * 1e3;
         drop(trace);
@@ -187,6 +195,8 @@ fn trace(args: TraceBench) -> Result<()> {
         "min_ms": times[0],
         "max_ms": times[times.len() - 1],
         "load_ms": load_ms,
+        "attention": format!("{:?}", args.attention),
+        "peak_memory_bytes": super::progress::peak_memory(),
     });
     println!("{json}");
     Ok(())

@@ -150,12 +150,15 @@ impl HeadwiseApp {
         }
     }
 
-    /// A dropped or chosen path: a session, a picture, or a model folder or file.
+    /// A dropped or chosen path: a session, a picture, a text file (the prompt), or a model
+    /// folder or file.
     pub(super) fn open_path(&mut self, path: PathBuf) {
         let is_session = path.extension().is_some_and(|e| e == "safetensors")
             && path.file_name().is_some_and(|n| n != "model.safetensors");
         if headwise_engine::pipeline::is_picture(&path) {
             self.run_image(path);
+        } else if super::runs::is_text_file(&path) {
+            self.open_prompt_file(&path);
         } else if is_session {
             self.open_session_checked(path);
         } else {

@@ -12,6 +12,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Prompts longer than this (opened or dropped documents) are shown, not edited, in the window.
+const EDITABLE_PROMPT_BYTES: usize = 20_000;
+
 impl HeadwiseApp {
     pub(super) fn panels(&mut self, ui: &mut egui::Ui) {
         egui::Panel::top("menu").show(ui, |ui| self.menu(ui));
@@ -123,6 +126,9 @@ impl HeadwiseApp {
                 .text(status.message)
                 .animate(status.fraction.is_none());
             ui.add(bar);
+            if self.runs.running() && ui.button("Cancel run").clicked() {
+                self.runs.cancel_run();
+            }
         }
     }
 
@@ -144,14 +150,33 @@ impl HeadwiseApp {
                 };
             });
         } else {
-            let edit = ui.add(
-                egui::TextEdit::multiline(&mut self.runs.prompt)
-                    .desired_rows(5)
-                    .desired_width(f32::INFINITY)
-                    .hint_text("Type a prompt; the model runs as you type."),
-            );
-            if edit.changed() {
-                self.runs.last_edit = Some(Instant::now());
+            ui.horizontal(|ui| {
+                if ui.button("Open text…").clicked() {
+                    self.ask_open_prompt_file();
+                }
+                ui.small("or drop a .txt file: a long document as the prompt");
+            });
+            if self.runs.prompt.len() > EDITABLE_PROMPT_BYTES {
+                // A long document is not laid out in a text field every frame: that alone
+                // would slow the window.
+                let start: String = self.runs.prompt.chars().take(300).collect();
+                ui.label(format!(
+                    "A document of {} characters: {start}…",
+                    self.runs.prompt.chars().count()
+                ));
+                if ui.button("Clear").clicked() {
+                    self.runs.prompt.clear();
+                }
+            } else {
+                let edit = ui.add(
+                    egui::TextEdit::multiline(&mut self.runs.prompt)
+                        .desired_rows(5)
+                        .desired_width(f32::INFINITY)
+                        .hint_text("Type a prompt; the model runs as you type."),
+                );
+                if edit.changed() {
+                    self.runs.last_edit = Some(Instant::now());
+                }
             }
         }
         if let Some(doc) = self.doc.clone() {

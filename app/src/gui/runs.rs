@@ -136,6 +136,50 @@ impl Runs {
     pub fn cancel_corpus(&mut self) {
         self.running.cancel();
     }
+
+    /// Whether a model run (not a load) is under way.
+    pub fn running(&self) -> bool {
+        self.running.busy()
+    }
+
+    /// Cancels the run under way; the document on screen stays. A single long input stops when
+    /// its pass ends (the engine cannot stop a pass half-way), and its result is dropped.
+    pub fn cancel_run(&mut self) {
+        self.running.cancel();
+        self.corpus_running = false;
+    }
+}
+
+/// The largest text file the window takes as a prompt: far past any model's positions.
+const PROMPT_FILE_LIMIT: u64 = 16 << 20;
+
+/// A text file's content as a prompt, or why not.
+pub fn read_prompt_file(path: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
+    if size > PROMPT_FILE_LIMIT {
+        anyhow::bail!(
+            "{}: {} MiB is more text than a prompt takes (at most {} MiB)",
+            path.display(),
+            size >> 20,
+            PROMPT_FILE_LIMIT >> 20
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading {} as UTF-8 text", path.display()))?;
+    if text.trim().is_empty() {
+        anyhow::bail!("{}: the file is empty", path.display());
+    }
+    Ok(text)
+}
+
+/// Whether a file's name says it is text to take as the prompt.
+pub fn is_text_file(path: &std::path::Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| ["txt", "md", "text"].contains(&e.to_ascii_lowercase().as_str()))
 }
 
 impl HeadwiseApp {
@@ -237,6 +281,26 @@ impl HeadwiseApp {
             return;
         }
         self.request_run();
+    }
+
+    /// Takes a text file's content as the prompt and runs it at once.
+    pub(super) fn open_prompt_file(&mut self, path: &std::path::Path) {
+        match read_prompt_file(path) {
+            Ok(text) => {
+                self.runs.prompt = text;
+                self.runs.last_edit = Some(Instant::now() - DEBOUNCE);
+            }
+            Err(e) => self.messages.error = Some(format!("{e:#}")),
+        }
+    }
+
+    pub(super) fn ask_open_prompt_file(&mut self) {
+        if let Some(path) = rfd::FileDialog::new()
+            .add_filter("text", &["txt", "md", "text"])
+            .pick_file()
+        {
+            self.open_prompt_file(&path);
+        }
     }
 
     pub(super) fn ask_open_image(&mut self) {
