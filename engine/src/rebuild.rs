@@ -9,6 +9,7 @@
 use crate::analysis::aggregate::Reduce;
 use crate::attention::LayerAttention;
 use crate::host::HostTensor;
+use crate::model::cpu_kernels::exp;
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -79,17 +80,33 @@ impl<'a> QkAttention<'a> {
     /// Row `i` of head `h` over the keys `cols` into `out` (zero where masked).
     pub fn row(&self, h: usize, i: usize, cols: Range<usize>, out: &mut [f32]) {
         let (d, t) = (self.d, self.t);
-        let qi = &self.q[(h * t + i) * d..][..d];
-        let kh = h / self.group;
-        let lse = self.lse[h * t + i];
+        let out = &mut out[..cols.len()];
         let visible = self.visible(i);
-        for (j, cell) in cols.zip(out.iter_mut()) {
-            *cell = if visible.contains(&j) {
-                let kj = &self.k[(kh * t + j) * d..][..d];
-                (self.layer.logit(dot(qi, kj)) - lse).exp()
-            } else {
-                0.0
-            };
+        let (lo, hi) = (visible.start.max(cols.start), visible.end.min(cols.end));
+        out.fill(0.0);
+        if lo >= hi {
+            return;
+        }
+        let qi = &self.q[(h * t + i) * d..][..d];
+        let keys = &self.k[(h / self.group * t + lo) * d..(h / self.group * t + hi) * d];
+        let cells = &mut out[lo - cols.start..hi - cols.start];
+        // Dot products first, then the element-wise part in one pass the compiler vectorises.
+        for (cell, kj) in cells.iter_mut().zip(keys.chunks_exact(d)) {
+            *cell = dot(qi, kj);
+        }
+        let lse = self.lse[h * t + i];
+        match self.layer.softcap {
+            None => {
+                let scale = self.layer.scale;
+                for cell in cells.iter_mut() {
+                    *cell = exp(scale * *cell - lse);
+                }
+            }
+            Some(_) => {
+                for cell in cells.iter_mut() {
+                    *cell = exp(self.layer.logit(*cell) - lse);
+                }
+            }
         }
     }
 

@@ -36,7 +36,9 @@ impl ExportJob {
             // The view exported from says how each head looks (the image view: its overlay on
             // the picture; else the head's heatmap).
             let from = view(state.tab);
-            doc.wait_for_metrics();
+            if from.shows_metrics() {
+                doc.wait_for_metrics();
+            }
             for (i, &layer) in layers.iter().enumerate() {
                 for h in 0..doc.heads() {
                     if cx.cancelled() {

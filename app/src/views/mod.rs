@@ -130,6 +130,12 @@ pub trait View: Sync {
         Ok(())
     }
 
+    /// Whether its figure shows head metrics: a picture drawn once waits for them (for a long
+    /// input that is a pass over every head's attention, so views without metrics skip it).
+    fn shows_metrics(&self) -> bool {
+        false
+    }
+
     /// Exporting every head from this view: one head's figure (the layer, head and settings
     /// are in `state`), and its canvas. By default, the head view's heatmap.
     fn head_figure(&self, ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
@@ -170,7 +176,9 @@ pub fn render(
     pixels_per_point: f32,
 ) -> Result<::image::RgbaImage> {
     // A picture is drawn once: it waits for the metrics the window would fill in later.
-    doc.wait_for_metrics();
+    if view(state.tab).shows_metrics() {
+        doc.wait_for_metrics();
+    }
     offscreen.render(size, pixels_per_point, |ui| draw(ui, doc, state))
 }
 

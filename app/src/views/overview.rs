@@ -33,6 +33,10 @@ impl View for OverviewView {
         false
     }
 
+    fn shows_metrics(&self) -> bool {
+        true
+    }
+
     fn ui(&self, ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Vec<ViewAction> {
         controls(ui, state);
         show(ui, doc, state).into_iter().collect()

@@ -87,7 +87,11 @@ pub struct MetricSums {
 impl MetricSums {
     /// Adds query `i`'s row over every key.
     pub fn add_row(&mut self, i: usize, row: &[f32], special: &[bool]) {
-        for (j, &a) in row.iter().enumerate() {
+        // Masked keys hold exact zeros and add nothing: only the span between the first and
+        // the last non-zero weight is read (a causal row's first i + 1).
+        let end = row.iter().rposition(|&a| a != 0.0).map_or(0, |e| e + 1);
+        let start = row[..end].iter().position(|&a| a != 0.0).unwrap_or(end);
+        for (j, &a) in row.iter().enumerate().take(end).skip(start) {
             let a = a as f64;
             if a > 0.0 {
                 self.entropy -= a * a.ln();

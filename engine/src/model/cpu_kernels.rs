@@ -295,7 +295,7 @@ fn lanes_fold(values: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
 /// e^x to about 2 ulp, branch-free (Cephes' expf polynomial after range reduction by ln 2);
 /// 0 below e^-87, where f32 runs out.
 #[inline(always)]
-fn exp(x: f32) -> f32 {
+pub(crate) fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     let clamped = x.clamp(-87.0, 88.0);
