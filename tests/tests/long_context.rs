@@ -245,3 +245,56 @@ fn the_tiled_forward_gives_the_materialised_forwards_prediction_at_4k_tokens() {
     let (a, b) = (lse_of(&full.layers[last]), lse_of(&tiled.layers[last]));
     assert_allclose("last layer lse", &b, &a, 1e-5, 1e-6);
 }
+
+/// `headwise render` of a head whose attention is kept as q, k and lse draws it from regions
+/// computed at the figure's resolution: the first query's own cell is the top colour (it sees
+/// only itself) and every cell above the diagonal the bottom one (causal); the overview's
+/// thumbnails come from the same q, k and lse.
+#[test]
+fn a_long_head_renders_from_q_k_and_lse_with_the_causal_mask_and_the_first_query_on_itself() {
+    use headwise::render::colormap::ColorMap;
+    use headwise_tests::pixels::{decode_heatmap, grid_bands, heatmap_box, map_mask};
+    let dir = scratch("long-context-render");
+    let model = long_llama(&dir, 4096);
+    let file = dir.join("long.txt");
+    std::fs::write(
+        &file,
+        "the quick brown fox jumps over the lazy dog ".repeat(800),
+    )
+    .unwrap();
+    let session = trace_to(
+        &dir,
+        &model,
+        &[
+            "--text-file",
+            file.to_str().unwrap(),
+            "--truncate",
+            "--attention",
+            "none",
+        ],
+        "long.safetensors",
+    );
+    let img = render(&dir, &session, "head:1.0", "head.png");
+    let mask = map_mask(&img, ColorMap::Viridis);
+    let bbox = heatmap_box(&mask);
+    assert!(bbox.2 - bbox.0 > 200, "heatmap box {bbox:?}");
+    // Pixel by pixel: a pixel right of the diagonal covers only keys after all its queries.
+    let n = bbox.2 - bbox.0;
+    let cells = decode_heatmap(&img, bbox, n, ColorMap::Viridis);
+    assert!(cells[0] > 0.9, "the first query's pixel: {}", cells[0]);
+    for r in 0..n {
+        for c in r + 1..n {
+            assert!(
+                cells[r * n + c] < 2.5 / 255.0,
+                "({r}, {c}) above the diagonal"
+            );
+        }
+    }
+    assert!(
+        cells.iter().filter(|&&v| v > 0.05).count() > n,
+        "the lower triangle has weights"
+    );
+    let overview = render(&dir, &session, "overview", "overview.png");
+    let (rows, cols) = grid_bands(&map_mask(&overview, ColorMap::Viridis));
+    assert_eq!((rows.len(), cols.len()), (2, 4), "{rows:?} {cols:?}");
+}

@@ -195,3 +195,56 @@ fn the_window_lays_out_every_heads_queries_and_keys_of_a_corpus() {
         columns.len()
     );
 }
+
+/// A long input traced without materialised attention: the window opens it, and the overview's
+/// thumbnails (computed from q, k and lse) fill their cells rather than a corner of them.
+#[test]
+fn the_window_shows_a_long_input_kept_as_q_k_and_lse_with_thumbnails_filling_their_cells() {
+    let Some(xvfb) = xvfb_run() else { return };
+    let dir = scratch("window-long");
+    let model = dir.join("tiny-llama3-long");
+    headwise_tests::copy_dir(&fixture("tiny-llama3"), &model);
+    let config_path = model.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["max_position_embeddings"] = 4096.into();
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let text = dir.join("long.txt");
+    std::fs::write(&text, PROMPT.repeat(800)).unwrap();
+    let session = headwise_tests::trace_to(
+        &dir,
+        &model,
+        &[
+            "--text-file",
+            text.to_str().unwrap(),
+            "--truncate",
+            "--attention",
+            "none",
+        ],
+        "long.safetensors",
+    );
+    let opened = headwise_engine::session::Session::open(&session).unwrap();
+    // Past the 256 MiB of attention that opening a session rebuilds.
+    assert_eq!(opened.meta.inputs[0].tokens.len(), 4096);
+    assert!(opened.layers[0].iter().all(|l| l.attn.is_none()));
+    let (out, img) = screenshot(xvfb, &dir, &session, None);
+    assert_success(&out);
+    let mask = map_mask(&img, ColorMap::Viridis);
+    let (row_bands, col_bands) = grid_bands(&mask);
+    assert_eq!(
+        row_bands.len(),
+        2,
+        "a row of thumbnails per layer: {row_bands:?}"
+    );
+    assert_eq!(col_bands.len(), 4, "a column per head: {col_bands:?}");
+    // Each thumbnail spans most of the pitch from one cell to the next.
+    for bands in [&row_bands, &col_bands] {
+        for pair in bands.windows(2) {
+            let (width, pitch) = (pair[0].1 - pair[0].0, pair[1].0 - pair[0].0);
+            assert!(
+                width * 10 >= pitch * 7,
+                "a thumbnail {width} px wide in a {pitch} px cell"
+            );
+        }
+    }
+}

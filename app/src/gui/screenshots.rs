@@ -103,6 +103,14 @@ impl HeadwiseApp {
         }
     }
 
+    /// Whether what a long input's views compute in the background is done: the head view's
+    /// region, and the head metrics (with the overview's thumbnails).
+    fn regions_ready(&self) -> bool {
+        self.doc
+            .as_ref()
+            .is_none_or(|doc| !doc.caches.regions.busy() && doc.metrics().is_some())
+    }
+
     /// The start-up picture, once the window shows what it was started with.
     pub(super) fn screenshot_when_ready(&mut self, ctx: &egui::Context) {
         // A few frames let the layout settle and the GPU uploads finish before the picture.
@@ -115,7 +123,10 @@ impl HeadwiseApp {
             .is_some_and(|r| !r.requested && frames >= 5)
             // Wait for a model that is loading, a run under way or the query-key layouts, but
             // not forever.
-            && ((self.runs.busy().is_none() && self.runs.last_edit.is_none() && self.layouts_ready())
+            && ((self.runs.busy().is_none()
+                && self.runs.last_edit.is_none()
+                && self.layouts_ready()
+                && self.regions_ready())
                 || self.screenshots.started.elapsed() > Duration::from_secs(120));
         if due {
             if let Some(request) = &mut self.screenshots.request {
