@@ -7,7 +7,8 @@ text cut to the same number of tokens (image models: the same photograph resized
 square size); the table gives both medians and their ratio.
 
 Usage: python3 scripts/bench_compare.py [--headwise PATH] [--device cpu|gpu|auto] [--runs R]
-                                       [--models minilm,smollm2,dinov2-s]
+                                       [--models minilm,smollm2,dinov2-s] [--tokens 32,128,512]
+                                       [--attention full|auto|none]
 The real models are fetched on first use (`headwise models fetch NAME`).
 """
 import argparse
@@ -86,9 +87,9 @@ def time_hf_image(model, size, runs):
     return statistics.median(times)
 
 
-def time_headwise(headwise, name, tokens, device, runs, image_size=None):
+def time_headwise(headwise, name, tokens, device, runs, image_size=None, attention="full"):
     size = ["--image-size", str(image_size)] if image_size else ["--tokens", str(tokens)]
-    out = subprocess.run([headwise, "bench", "trace", "--model", name, *size,
+    out = subprocess.run([headwise, "bench", "trace", "--model", name, *size, "--attention", attention,
                           "--device", device, "--runs", str(runs)], check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
 
@@ -101,6 +102,8 @@ def main():
     ap.add_argument("--models", default="minilm,smollm2")
     ap.add_argument("--tokens", default="32,128,512")
     ap.add_argument("--image-sizes", default="224,448")
+    ap.add_argument("--attention", default="full",
+                    help="headwise's capture: full (materialised, as output_attentions), auto or none")
     args = ap.parse_args()
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), transformers {transformers.__version__}",
           file=sys.stderr)
@@ -118,7 +121,7 @@ def main():
             continue
         for tokens in [int(t) for t in args.tokens.split(",")]:
             hf = time_hf(tok, model, tokens, args.runs)
-            ours = time_headwise(args.headwise, name, tokens, args.device, args.runs)
+            ours = time_headwise(args.headwise, name, tokens, args.device, args.runs, attention=args.attention)
             rows.append((name, tokens, ours["device"], ours["median_ms"], hf, hf / ours["median_ms"]))
             print(f"{name} {tokens}: headwise {ours['median_ms']:.1f} ms, transformers {hf:.1f} ms", file=sys.stderr)
     print("| model | tokens | headwise device | headwise median ms | transformers median ms | speed-up (transformers / headwise) |")

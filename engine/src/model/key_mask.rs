@@ -83,14 +83,21 @@ impl KeyMask {
     /// Query `query`'s additive mask over `keys` into `out`: 0 where the key is visible, the most
     /// negative f32 where not, as a [T, T] mask tensor would hold it.
     pub fn fill_row(&self, query: usize, keys: Range<usize>, out: &mut [f32]) {
+        let out = &mut out[..keys.len()];
         let visible = self.visible(query);
-        for (key, o) in keys.zip(out.iter_mut()) {
-            let padded = self.key_valid.as_ref().is_some_and(|v| !v[key]);
-            *o = if visible.contains(&key) && !padded {
-                0.0
-            } else {
-                MASKED
-            };
+        // The visible keys are one interval: three slice fills, which run at memory speed (a
+        // causal row of 8k keys per head per layer adds up).
+        let lo = visible.start.clamp(keys.start, keys.end) - keys.start;
+        let hi = visible.end.clamp(keys.start, keys.end) - keys.start;
+        out[..lo].fill(MASKED);
+        out[lo..hi.max(lo)].fill(0.0);
+        out[hi.max(lo)..].fill(MASKED);
+        if let Some(valid) = &self.key_valid {
+            for (o, &ok) in out.iter_mut().zip(&valid[keys]) {
+                if !ok {
+                    *o = MASKED;
+                }
+            }
         }
     }
 
