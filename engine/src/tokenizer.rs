@@ -121,6 +121,14 @@ impl TextTokenizer {
             .and_then(|v| v.as_array())
             .map(|a| a.iter().map(|v| v.as_u64().unwrap_or(1)).collect())
             .unwrap_or_default();
+        // Ids read from the file index the vocabulary: checked, not trusted.
+        if types.len() > tokens.len() {
+            return Err(bad(format!(
+                "tokenizer.ggml.token_type has {} entries for {} tokens",
+                types.len(),
+                tokens.len()
+            )));
+        }
         let vocab: serde_json::Map<String, Value> = tokens
             .iter()
             .enumerate()
@@ -145,7 +153,15 @@ impl TextTokenizer {
             .and_then(|v| v.as_u64());
         let post_processor = match (add_bos, bos) {
             (true, Some(bos)) => {
-                let bos_token = &tokens[bos as usize];
+                let bos_token = usize::try_from(bos)
+                    .ok()
+                    .and_then(|i| tokens.get(i))
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "tokenizer.ggml.bos_token_id {bos} is not one of the {} tokens",
+                            tokens.len()
+                        ))
+                    })?;
                 json!({"type": "TemplateProcessing",
                        "single": [{"SpecialToken": {"id": bos_token, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
                        "pair": [{"SpecialToken": {"id": bos_token, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],

@@ -870,3 +870,290 @@ fn a_session_file_truncated_or_overwritten_while_open_does_not_reach_the_open_se
     assert!(again.is_finite());
     refused("the damaged file", || Session::open(&path), &[]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Fuzzing: random mutations of the fixtures through every reader
+
+/// Where a fuzz target found a panic or an oversized allocation: the case (rerun it with the
+/// same `HEADWISE_FUZZ_SEED`) and what happened.
+struct Finding {
+    case: usize,
+    what: String,
+}
+
+/// Runs `cases` mutations through `run`, each under `catch_unwind` and the allocation measure.
+/// The case about to run is written to `scratch/fuzz-last-{name}` first, so that an abort (which
+/// no test can catch) still says which case it was. Prints the executions and time.
+fn fuzz(name: &str, default_cases: usize, run: impl Fn(&mut Rng, &Path)) {
+    let cases = fuzz_cases(default_cases);
+    let seed = fuzz_seed();
+    let dir = scratch(&format!("fuzz-{name}"));
+    let last = dir.join("last-case");
+    let started = std::time::Instant::now();
+    let mut findings = Vec::new();
+    for case in 0..cases {
+        std::fs::write(&last, format!("seed {seed} case {case}\n")).unwrap();
+        let mut rng =
+            Rng::new(seed ^ (case as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ hash(name));
+        let (outcome, largest) =
+            largest_allocation(|| catch_unwind(AssertUnwindSafe(|| run(&mut rng, &dir))));
+        if let Err(panic) = outcome {
+            findings.push(Finding {
+                case,
+                what: format!("panic: {}", panic_message(&panic)),
+            });
+        } else if largest > ALLOCATION_BOUND {
+            findings.push(Finding {
+                case,
+                what: format!("asked for {largest} bytes at once"),
+            });
+        }
+    }
+    eprintln!(
+        "fuzz {name}: {cases} executions in {:.1} s (seed {seed}), {} findings",
+        started.elapsed().as_secs_f64(),
+        findings.len()
+    );
+    let shown: Vec<String> = findings
+        .iter()
+        .take(20)
+        .map(|f| format!("case {}: {}", f.case, f.what))
+        .collect();
+    assert!(
+        findings.is_empty(),
+        "fuzz {name}: {} findings (seed {seed}):\n{}",
+        findings.len(),
+        shown.join("\n")
+    );
+}
+
+fn hash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// After a mutated model loaded, a forward pass on a short input must not panic either.
+fn exercise(model: &Model) {
+    if model.takes_images() {
+        let picture =
+            headwise_engine::imaging::load_image(&fixture("images").join("small.png")).unwrap();
+        if let Ok(prepared) = model.prepare_image(0, &picture) {
+            let _ = model.forward_image(&headwise_engine::PixelInput::from(&prepared));
+        }
+    } else if let Ok(encoded) = model.encode(
+        0,
+        "The cat sat on the mat.",
+        headwise_engine::LongInput::Truncate,
+    ) {
+        let _ = model.forward(&headwise_engine::TokenInput::from(&encoded));
+    }
+}
+
+#[test]
+fn fuzz_the_session_reader() {
+    let (text, image) = sessions();
+    let sources = [std::fs::read(text).unwrap(), std::fs::read(image).unwrap()];
+    let files = [Safetensors::read(text), Safetensors::read(image)];
+    fuzz("sessions", 3000, |rng, dir| {
+        let which = rng.below(2);
+        let path = dir.join("case.safetensors");
+        if rng.below(2) == 0 {
+            std::fs::write(&path, mutate(&sources[which], rng)).unwrap();
+        } else {
+            // The metadata's JSON edited, the tensors left whole: past the safetensors checks.
+            let mut file = files[which].clone();
+            let meta = mutate_json(&file.session_meta(), rng);
+            file.set_session_meta(&meta);
+            file.write(&path);
+        }
+        if let Ok(session) = Session::open(&path) {
+            // What the views read first.
+            for i in 0..session.meta.inputs.len() {
+                let _ = session.image(i);
+                let _ = session.lse(i, 0);
+                let _ = session.token_norms(i, 0);
+            }
+            let _ = session.corpus_tokens();
+        }
+    });
+}
+
+#[test]
+fn fuzz_the_image_decoder_and_preprocessing() {
+    let images = fixture("images");
+    let sources: Vec<Vec<u8>> = [
+        "small.png",
+        "rotated.jpg",
+        "lossless.webp",
+        "gray16.png",
+        "rgba.png",
+    ]
+    .iter()
+    .map(|n| std::fs::read(images.join(n)).unwrap())
+    .collect();
+    let processor =
+        ImageProcessor::from_json_file(&fixture("tiny-dinov2").join("preprocessor_config.json"))
+            .unwrap();
+    fuzz("images", 2000, |rng, _| {
+        let source = &sources[rng.below(sources.len())];
+        let bytes = mutate(source, rng);
+        if let Ok(picture) = decode_image(&bytes, Path::new("case.png"))
+            && processor.check_size(picture.width, picture.height).is_ok()
+        {
+            let _ = processor.prepare(&picture);
+        }
+    });
+}
+
+#[test]
+fn fuzz_preprocessor_configs() {
+    let path = fixture("tiny-dinov2").join("preprocessor_config.json");
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let picture =
+        headwise_engine::imaging::load_image(&fixture("images").join("small.png")).unwrap();
+    fuzz("preprocessor", 1500, |rng, _| {
+        let edited = mutate_json(&json, rng);
+        if let Ok(processor) = ImageProcessor::from_json(&edited, &path)
+            && processor.check_size(picture.width, picture.height).is_ok()
+        {
+            let _ = processor.prepare(&picture);
+        }
+    });
+}
+
+#[test]
+fn fuzz_tokenizer_files() {
+    let sources: Vec<Value> = ["tiny-bert", "tiny-llama", "tiny-gpt2", "tiny-modernbert"]
+        .iter()
+        .map(|n| {
+            serde_json::from_str(
+                &std::fs::read_to_string(fixture(n).join("tokenizer.json")).unwrap(),
+            )
+            .unwrap()
+        })
+        .collect();
+    fuzz("tokenizers", 600, |rng, dir| {
+        let path = dir.join("tokenizer.json");
+        let edited = mutate_json(&sources[rng.below(sources.len())], rng);
+        std::fs::write(&path, serde_json::to_string(&edited).unwrap()).unwrap();
+        if let Ok(tokenizer) = TextTokenizer::from_file(&path) {
+            let _ = tokenizer.encode("The cat sat on the mat, naïvely: 42!");
+        }
+    });
+}
+
+#[test]
+fn fuzz_configs_through_loading_and_a_forward_pass() {
+    let names = [
+        "tiny-llama",
+        "tiny-bert",
+        "tiny-distilbert",
+        "tiny-gpt2",
+        "tiny-dinov2",
+        "tiny-gemma2",
+        "tiny-modernbert",
+        "tiny-clip-vision",
+        "tiny-qwen3",
+    ];
+    let configs: Vec<Value> = names
+        .iter()
+        .map(|n| {
+            serde_json::from_str(&std::fs::read_to_string(fixture(n).join("config.json")).unwrap())
+                .unwrap()
+        })
+        .collect();
+    fuzz("configs", 600, |rng, dir| {
+        let which = rng.below(names.len());
+        let folder = dir.join(names[which]);
+        if !folder.exists() {
+            copy_dir(&fixture(names[which]), &folder);
+        }
+        let edited = mutate_json(&configs[which], rng);
+        std::fs::write(
+            folder.join("config.json"),
+            serde_json::to_string(&edited).unwrap(),
+        )
+        .unwrap();
+        if let Ok(model) = load_model(&folder) {
+            exercise(&model);
+        }
+    });
+}
+
+#[test]
+fn fuzz_safetensors_weights() {
+    let names = ["tiny-llama", "tiny-bert", "tiny-dinov2", "tiny-gpt2"];
+    let sources: Vec<Vec<u8>> = names
+        .iter()
+        .map(|n| std::fs::read(fixture(n).join("model.safetensors")).unwrap())
+        .collect();
+    fuzz("safetensors", 400, |rng, dir| {
+        let which = rng.below(names.len());
+        let folder = dir.join(names[which]);
+        if !folder.exists() {
+            copy_dir(&fixture(names[which]), &folder);
+        }
+        // Mutations aimed at the header, where the shapes and offsets are.
+        let source = &sources[which];
+        let header = 8 + u64::from_le_bytes(source[..8].try_into().unwrap()) as usize;
+        let mut bytes = mutate(&source[..header.min(source.len())], rng);
+        bytes.extend_from_slice(&source[header.min(source.len())..]);
+        std::fs::write(folder.join("model.safetensors"), bytes).unwrap();
+        if let Ok(model) = load_model(&folder) {
+            exercise(&model);
+        }
+    });
+}
+
+#[test]
+fn fuzz_gguf_files() {
+    let source = std::fs::read(fixture("tiny-gguf").join("tiny-llama.Q8_0.gguf")).unwrap();
+    let file = Gguf::read(&fixture("tiny-gguf").join("tiny-llama.Q8_0.gguf"));
+    // The header (metadata and tensor directory) ends where the first tensor's data begins.
+    let header = source.len()
+        - file
+            .tensors
+            .iter()
+            .map(|t| t.3.len().div_ceil(32) * 32)
+            .sum::<usize>();
+    fuzz("gguf", 800, |rng, dir| {
+        let path = dir.join("case.gguf");
+        let mut bytes = if rng.below(4) == 0 {
+            mutate(&source, rng)
+        } else {
+            let mut b = mutate(&source[..header], rng);
+            b.extend_from_slice(&source[header..]);
+            b
+        };
+        if rng.below(8) == 0 {
+            // A metadata integer set to an interesting value, the file otherwise well formed.
+            let mut edited = file.clone();
+            let ints: Vec<String> = edited
+                .kv
+                .iter()
+                .filter(|(_, k, _)| *k == 4)
+                .map(|(n, _, _)| n.clone())
+                .collect();
+            let key = &ints[rng.below(ints.len())];
+            edited.set_u64(key, INTERESTING[rng.below(INTERESTING.len())]);
+            bytes = edited.bytes();
+        }
+        std::fs::write(&path, bytes).unwrap();
+        if let Ok(model) = load_model(&path) {
+            exercise(&model);
+        }
+    });
+}
+
+#[test]
+fn fuzz_onnx_graphs() {
+    let source = std::fs::read(fixture("tiny-dinov2-onnx").join("model.onnx")).unwrap();
+    fuzz("onnx", 400, |rng, dir| {
+        let path = dir.join("case.onnx");
+        std::fs::write(&path, mutate(&source, rng)).unwrap();
+        if let Ok(model) = load_model(&path) {
+            exercise(&model);
+        }
+    });
+}
