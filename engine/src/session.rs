@@ -844,6 +844,7 @@ impl Session {
             }
             layers.push(per_layer);
         }
+        check_grouping(&meta.model).map_err(bad)?;
         let mut extras = BTreeMap::new();
         for (name, info) in metadata.tensors() {
             let known = ["attn/", "q/", "k/"].iter().any(|p| name.starts_with(p));
@@ -879,7 +880,7 @@ const MAX_SESSION_HEADS: usize = 1 << 12;
 const MAX_SESSION_HEAD_DIM: usize = 1 << 14;
 
 /// The model's sizes in a session's metadata, before anything is allocated from them: within
-/// bounds, kv heads dividing heads, and no more layers than the file has tensors for.
+/// bounds, and no more layers than the file has tensors for.
 fn check_model_sizes(
     m: &ModelInfo,
     tensors: usize,
@@ -897,17 +898,23 @@ fn check_model_sizes(
             ));
         }
     }
-    if m.heads == 0 || m.kv_heads == 0 || m.heads % m.kv_heads != 0 {
-        return Err(format!(
-            "model.heads = {} cannot be grouped over model.kv_heads = {}",
-            m.heads, m.kv_heads
-        ));
-    }
     // Every layer of every input stores at least one tensor (its attention or its q).
     if inputs > 0 && m.layers > tensors / inputs {
         return Err(format!(
             "model.layers = {} for {inputs} inputs, but the file holds only {tensors} tensors",
             m.layers
+        ));
+    }
+    Ok(())
+}
+
+/// Query heads share key heads in groups (query head h uses key head h / (heads / kv_heads)):
+/// checked after the tensors, whose shapes name a disagreement more precisely.
+fn check_grouping(m: &ModelInfo) -> std::result::Result<(), String> {
+    if m.heads == 0 || m.kv_heads == 0 || m.heads % m.kv_heads != 0 {
+        return Err(format!(
+            "model.heads = {} cannot be grouped over model.kv_heads = {}",
+            m.heads, m.kv_heads
         ));
     }
     Ok(())

@@ -155,6 +155,23 @@ fn a_session_claiming_2_pow_40_heads_or_head_dim_is_refused() {
 }
 
 #[test]
+fn a_session_whose_kv_heads_do_not_divide_its_heads_is_refused() {
+    // Query head h reads key head h / (heads / kv_heads): 4 / 8 would divide by zero.
+    let path = edited_session(false, "grouping", |meta, file| {
+        meta["model"]["kv_heads"] = json!(8);
+        for (name, (_, shape, bytes)) in file.tensors.iter_mut() {
+            if name.starts_with("k/") {
+                // Eight key heads' worth of values, so that only the grouping is wrong.
+                let per_head = bytes.len() / shape[0];
+                *bytes = bytes[..per_head].repeat(8);
+                shape[0] = 8;
+            }
+        }
+    });
+    session_refused(&path, &["kv_heads"]);
+}
+
+#[test]
 fn a_session_whose_norms_have_the_wrong_length_is_refused() {
     let path = edited_session(true, "norms", |_, file| {
         let (_, shape, bytes) = file
