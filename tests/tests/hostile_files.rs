@@ -649,10 +649,17 @@ fn a_gguf_array_retyped_to_cover_the_rest_of_the_file_is_refused_within_bounds()
 }
 
 #[test]
-fn a_gguf_tensor_whose_dimensions_multiply_past_64_bits_is_refused() {
-    let mut file = gguf_fixture();
-    file.tensor_mut("blk.0.attn_q.weight").1 = vec![1 << 32, 1 << 32];
-    gguf_refused("tensor dims overflow", &file, &["blk.0.attn_q.weight"]);
+fn a_gguf_tensor_whose_elements_or_bytes_multiply_past_64_bits_is_refused() {
+    // 2^64 elements; then 2^62 elements, whose 2^64 bytes as F32 overflow (found by the fuzzer).
+    for dims in [vec![1 << 32, 1 << 32], vec![1 << 31, 1 << 31]] {
+        let mut file = gguf_fixture();
+        file.tensor_mut("blk.0.attn_q.weight").1 = dims.clone();
+        gguf_refused(
+            &format!("tensor dims {dims:?}"),
+            &file,
+            &["blk.0.attn_q.weight"],
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -283,7 +283,10 @@ impl GgufFile {
                     "tensor {name}: {count} elements is not whole blocks"
                 ));
             }
-            let len = count / block_elems * block_bytes;
+            // Checked: a count that fits in 64 bits can still overflow as bytes.
+            let len = (count / block_elems)
+                .checked_mul(block_bytes)
+                .ok_or_else(|| format!("tensor {name}: size overflows"))?;
             let start = data_start
                 .checked_add(offset)
                 .filter(|s| s.checked_add(len).is_some_and(|e| e <= bytes.len()))
