@@ -489,3 +489,130 @@ pub fn fuzz_seed() -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0x5EED_1905)
 }
+
+// ---------------------------------------------------------------------------------------------
+// ONNX (protobuf)
+
+/// A protobuf field: number, wire type, and its payload as stored (a varint's bytes, the 8 or 4
+/// bytes of a fixed field, or a length-delimited field's content).
+pub type ProtoField = (u64, u8, Vec<u8>);
+
+fn read_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *bytes.get(*at)?;
+        *at += 1;
+        value |= u64::from(b & 0x7F) << shift;
+        if b & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// The fields of a protobuf message (a fixture; panics on malformed input).
+pub fn proto_fields(bytes: &[u8]) -> Vec<ProtoField> {
+    let mut at = 0;
+    let mut fields = Vec::new();
+    while at < bytes.len() {
+        let key = read_varint(bytes, &mut at).expect("field key");
+        let (number, wire) = (key >> 3, (key & 7) as u8);
+        let start = at;
+        let payload = match wire {
+            0 => {
+                read_varint(bytes, &mut at).expect("varint");
+                bytes[start..at].to_vec()
+            }
+            1 => {
+                at += 8;
+                bytes[start..at].to_vec()
+            }
+            5 => {
+                at += 4;
+                bytes[start..at].to_vec()
+            }
+            2 => {
+                let len = read_varint(bytes, &mut at).expect("length") as usize;
+                let content = bytes[at..at + len].to_vec();
+                at += len;
+                content
+            }
+            other => panic!("wire type {other}"),
+        };
+        fields.push((number, wire, payload));
+    }
+    fields
+}
+
+/// A protobuf message from its fields.
+pub fn proto_bytes(fields: &[ProtoField]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (number, wire, payload) in fields {
+        put_varint(&mut out, number << 3 | u64::from(*wire));
+        if *wire == 2 {
+            put_varint(&mut out, payload.len() as u64);
+        }
+        out.extend_from_slice(payload);
+    }
+    out
+}
+
+/// An ONNX model whose first initializer with a name ending in `suffix` has `dims` instead
+/// (ModelProto.graph = 7, GraphProto.initializer = 5, TensorProto.dims = 1, .name = 8). Returns
+/// the new file and the initializer's full name.
+pub fn onnx_with_dims(model: &[u8], suffix: &str, dims: &[u64]) -> (Vec<u8>, String) {
+    let mut fields = proto_fields(model);
+    let graph = fields.iter_mut().find(|f| f.0 == 7).expect("a graph");
+    let mut graph_fields = proto_fields(&graph.2);
+    let mut found = None;
+    for init in graph_fields.iter_mut().filter(|f| f.0 == 5) {
+        let tensor = proto_fields(&init.2);
+        let name = tensor
+            .iter()
+            .find(|f| f.0 == 8)
+            .map(|f| String::from_utf8_lossy(&f.2).into_owned())
+            .unwrap_or_default();
+        if !name.ends_with(suffix) {
+            continue;
+        }
+        let mut edited: Vec<ProtoField> = dims
+            .iter()
+            .map(|&d| {
+                let mut v = Vec::new();
+                put_varint(&mut v, d);
+                (1, 0, v)
+            })
+            .collect();
+        edited.extend(tensor.into_iter().filter(|f| f.0 != 1));
+        init.2 = proto_bytes(&edited);
+        found = Some(name);
+        break;
+    }
+    let name = found.unwrap_or_else(|| panic!("no initializer named …{suffix}"));
+    graph.2 = proto_bytes(&graph_fields);
+    (proto_bytes(&fields), name)
+}
+
+/// The names of an ONNX model's initializers.
+pub fn onnx_initializers(model: &[u8]) -> Vec<String> {
+    let fields = proto_fields(model);
+    let graph = fields.iter().find(|f| f.0 == 7).expect("a graph");
+    proto_fields(&graph.2)
+        .iter()
+        .filter(|f| f.0 == 5)
+        .filter_map(|init| {
+            proto_fields(&init.2)
+                .iter()
+                .find(|f| f.0 == 8)
+                .map(|f| String::from_utf8_lossy(&f.2).into_owned())
+        })
+        .collect()
+}

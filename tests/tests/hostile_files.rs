@@ -1247,3 +1247,51 @@ fn save_under_a_file_size_limit() {
     );
     eprintln!("refused as expected: {}", result.unwrap_err());
 }
+
+// ---------------------------------------------------------------------------------------------
+// ONNX weights against the config
+
+#[test]
+fn the_rewritten_onnx_fixture_still_loads() {
+    let source = std::fs::read(fixture("tiny-dinov2-onnx").join("model.onnx")).unwrap();
+    let names = onnx_initializers(&source);
+    let scale = names
+        .iter()
+        .find(|n| n.ends_with("layer_scale1.lambda1"))
+        .expect("a LayerScale");
+    let (same, _) = onnx_with_dims(&source, scale, &[32]);
+    assert_eq!(
+        same.len(),
+        source.len(),
+        "dims [32] written back as they were"
+    );
+    let path = scratch("hostile-onnx-roundtrip").join("model.onnx");
+    std::fs::write(&path, same).unwrap();
+    load_model(&path).unwrap();
+}
+
+#[test]
+fn an_onnx_layer_scale_of_another_rank_or_a_weight_of_another_shape_is_refused() {
+    let source = std::fs::read(fixture("tiny-dinov2-onnx").join("model.onnx")).unwrap();
+    let names = onnx_initializers(&source);
+    // A MatMul weight (stored [in, out]) reshaped: which one depends on the exporter's numbering.
+    let matmul = names
+        .iter()
+        .find(|n| n.starts_with("onnx::MatMul"))
+        .expect("a MatMul weight");
+    for (suffix, dims, needle) in [
+        (
+            "layer_scale1.lambda1",
+            vec![4u64, 8],
+            "layer_scale1.lambda1",
+        ),
+        (matmul.as_str(), vec![16, 64], "weight"),
+    ] {
+        let (bytes, name) = onnx_with_dims(&source, suffix, &dims);
+        let path =
+            scratch(&format!("hostile-onnx-{}", needle.replace('.', "-"))).join("model.onnx");
+        std::fs::write(&path, bytes).unwrap();
+        let message = load_refused(&format!("{name} as {dims:?}"), &path, &[needle]);
+        assert!(message.contains("model.onnx"), "names the file: {message}");
+    }
+}
