@@ -24,6 +24,9 @@ use std::sync::Arc;
 pub const FORMAT_VERSION: u32 = 2;
 /// The safetensors metadata key that holds the session's JSON.
 pub const METADATA_KEY: &str = "headwise";
+/// Session files up to this size are copied into memory when opened, so that nothing done to
+/// the file afterwards reaches the open session; larger ones are mapped.
+pub const COPY_ON_OPEN_BYTES: u64 = 256 << 20;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ModelInfo {
@@ -659,12 +662,27 @@ impl Session {
         if len == 0 {
             return Self::from_bytes(&[], path);
         }
-        // Mapped rather than read: the tensors are decoded straight from the page cache, with
-        // no second copy of the file in memory. SAFETY: the map is read-only, and sessions are
-        // replaced by renaming a new file over the old one, never rewritten in place, so the
-        // mapped bytes stay as they were.
-        // The f32 tensors are then read in place from the map: opening copies nothing.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| EngineError::io(path, e))?;
+        // Files up to COPY_ON_OPEN_BYTES are copied into anonymous memory and read from there:
+        // a session that lives in memory cannot change under the views when another program
+        // rewrites or truncates the file in place (reading a mapped page past a truncated end
+        // raises SIGBUS, which no error handling can catch). The tensors are still read in
+        // place from that copy, and copying costs a fraction of a second.
+        let map = if len <= COPY_ON_OPEN_BYTES {
+            let io = |e| EngineError::io(path, e);
+            let mut copy = memmap2::MmapMut::map_anon(len as usize).map_err(io)?;
+            let mut reader = &file;
+            std::io::Read::read_exact(&mut reader, &mut copy).map_err(io)?;
+            copy.make_read_only().map_err(io)?
+        } else {
+            // Larger files are mapped: the tensors are read straight from the page cache, with
+            // no second copy in memory. SAFETY: the map is read-only, and sessions are replaced
+            // by renaming a new file over the old one (headwise and its Python package both
+            // do), never rewritten in place, so the mapped inode keeps its bytes. A program
+            // that truncates a large open session in place is not guarded against (README,
+            // "The session file").
+            unsafe { memmap2::Mmap::map(&file) }.map_err(|e| EngineError::io(path, e))?
+        };
+        // The f32 tensors are then read in place from the map: opening copies nothing more.
         let map = Arc::new(map);
         Self::parse(&map, Some(&map), path)
     }
@@ -714,6 +732,7 @@ impl Session {
                 meta.model.layers
             )));
         }
+        check_model_sizes(&meta.model, metadata.tensors().len(), meta.inputs.len()).map_err(bad)?;
         let data_start = 8 + header_len;
         let data = &bytes[data_start..];
         // The dtype, shape, bytes and the bytes' offset in the file.
@@ -745,14 +764,23 @@ impl Session {
                         "input {i} is an image without patch_grid and prefix_tokens"
                     )));
                 };
-                if rows * cols + prefix != t {
+                // Checked arithmetic: a grid of 2^32 × 2^32 wraps to 0 in 64 bits.
+                if rows == 0 || cols == 0 {
                     return Err(bad(format!(
-                        "input {i}: a {rows}×{cols} patch grid and {prefix} prefix tokens \
+                        "input {i}: patch_grid [{rows}, {cols}] holds no patches"
+                    )));
+                }
+                if rows.checked_mul(cols).and_then(|n| n.checked_add(prefix)) != Some(t) {
+                    return Err(bad(format!(
+                        "input {i}: a {rows}×{cols} patch_grid and {prefix} prefix tokens \
                          do not make its {t} tokens"
                     )));
                 }
                 match metadata.info(&format!("image/{i}")) {
-                    Some(info) if info.dtype == Dtype::U8 && info.shape.len() == 3 => {}
+                    Some(info) if info.dtype == Dtype::U8 && info.shape.len() == 3 => {
+                        check_picture(input, &info.shape)
+                            .map_err(|e| bad(format!("image/{i}: {e}")))?;
+                    }
                     Some(info) => {
                         return Err(bad(format!(
                             "image/{i} is {:?} {:?}, expected u8 [height, width, 3]",
@@ -793,6 +821,18 @@ impl Session {
                             "tensor lse/{i}/{l} has shape {:?} ({:?}), the metadata says \
                              [{}, {t}] (F32)",
                             info.shape, info.dtype, m.heads
+                        )));
+                    }
+                }
+                for (prefix, expected) in [("norms", vec![t]), ("vnorm", vec![m.kv_heads, t])] {
+                    let name = format!("{prefix}/{i}/{l}");
+                    if let Some(info) = metadata.info(&name)
+                        && (info.shape != expected || info.dtype != Dtype::F32)
+                    {
+                        return Err(bad(format!(
+                            "tensor {name} has shape {:?} ({:?}), the metadata says {expected:?} \
+                             (F32)",
+                            info.shape, info.dtype
                         )));
                     }
                 }
@@ -845,6 +885,7 @@ impl Session {
             }
             layers.push(per_layer);
         }
+        check_grouping(&meta.model).map_err(bad)?;
         let mut extras = BTreeMap::new();
         for (name, info) in metadata.tensors() {
             let known = ["attn/", "q/", "k/"].iter().any(|p| name.starts_with(p));
@@ -871,4 +912,78 @@ impl Session {
             dtype,
         })
     }
+}
+
+/// The largest head count, head width and layer count a session may claim: past any model, and
+/// small enough that nothing sized from them overflows. The tensors are checked against them
+/// afterwards.
+const MAX_SESSION_LAYERS: usize = 1 << 12;
+const MAX_SESSION_HEADS: usize = 1 << 12;
+const MAX_SESSION_HEAD_DIM: usize = 1 << 14;
+
+/// The model's sizes in a session's metadata, before anything is allocated from them: within
+/// bounds, and no more layers than the file has tensors for.
+fn check_model_sizes(
+    m: &ModelInfo,
+    tensors: usize,
+    inputs: usize,
+) -> std::result::Result<(), String> {
+    for (key, value, limit) in [
+        ("model.layers", m.layers, MAX_SESSION_LAYERS),
+        ("model.heads", m.heads, MAX_SESSION_HEADS),
+        ("model.kv_heads", m.kv_heads, MAX_SESSION_HEADS),
+        ("model.head_dim", m.head_dim, MAX_SESSION_HEAD_DIM),
+    ] {
+        if value > limit {
+            return Err(format!(
+                "{key} = {value} is larger than any model (at most {limit})"
+            ));
+        }
+    }
+    // Every layer of every input stores at least one tensor (its attention or its q).
+    if inputs > 0 && m.layers > tensors / inputs {
+        return Err(format!(
+            "model.layers = {} for {inputs} inputs, but the file holds only {tensors} tensors",
+            m.layers
+        ));
+    }
+    Ok(())
+}
+
+/// Query heads share key heads in groups (query head h uses key head h / (heads / kv_heads)):
+/// checked after the tensors, whose shapes name a disagreement more precisely.
+fn check_grouping(m: &ModelInfo) -> std::result::Result<(), String> {
+    if m.heads == 0 || m.kv_heads == 0 || m.heads % m.kv_heads != 0 {
+        return Err(format!(
+            "model.heads = {} cannot be grouped over model.kv_heads = {}",
+            m.heads, m.kv_heads
+        ));
+    }
+    Ok(())
+}
+
+/// An image input's picture, u8 [height, width, channels] as stored: three channels, not empty,
+/// and covering the patch grid (each patch `patch_size` pixels), all in checked arithmetic.
+fn check_picture(input: &InputInfo, shape: &[usize]) -> std::result::Result<(), String> {
+    let [height, width, channels] = shape[..] else {
+        return Err(format!("shape {shape:?}, expected [height, width, 3]"));
+    };
+    if channels != 3 {
+        return Err(format!(
+            "{channels} channels, expected 3 (u8 [height, width, 3], RGB)"
+        ));
+    }
+    if height == 0 || width == 0 {
+        return Err(format!("an empty picture ({width} × {height})"));
+    }
+    if let (Some([rows, cols]), Some([ph, pw])) = (input.patch_grid, input.patch_size) {
+        let covered = rows.checked_mul(ph).zip(cols.checked_mul(pw));
+        if ph == 0 || pw == 0 || covered.is_none_or(|(h, w)| h > height || w > width) {
+            return Err(format!(
+                "a {rows}×{cols} patch_grid of {ph}×{pw}-pixel patches does not fit in the \
+                 {width} × {height} picture"
+            ));
+        }
+    }
+    Ok(())
 }

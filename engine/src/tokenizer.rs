@@ -14,6 +14,38 @@ pub struct Encoded {
     pub tokens: Vec<String>,
 }
 
+/// Checks that every special token a post-processor's templates name is defined in its
+/// `special_tokens` with at least one id. The tokenizers crate reads such a file without
+/// complaint and then panics ("no entry found for key") on the first input it encodes.
+fn check_post_processor(processor: &Value) -> std::result::Result<(), String> {
+    match processor["type"].as_str() {
+        Some("Sequence") => processor["processors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .try_for_each(check_post_processor),
+        Some("TemplateProcessing") => {
+            let defined = &processor["special_tokens"];
+            for template in ["single", "pair"] {
+                let pieces = processor[template].as_array().into_iter().flatten();
+                for id in pieces.filter_map(|p| p["SpecialToken"]["id"].as_str()) {
+                    let entry = &defined[id];
+                    let ids = entry["ids"].as_array().map_or(0, Vec::len);
+                    let tokens = entry["tokens"].as_array().map_or(0, Vec::len);
+                    if ids == 0 || ids != tokens {
+                        return Err(format!(
+                            "post_processor template '{template}' uses the special token {id:?}, \
+                             which its special_tokens do not define (with ids and tokens)"
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
 pub struct TextTokenizer {
     inner: tokenizers::Tokenizer,
     source: PathBuf,
@@ -27,7 +59,16 @@ impl TextTokenizer {
             path: path.to_path_buf(),
             reason: e.to_string(),
         };
-        let mut inner = tokenizers::Tokenizer::from_file(path).map_err(bad)?;
+        let text = std::fs::read_to_string(path).map_err(|e| EngineError::io(path, e))?;
+        if let Ok(json) = serde_json::from_str::<Value>(&text) {
+            check_post_processor(&json["post_processor"]).map_err(|reason| {
+                EngineError::Tokenizer {
+                    path: path.to_path_buf(),
+                    reason,
+                }
+            })?;
+        }
+        let mut inner = text.parse::<tokenizers::Tokenizer>().map_err(bad)?;
         // Some tokenizer.json files (MiniLM's among them) pad every input to a fixed length and
         // truncate silently; headwise shows exactly the tokens of the input and handles long
         // inputs itself (an error, or truncation only when asked).
@@ -80,6 +121,14 @@ impl TextTokenizer {
             .and_then(|v| v.as_array())
             .map(|a| a.iter().map(|v| v.as_u64().unwrap_or(1)).collect())
             .unwrap_or_default();
+        // Ids read from the file index the vocabulary: checked, not trusted.
+        if types.len() > tokens.len() {
+            return Err(bad(format!(
+                "tokenizer.ggml.token_type has {} entries for {} tokens",
+                types.len(),
+                tokens.len()
+            )));
+        }
         let vocab: serde_json::Map<String, Value> = tokens
             .iter()
             .enumerate()
@@ -104,7 +153,15 @@ impl TextTokenizer {
             .and_then(|v| v.as_u64());
         let post_processor = match (add_bos, bos) {
             (true, Some(bos)) => {
-                let bos_token = &tokens[bos as usize];
+                let bos_token = usize::try_from(bos)
+                    .ok()
+                    .and_then(|i| tokens.get(i))
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "tokenizer.ggml.bos_token_id {bos} is not one of the {} tokens",
+                            tokens.len()
+                        ))
+                    })?;
                 json!({"type": "TemplateProcessing",
                        "single": [{"SpecialToken": {"id": bos_token, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
                        "pair": [{"SpecialToken": {"id": bos_token, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],

@@ -117,6 +117,23 @@ impl HeadwiseApp {
         app
     }
 
+    /// What the window shows, for the soak test: the generation of the document on screen
+    /// (None before the first result) and the error line (None since the last success).
+    #[doc(hidden)]
+    pub fn on_screen(&self) -> (Option<u64>, Option<&str>) {
+        (
+            self.doc.as_ref().map(|d| d.generation),
+            self.messages.error.as_deref(),
+        )
+    }
+
+    /// Whether nothing is under way, for the soak test: no model loading or running, no edit
+    /// waiting to run, no question waiting for an answer.
+    #[doc(hidden)]
+    pub fn settled(&self) -> bool {
+        self.runs.busy().is_none() && self.runs.last_edit.is_none() && self.files.pending.is_none()
+    }
+
     /// Puts a new document on screen: a run's result or an opened session, with the view state
     /// it brings (or the current one), kept to what the document can show.
     pub(super) fn set_document(

@@ -349,7 +349,12 @@ impl HeadwiseApp {
                     let _ = self.files.settings.save();
                     self.messages.info = format!("loaded {spec}");
                 }
-                Err(error) => self.messages.error = Some(format!("could not load {spec}: {error}")),
+                Err(error) => {
+                    self.messages.error = Some(format!("could not load {spec}: {error}"));
+                    // No run follows a failed load: it would only replace this message with
+                    // "no model is loaded".
+                    self.runs.last_edit = None;
+                }
             }
         }
         match self.runs.running.poll() {

@@ -28,6 +28,9 @@ pub fn picture_texture(
 ) -> Option<egui::TextureHandle> {
     let size = doc.session.image_size(input)?;
     let slot = egui::Id::unique(("headwise picture", input));
+    // A picture wider or taller than the GPU's largest texture is sampled down to fit: wgpu
+    // refuses such a texture by poisoning the device. It is drawn over the same rectangle.
+    let max_side = ctx.input(|i| i.max_texture_side).max(1);
     Some(
         doc.caches
             .textures
@@ -37,12 +40,40 @@ pub fn picture_texture(
                     .image(input)
                     .map(|p| p.pixels)
                     .unwrap_or_default();
+                let (size, pixels) = fit_texture(size, pixels, max_side);
                 (
                     egui::ColorImage::from_rgb(size, &pixels),
                     egui::TextureOptions::LINEAR,
                 )
             }),
     )
+}
+
+/// RGB pixels of `[width, height]`, sampled down (nearest pixel) so that neither side exceeds
+/// `max_side`; unchanged when they already fit.
+fn fit_texture(
+    [width, height]: [usize; 2],
+    pixels: Vec<u8>,
+    max_side: usize,
+) -> ([usize; 2], Vec<u8>) {
+    if width <= max_side && height <= max_side {
+        return ([width, height], pixels);
+    }
+    let scale = max_side as f64 / width.max(height) as f64;
+    let (w, h) = (
+        ((width as f64 * scale) as usize).clamp(1, max_side),
+        ((height as f64 * scale) as usize).clamp(1, max_side),
+    );
+    let mut out = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        let sy = y * height / h;
+        for x in 0..w {
+            let sx = x * width / w;
+            let at = (sy * width + sx) * 3;
+            out.extend_from_slice(pixels.get(at..at + 3).unwrap_or(&[0, 0, 0]));
+        }
+    }
+    ([w, h], out)
 }
 
 /// The part of the picture (in texture coordinates) that a patch token covers.

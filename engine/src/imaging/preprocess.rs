@@ -11,6 +11,12 @@ use crate::error::{EngineError, Result};
 use serde_json::Value;
 use std::path::Path;
 
+/// The largest side a preprocessor config may resize or crop to (vision models take a few
+/// hundred pixels a side).
+pub const MAX_PREPARED_SIDE: usize = 1 << 14;
+/// The most pixels a picture may have after the resize step (4096 × 4096).
+pub const MAX_PREPARED_PIXELS: usize = 1 << 24;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum ResizeTo {
     /// `{"height": h, "width": w}`
@@ -269,12 +275,77 @@ impl ImageProcessor {
         } else {
             None
         };
+        // Sizes are bounded here, before any picture is resized to them: a crop_size of
+        // 100000 would ask for 30 GB.
+        let side = |key: &str, v: usize| -> Result<()> {
+            if v == 0 || v > MAX_PREPARED_SIDE {
+                return Err(bad(format!(
+                    "{key} {} asks for {v} pixels a side; supported: 1 to {MAX_PREPARED_SIDE}",
+                    json.get(key).unwrap_or(&Value::Null)
+                )));
+            }
+            Ok(())
+        };
+        match &resize {
+            Some((ResizeTo::Exact { height, width }, _)) => {
+                side("size", *height)?;
+                side("size", *width)?;
+            }
+            Some((ResizeTo::ShortestEdge { shortest, longest }, _)) => {
+                side("size", *shortest)?;
+                if let Some(longest) = longest {
+                    side("size", *longest)?;
+                }
+            }
+            None => {}
+        }
+        if let Some([height, width]) = crop {
+            side("crop_size", height)?;
+            side("crop_size", width)?;
+        }
+        if let Some((mean, std)) = &normalize
+            && (std.iter().any(|s| *s == 0.0 || !s.is_finite())
+                || mean.iter().any(|m| !m.is_finite()))
+        {
+            return Err(bad(format!(
+                "image_mean {mean:?} / image_std {std:?}: normalising divides by each std, which \
+                 must be finite and not 0"
+            )));
+        }
+        if let Some(factor) = rescale
+            && !factor.is_finite()
+        {
+            return Err(bad(format!(
+                "rescale_factor {factor} is not a finite number"
+            )));
+        }
         Ok(Self {
             resize,
             crop,
             rescale,
             normalize,
         })
+    }
+
+    /// Checks that preparing a `width` × `height` picture stays within bounds: the resize step
+    /// of an extreme aspect ratio (1 × 100000, its short side scaled to 224) would otherwise
+    /// make a picture of billions of pixels before the crop.
+    pub fn check_size(&self, width: usize, height: usize) -> std::result::Result<(), String> {
+        if let Some((to, _)) = &self.resize {
+            let (h, w) = Self::resized_size(to, height, width);
+            if h.checked_mul(w).is_none_or(|n| n > MAX_PREPARED_PIXELS) {
+                return Err(format!(
+                    "a {width} × {height} picture would be resized to {w} × {h} pixels, over the \
+                     {MAX_PREPARED_PIXELS} this prepares (its aspect ratio is too extreme)"
+                ));
+            }
+        } else if width.saturating_mul(height) > MAX_PREPARED_PIXELS {
+            return Err(format!(
+                "a {width} × {height} picture is over the {MAX_PREPARED_PIXELS} pixels this \
+                 prepares without resizing"
+            ));
+        }
+        Ok(())
     }
 
     /// The preprocessor_config.json Hugging Face ships with a model type, for a graph that came

@@ -167,14 +167,25 @@ fn pair(value: Option<&Value>) -> Option<[usize; 2]> {
     }
 }
 
+/// `image_size` or `patch_size` within [`size_limit`] (a size past it is an error, not absent).
+fn bounded_pair(json: &Value, key: &str) -> std::result::Result<Option<[usize; 2]>, String> {
+    let Some(pair) = pair(field(json, &[key])) else {
+        return Ok(None);
+    };
+    for v in pair {
+        bounded_size(key, v as u64)?;
+    }
+    Ok(Some(pair))
+}
+
 fn vision_config(json: &Value, model_type: &str) -> std::result::Result<VisionConfig, String> {
     let default_patch = if model_type.starts_with("dinov2") {
         14
     } else {
         16
     };
-    let image_size = pair(field(json, &["image_size"])).unwrap_or([224, 224]);
-    let patch_size = pair(field(json, &["patch_size"])).unwrap_or([default_patch; 2]);
+    let image_size = bounded_pair(json, "image_size")?.unwrap_or([224, 224]);
+    let patch_size = bounded_pair(json, "patch_size")?.unwrap_or([default_patch; 2]);
     if patch_size.contains(&0) || image_size[0] < patch_size[0] || image_size[1] < patch_size[1] {
         return Err(format!(
             "image_size {image_size:?} and patch_size {patch_size:?} give no patches"
@@ -201,20 +212,64 @@ fn vision_config(json: &Value, model_type: &str) -> std::result::Result<VisionCo
         class_token: tower != Some(super::vision_tower::Tower::Siglip),
         image_size,
         patch_size,
-        channels: field(json, &["num_channels"])
-            .and_then(Value::as_u64)
-            .unwrap_or(3) as usize,
+        channels: bounded_size(
+            "num_channels",
+            field(json, &["num_channels"])
+                .and_then(Value::as_u64)
+                .unwrap_or(3),
+        )?,
         distillation_token: model_type == "deit",
         register_tokens: if model_type == "dinov2_with_registers" {
-            field(json, &["num_register_tokens"])
-                .and_then(Value::as_u64)
-                .unwrap_or(4) as usize
+            bounded_size(
+                "num_register_tokens",
+                field(json, &["num_register_tokens"])
+                    .and_then(Value::as_u64)
+                    .unwrap_or(4),
+            )?
         } else {
             0
         },
         layer_scale: model_type.starts_with("dinov2"),
         labels: labels.into_iter().map(|(_, name)| name).collect(),
     })
+}
+
+/// The largest value a size read from a config or GGUF file may take, by the key's meaning:
+/// well past every published model, and small enough that what is allocated from it (a vector
+/// per layer, a table per head) cannot overflow or take the machine's memory before the weights
+/// are checked against it. Keys not listed are bounded by [`SIZE_LIMIT_OTHER`].
+pub fn size_limit(key: &str) -> u64 {
+    let key = key.rsplit('.').next().unwrap_or(key);
+    match key {
+        "num_hidden_layers" | "n_layer" | "block_count" => 1 << 12,
+        "num_attention_heads"
+        | "n_head"
+        | "num_key_value_heads"
+        | "head_count"
+        | "head_count_kv" => 1 << 12,
+        "head_dim" | "key_length" | "value_length" | "dimension_count" => 1 << 14,
+        "hidden_size" | "n_embd" | "embedding_length" => 1 << 17,
+        "intermediate_size" | "n_inner" | "feed_forward_length" => 1 << 20,
+        "vocab_size" => 1 << 24,
+        "max_position_embeddings" | "n_positions" | "n_ctx" | "context_length" => 1 << 28,
+        "image_size" | "patch_size" => 1 << 16,
+        "num_channels" | "num_register_tokens" | "type_vocab_size" => 1 << 16,
+        _ => SIZE_LIMIT_OTHER,
+    }
+}
+
+/// The bound on sizes [`size_limit`] does not name.
+pub const SIZE_LIMIT_OTHER: u64 = 1 << 32;
+
+/// `value` of `key` if it is within [`size_limit`], else the message saying it is not.
+pub fn bounded_size(key: &str, value: u64) -> std::result::Result<usize, String> {
+    let limit = size_limit(key);
+    if value > limit {
+        return Err(format!(
+            "{key} = {value} is larger than any model this reads (at most {limit})"
+        ));
+    }
+    usize::try_from(value).map_err(|_| format!("{key} = {value} does not fit this machine"))
 }
 
 fn field<'a>(json: &'a Value, names: &[&str]) -> Option<&'a Value> {
@@ -263,16 +318,26 @@ impl ModelConfig {
         if architecture == Architecture::Gemma {
             return super::gemma::parse_config(json, path);
         }
+        // Sizes are bounded as they are read: a layer count of 2^40 must not reach the vectors
+        // allocated per layer below.
         let usize_of = |names: &[&str]| -> Result<usize> {
-            field(json, names)
-                .and_then(Value::as_u64)
-                .map(|v| v as usize)
-                .ok_or_else(|| bad(format!("missing or non-integer {}", names.join(" / "))))
+            let (name, value) = names
+                .iter()
+                .find_map(|n| Some((*n, field(json, &[n])?)))
+                .and_then(|(n, v)| Some((n, v.as_u64()?)))
+                .ok_or_else(|| bad(format!("missing or non-integer {}", names.join(" / "))))?;
+            bounded_size(name, value).map_err(bad)
         };
         let layers = usize_of(&["num_hidden_layers", "n_layer"])?;
         let heads = usize_of(&["num_attention_heads", "n_head"])?;
         let hidden = usize_of(&["hidden_size", "n_embd"])?;
-        let kv_heads = usize_of(&["num_key_value_heads"]).unwrap_or(heads);
+        let optional = |names: &[&str]| -> Result<Option<usize>> {
+            match field(json, names) {
+                None => Ok(None),
+                Some(_) => usize_of(names).map(Some),
+            }
+        };
+        let kv_heads = optional(&["num_key_value_heads"])?.unwrap_or(heads);
         let own_head_dim = field(json, &["head_dim"]).is_some() || model_type == "qwen3";
         if heads == 0 || hidden % heads != 0 && !own_head_dim {
             return Err(bad(format!(
@@ -284,12 +349,15 @@ impl ModelConfig {
                 "{heads} heads cannot be grouped over {kv_heads} kv heads"
             )));
         }
-        let head_dim = usize_of(&["head_dim"]).unwrap_or(hidden / heads);
+        let head_dim = optional(&["head_dim"])?.unwrap_or(hidden / heads);
         let mlp_ratio = field(json, &["mlp_ratio"])
             .and_then(Value::as_f64)
             .unwrap_or(4.0);
-        let intermediate = usize_of(&["intermediate_size", "n_inner"])
-            .unwrap_or((mlp_ratio * hidden as f64) as usize);
+        let intermediate = match optional(&["intermediate_size", "n_inner"])? {
+            Some(n) => n,
+            None => bounded_size("intermediate_size", (mlp_ratio * hidden as f64) as u64)
+                .map_err(|e| bad(format!("mlp_ratio {mlp_ratio} × hidden_size {hidden}: {e}")))?,
+        };
         let vision = if matches!(architecture, Architecture::Vit | Architecture::VisionTower) {
             Some(vision_config(json, &model_type).map_err(bad)?)
         } else {
@@ -426,7 +494,7 @@ impl ModelConfig {
             norm_eps,
             activation,
             rope_theta,
-            type_vocab_size: usize_of(&["type_vocab_size"]).unwrap_or(0),
+            type_vocab_size: optional(&["type_vocab_size"])?.unwrap_or(0),
             tie_word_embeddings,
             attention_bias: match &llama {
                 Some(options) => options.qkv_bias,
@@ -467,26 +535,37 @@ impl ModelConfig {
                 supported: vec!["llama", "mistral", "qwen2"],
             });
         }
+        // Bounded as read, so that a block_count of 2^64 - 1 is an error, not a vector of that
+        // many layers.
         let int = |key: &str| -> Result<usize> {
-            file.get(&format!("{arch}.{key}"))
+            let name = format!("{arch}.{key}");
+            let value = file
+                .get(&name)
                 .and_then(|v| v.as_u64())
-                .map(|v| v as usize)
-                .ok_or_else(|| bad(format!("missing {arch}.{key}")))
+                .ok_or_else(|| bad(format!("missing {name}")))?;
+            bounded_size(&name, value).map_err(bad)
+        };
+        // Absent is None; present but not a size within bounds is an error.
+        let opt_int = |key: &str| -> Result<Option<usize>> {
+            match file.get(&format!("{arch}.{key}")) {
+                None => Ok(None),
+                Some(_) => int(key).map(Some),
+            }
         };
         let float = |key: &str| file.get(&format!("{arch}.{key}")).and_then(|v| v.as_f64());
         let layers = int("block_count")?;
         let hidden = int("embedding_length")?;
         let heads = int("attention.head_count")?;
-        let kv_heads = int("attention.head_count_kv").unwrap_or(heads);
+        let kv_heads = opt_int("attention.head_count_kv")?.unwrap_or(heads);
         if heads == 0 || hidden % heads != 0 || kv_heads == 0 || heads % kv_heads != 0 {
             return Err(bad(format!(
                 "inconsistent heads {heads} / kv heads {kv_heads} / hidden {hidden}"
             )));
         }
-        let head_dim = int("attention.key_length").unwrap_or(hidden / heads);
-        let vocab = match int("vocab_size") {
-            Ok(v) => v,
-            Err(_) => file
+        let head_dim = opt_int("attention.key_length")?.unwrap_or(hidden / heads);
+        let vocab = match opt_int("vocab_size")? {
+            Some(v) => v,
+            None => file
                 .get("tokenizer.ggml.tokens")
                 .and_then(|v| v.as_array())
                 .map(<[_]>::len)
@@ -519,7 +598,7 @@ impl ModelConfig {
                 ));
             }
         }
-        if let Ok(value_length) = int("attention.value_length") {
+        if let Some(value_length) = opt_int("attention.value_length")? {
             if value_length != head_dim {
                 return Err(refuse(
                     "attention.value_length",
@@ -528,7 +607,7 @@ impl ModelConfig {
                 ));
             }
         }
-        if let Ok(rotary) = int("rope.dimension_count") {
+        if let Some(rotary) = opt_int("rope.dimension_count")? {
             if rotary != head_dim {
                 return Err(refuse(
                     "rope.dimension_count",
@@ -539,17 +618,17 @@ impl ModelConfig {
         }
         // transformers reads a mistral GGUF into its Mistral config, whose window defaults to
         // 4096; llama and qwen2 have none.
-        let window = match int("attention.sliding_window") {
-            Ok(w) if arch == "mistral" && w > 0 => Some(w),
-            Ok(w) => {
+        let window = match opt_int("attention.sliding_window")? {
+            Some(w) if arch == "mistral" && w > 0 => Some(w),
+            Some(w) => {
                 return Err(refuse(
                     "attention.sliding_window",
                     w.to_string(),
                     &format!("{arch} has no sliding window; supported for mistral"),
                 ));
             }
-            Err(_) if arch == "mistral" => Some(4096),
-            Err(_) => None,
+            None if arch == "mistral" => Some(4096),
+            None => None,
         };
         let scaling = match file.get(&key("rope.scaling.type")).map(|v| v.as_str()) {
             None | Some(Some("none")) => RopeScaling::None,

@@ -140,11 +140,13 @@ impl Keys<'_> {
         ))
     }
 
+    /// Bounded as read (see [`super::config::size_limit`]), so no vector is sized from 2^40.
     fn usize(&self, key: &str) -> Result<usize> {
-        self.get(key)
+        let value = self
+            .get(key)
             .as_u64()
-            .map(|v| v as usize)
-            .ok_or_else(|| self.bad(format!("missing or non-integer {}", self.name(key))))
+            .ok_or_else(|| self.bad(format!("missing or non-integer {}", self.name(key))))?;
+        super::config::bounded_size(&self.name(key), value).map_err(|e| self.bad(e))
     }
 
     fn positive(&self, key: &str) -> Result<usize> {

@@ -11,6 +11,10 @@ use memmap2::Mmap;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+/// The most items a metadata array may hold: 16 times the largest vocabularies (262,144
+/// tokens).
+const MAX_ARRAY_ITEMS: usize = 1 << 22;
+
 /// A metadata value. Integers are widened so callers need not care which width the writer chose.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GgufValue {
@@ -149,6 +153,18 @@ impl<'a> Cursor<'a> {
         let bytes = self.take(n)?;
         Ok(String::from_utf8_lossy(bytes).into_owned())
     }
+    /// The fewest bytes an array item of `kind` takes in the file.
+    fn item_size(kind: u32) -> usize {
+        match kind {
+            2 | 3 => 2,
+            4..=6 => 4,
+            // A string's length, or a (nested, refused) array's type and length.
+            8 | 10..=12 => 8,
+            9 => 12,
+            _ => 1,
+        }
+    }
+
     fn value(&mut self, kind: u32, depth: usize) -> std::result::Result<GgufValue, String> {
         Ok(match kind {
             0 => GgufValue::UInt(self.take(1)?[0] as u64),
@@ -162,7 +178,18 @@ impl<'a> Cursor<'a> {
             8 => GgufValue::Str(self.string()?),
             9 if depth == 0 => {
                 let item_kind = self.u32()?;
-                let n = self.count(1)?;
+                // Each item takes at least its type's size in the file, so a length retyped to
+                // cover the file is caught here; and no metadata array (vocabularies, merges)
+                // comes near MAX_ARRAY_ITEMS, which bounds what the items take in memory
+                // (a GgufValue is 32 bytes, however small the item in the file).
+                let n = self.count(Self::item_size(item_kind))?;
+                if n > MAX_ARRAY_ITEMS {
+                    return Err(format!(
+                        "an array of {n} items at byte {}: more than the {MAX_ARRAY_ITEMS} \
+                         this reader accepts",
+                        self.pos - 8
+                    ));
+                }
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
                     items.push(self.value(item_kind, depth + 1)?);
@@ -256,7 +283,10 @@ impl GgufFile {
                     "tensor {name}: {count} elements is not whole blocks"
                 ));
             }
-            let len = count / block_elems * block_bytes;
+            // Checked: a count that fits in 64 bits can still overflow as bytes.
+            let len = (count / block_elems)
+                .checked_mul(block_bytes)
+                .ok_or_else(|| format!("tensor {name}: size overflows"))?;
             let start = data_start
                 .checked_add(offset)
                 .filter(|s| s.checked_add(len).is_some_and(|e| e <= bytes.len()))

@@ -85,10 +85,12 @@ pub fn read(
     let uint = |name: &str| -> Result<Option<usize>, String> {
         match field(json, name) {
             None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .map(|n| Some(n as usize))
-                .ok_or_else(|| refuse(name, v, "expected a whole number")),
+            Some(v) => {
+                let n = v
+                    .as_u64()
+                    .ok_or_else(|| refuse(name, v, "expected a whole number"))?;
+                super::config::bounded_size(name, n).map(Some)
+            }
         }
     };
     // Qwen3's config class defaults head_dim to 128; the others derive it from the width.

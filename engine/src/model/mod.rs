@@ -16,6 +16,7 @@ pub mod onnx_file;
 pub mod packing;
 pub mod rope;
 pub mod safetensors_file;
+pub mod shapes;
 pub mod vision_tower;
 pub mod vit;
 pub mod weights;
@@ -276,6 +277,9 @@ impl Model {
                 ),
             });
         };
+        processor
+            .check_size(image.width, image.height)
+            .map_err(|reason| EngineError::BadInput { index, reason })?;
         Ok(processor.prepare(image))
     }
 
@@ -491,6 +495,9 @@ fn build(
     device: &Device,
     progress: &dyn Fn(f32),
 ) -> Result<Network> {
+    // Every weight is checked against the shape the config implies as it is read (shapes.rs).
+    let checked = shapes::Checked::new(weights, config, weights.path())?;
+    let weights: &dyn WeightSource = &checked;
     Ok(match config.architecture {
         Architecture::Bert => Network::Bert(bert::Bert::load(config, weights, device, progress)?),
         Architecture::Gpt2 => Network::Gpt2(gpt2::Gpt2::load(config, weights, device, progress)?),

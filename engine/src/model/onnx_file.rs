@@ -112,8 +112,12 @@ impl TensorProto {
                 .collect(),
             other => return Err(format!("data type {other} is not a float type")),
         };
-        let expected: usize = self.shape().iter().product();
-        if values.len() != expected {
+        // Checked: dims read from the file may multiply past 64 bits.
+        let expected = self
+            .shape()
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d));
+        if expected != Some(values.len()) {
             return Err(format!(
                 "{} values for shape {:?} (truncated?)",
                 values.len(),
