@@ -117,10 +117,28 @@ fn softmax_rows(
     let row =
         |scratch: &mut Vec<f32>,
          (index, ((out_row, in_row), lse)): (usize, ((&mut [f32], &[f32]), &mut f32))| {
-            let mask_row = mask.map(|tile| {
+            let query = mask.map(|tile| tile.rows.start + index % rows);
+            // Without padding a row's visible keys are one span: the softmax runs over it alone
+            // (masked keys would only add exact zeros), the rest of the row stays 0.
+            if let (Some(tile), Some(query)) = (mask, query)
+                && let Some(span) = tile.mask.span_within(query, tile.keys.clone())
+            {
+                *lse = if span.is_empty() {
+                    f32::NEG_INFINITY
+                } else {
+                    softmax_row(
+                        &in_row[span.clone()],
+                        None,
+                        scale,
+                        softcap,
+                        &mut out_row[span],
+                    )
+                };
+                return;
+            }
+            let mask_row = mask.zip(query).map(|(tile, query)| {
                 scratch.resize(width, 0.0);
-                tile.mask
-                    .fill_row(tile.rows.start + index % rows, tile.keys.clone(), scratch);
+                tile.mask.fill_row(query, tile.keys.clone(), scratch);
                 &scratch[..]
             });
             *lse = softmax_row(in_row, mask_row, scale, softcap, out_row);

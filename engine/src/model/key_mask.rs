@@ -101,6 +101,18 @@ impl KeyMask {
         }
     }
 
+    /// The keys of `keys` that `query` sees, as positions within `keys`, when they are one span
+    /// (no padded keys); None when padding makes them several.
+    pub fn span_within(&self, query: usize, keys: Range<usize>) -> Option<Range<usize>> {
+        if self.key_valid.is_some() {
+            return None;
+        }
+        let visible = self.visible(query);
+        let lo = visible.start.clamp(keys.start, keys.end) - keys.start;
+        let hi = visible.end.clamp(keys.start, keys.end) - keys.start;
+        Some(lo..hi.max(lo))
+    }
+
     /// Whether every key of `keys` is visible to every query of `rows`: no mask is needed there.
     pub fn tile_is_open(&self, rows: Range<usize>, keys: Range<usize>) -> bool {
         if rows.is_empty() || keys.is_empty() {

@@ -251,6 +251,9 @@ pub fn attend(
 }
 
 /// The most logits one tile of [`attend`] holds: 32 MiB, with its probabilities as much again.
+/// Measured on SmolLM2 at 8,192 tokens on 2 cores (forward + capture): 8 MiB tiles (28 rows)
+/// 56.2 s, 32 MiB (113 rows) 45.6 s, 128 MiB slower again at 4,096 tokens (taller tiles compute
+/// more of the causal mask's hidden upper triangle; shorter ones make thin matrix products).
 pub const ATTENTION_TILE_BYTES: usize = 32 << 20;
 
 /// How many query rows a tile of [`attend`] takes so that its logits over all `t` keys of all
