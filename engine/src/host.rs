@@ -24,9 +24,12 @@ impl HostTensor {
 
     /// The transpose of a 2-D tensor. Hugging Face stores linear weights [out, in]; the forward
     /// passes multiply by [in, out], so they are turned once at load time instead of every pass.
+    /// A tensor of another rank is read as [first dimension, the rest] (a 1-D one as a column),
+    /// so that a malformed weight reaches the shape checks instead of a panic here.
     pub fn transposed(&self) -> Self {
-        let [rows, cols] = [self.shape[0], self.shape[1]];
-        let mut data = vec![0.0; self.data.len()];
+        let rows = self.shape.first().copied().unwrap_or(1);
+        let cols = self.data.len().checked_div(rows).unwrap_or(0);
+        let mut data = vec![0.0; rows * cols];
         for r in 0..rows {
             for c in 0..cols {
                 data[c * rows + r] = self.data[r * cols + c];
@@ -146,5 +149,20 @@ impl PartialEq for Floats {
 impl std::fmt::Debug for Floats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_one_dimensional_tensor_transposes_to_a_row_instead_of_panicking() {
+        let t = HostTensor::new(vec![3], vec![1.0, 2.0, 3.0]).transposed();
+        assert_eq!(t.shape, vec![1, 3]);
+        assert_eq!(t.data.to_vec(), vec![1.0, 2.0, 3.0]);
+        let m = HostTensor::new(vec![2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).transposed();
+        assert_eq!(m.shape, vec![3, 2]);
+        assert_eq!(m.data.to_vec(), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
     }
 }
