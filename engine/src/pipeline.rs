@@ -91,8 +91,94 @@ pub enum RunError {
     },
     #[error("cancelled after {done} of {total} inputs")]
     Cancelled { done: usize, total: usize },
+    #[error(
+        "this run would need about {:.1} GiB of memory and the machine has {:.1} GiB free: \
+         run fewer or shorter inputs{}",
+        gib(*needed),
+        gib(*available),
+        if *materialised { ", or keep attention as q, k and lse (--attention auto or none)" } else { "" }
+    )]
+    OutOfMemory {
+        needed: u64,
+        available: u64,
+        /// Whether materialised attention is part of what is needed.
+        materialised: bool,
+    },
     #[error(transparent)]
     Engine(#[from] EngineError),
+}
+
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
+}
+
+/// About how much memory a text run holds at its peak, beyond the loaded model: every layer's
+/// q, k and lse of every input twice (on the compute device as the passes leave them, and in
+/// the session), materialised attention twice where it is kept, and the working set of the
+/// longest pass (hidden states, the feed-forward's activations, an attention tile).
+pub fn text_run_bytes(model: &Model, lengths: &[usize], options: &RunOptions) -> u64 {
+    let c = &model.config;
+    let (layers, heads, kv, d) = (
+        c.layers as u64,
+        c.heads as u64,
+        c.kv_heads as u64,
+        c.head_dim as u64,
+    );
+    let kept: u64 = lengths
+        .iter()
+        .map(|&t| {
+            let t = t as u64;
+            let qk_lse = layers
+                .saturating_mul((heads + kv).saturating_mul(d).saturating_add(heads))
+                .saturating_mul(t);
+            let attention = if options.capture.keeps(c.layers, c.heads, t as usize) {
+                crate::trace::attention_bytes(c.layers, c.heads, t as usize) / 4
+            } else {
+                0
+            };
+            qk_lse.saturating_add(attention).saturating_mul(4 * 2)
+        })
+        .fold(0u64, u64::saturating_add);
+    let longest = lengths.iter().copied().max().unwrap_or(0) as u64;
+    let working = longest
+        .saturating_mul(
+            (c.hidden as u64)
+                .saturating_mul(8)
+                .saturating_add(c.intermediate as u64 * 3),
+        )
+        .saturating_mul(4)
+        .saturating_add(2 * crate::model::layers::ATTENTION_TILE_BYTES as u64);
+    kept.saturating_add(working)
+}
+
+/// The memory the system says is available for a new allocation (Linux: `MemAvailable`);
+/// None where it does not say.
+pub fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
+}
+
+/// Refuses a run that would not fit `available` bytes, before it starts.
+fn check_memory(
+    needed: u64,
+    available: u64,
+    options: &RunOptions,
+    model: &Model,
+    lengths: &[usize],
+) -> Result<(), RunError> {
+    if needed <= available {
+        return Ok(());
+    }
+    let c = &model.config;
+    Err(RunError::OutOfMemory {
+        needed,
+        available,
+        materialised: lengths
+            .iter()
+            .any(|&t| options.capture.keeps(c.layers, c.heads, t)),
+    })
 }
 
 /// The inputs of a text file: one per line, surrounding white space trimmed, empty lines
@@ -158,6 +244,16 @@ fn run_texts(
 ) -> Result<Run, RunError> {
     let total = texts.len();
     let encoded = model.encode_all(texts, options.long)?;
+    let lengths: Vec<usize> = encoded.iter().map(|e| e.ids.len()).collect();
+    if let Some(available) = available_memory() {
+        check_memory(
+            text_run_bytes(model, &lengths, options),
+            available,
+            options,
+            model,
+            &lengths,
+        )?;
+    }
     let token_inputs: Vec<TokenInput> = encoded.iter().map(TokenInput::from).collect();
     let mut reported = 0;
     let traces = model.forward_many(

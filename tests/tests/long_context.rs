@@ -298,3 +298,39 @@ fn a_long_head_renders_from_q_k_and_lse_with_the_causal_mask_and_the_first_query
     let (rows, cols) = grid_bands(&map_mask(&overview, ColorMap::Viridis));
     assert_eq!((rows.len(), cols.len()), (2, 4), "{rows:?} {cols:?}");
 }
+
+/// Asking to materialise the attention of a 131,072-token input (over a terabyte) is refused
+/// before the run starts, saying how much it needs and what to do, instead of an allocation
+/// abort part-way.
+#[test]
+fn a_run_that_cannot_fit_in_memory_is_refused_before_it_starts_saying_how_much_it_needs() {
+    const T: usize = 131_072;
+    let dir = scratch("long-context-too-big");
+    let model = long_llama(&dir, T);
+    let file = dir.join("long.txt");
+    std::fs::write(
+        &file,
+        "the quick brown fox jumps over a lazy dog ".repeat(T / 8),
+    )
+    .unwrap();
+    let out = dir.join("never.safetensors");
+    let result = headwise(
+        &[
+            "trace",
+            "--model",
+            model.to_str().unwrap(),
+            "--text-file",
+            file.to_str().unwrap(),
+            "--truncate",
+            "--attention",
+            "full",
+            "--device",
+            "cpu",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &dir,
+    );
+    assert_clean_failure(&result, &["GiB of memory", "--attention auto or none"]);
+    assert!(!out.exists());
+}
