@@ -273,6 +273,19 @@ impl HeadwiseApp {
 
     /// Runs the image model on a picture (chosen, dropped or given on the command line).
     pub(super) fn run_image(&mut self, path: PathBuf) {
+        if self.runs.loading().is_none()
+            && let Some(loaded) = &self.runs.model
+            && !loaded.model.takes_images()
+        {
+            // Running the text prompt instead would look like the picture was taken.
+            self.messages.error = Some(format!(
+                "{} is a picture, and {} is a text model: open an image model (dinov2-s, a ViT \
+                 folder or ONNX file) to run it",
+                path.display(),
+                loaded.spec
+            ));
+            return;
+        }
         self.runs.image = Some(path);
         if self.runs.loading().is_some() {
             // The run follows the load.
