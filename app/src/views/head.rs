@@ -133,6 +133,18 @@ pub fn controls(ui: &mut egui::Ui, doc: &Document, state: &mut ViewState) {
             ui.selectable_value(&mut state.region_reduce, Reduce::Mean, "mean");
         }
         ui.checkbox(&mut state.show_lines, "token lines");
+        let search = ui.add(
+            egui::TextEdit::singleline(&mut state.find)
+                .hint_text("jump to token")
+                .desired_width(110.0),
+        );
+        let go = ui
+            .button("next")
+            .on_hover_text("zoom to the next token that matches");
+        let entered = search.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+        if go.clicked() || entered {
+            jump_to_next(doc, state);
+        }
         if ui.button("reset zoom").clicked() {
             state.window = None;
         }
@@ -149,6 +161,36 @@ pub fn controls(ui: &mut egui::Ui, doc: &Document, state: &mut ViewState) {
         &low,
         &format!("{}", state.style.vmax),
     );
+}
+
+/// Zooms the heatmap to the next token after the window's centre (wrapping round) that matches
+/// the search, centred on its row and column; 64 tokens across.
+fn jump_to_next(doc: &Document, state: &mut ViewState) {
+    let visible = visible(doc, state);
+    let tokens = doc.tokens(state.input);
+    let labels: Vec<&str> = visible.iter().map(|&i| tokens[i].as_str()).collect();
+    let n = visible.len() as f32;
+    let window = state.window.unwrap_or([0.0, 0.0, n, n]);
+    let from = (window[1] + window[3] / 2.0) as usize + 1;
+    if let Some(v) = next_match(&labels, &state.find, from) {
+        let span = 64.0f32.min(n);
+        let start = (v as f32 + 0.5 - span / 2.0).clamp(0.0, n - span);
+        state.window = Some([start, start, span, span]);
+    }
+}
+
+/// The first of `tokens` at or after `from` (wrapping round) that contains `query`, compared as
+/// the query-key view's search does (lower case, without word markers); None when none does or
+/// the query is empty.
+pub fn next_match(tokens: &[&str], query: &str, from: usize) -> Option<usize> {
+    let query = super::qk_style::normalise_token(query);
+    if query.is_empty() || tokens.is_empty() {
+        return None;
+    }
+    let n = tokens.len();
+    (0..n)
+        .map(|k| (from + k) % n)
+        .find(|&i| super::qk_style::normalise_token(tokens[i]).contains(&query))
 }
 
 pub fn selection_label(s: Selection) -> &'static str {
@@ -464,4 +506,20 @@ pub fn next_tokens(ui: &mut egui::Ui, doc: &Document, input: usize) {
             ui.end_row();
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_match;
+
+    #[test]
+    fn jump_to_token_finds_the_next_match_after_the_centre_wrapping_round() {
+        let tokens = ["<s>", "ĠCall", "Ġme", "ĠIsh", "mael", ".", "ĠCall"];
+        assert_eq!(next_match(&tokens, "call", 0), Some(1));
+        assert_eq!(next_match(&tokens, "call", 2), Some(6));
+        assert_eq!(next_match(&tokens, "CALL", 7), Some(1), "wraps round");
+        assert_eq!(next_match(&tokens, "mael", 0), Some(4));
+        assert_eq!(next_match(&tokens, "whale", 0), None);
+        assert_eq!(next_match(&tokens, "  ", 0), None);
+    }
 }

@@ -32,7 +32,7 @@ fn pack([r, g, b]: [u8; 3], alpha: u8) -> u32 {
 }
 
 /// A token as a search sees it: lower case, without the tokenizer's word markers.
-fn normalise_token(token: &str) -> String {
+pub(crate) fn normalise_token(token: &str) -> String {
     token
         .trim()
         .trim_start_matches("##")

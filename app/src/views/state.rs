@@ -190,6 +190,8 @@ pub struct ViewState {
     /// Attention computed from q, k and lse (long inputs): what a pixel covering many cells
     /// shows, their max or their mean.
     pub region_reduce: Reduce,
+    /// The head view's "jump to token" search.
+    pub find: String,
     pub show_lines: bool,
     /// Extra heads of the current layer drawn in the token lines, colour-coded.
     pub line_heads: Vec<usize>,
@@ -211,6 +213,7 @@ impl Default for ViewState {
             hide_special: false,
             window: None,
             region_reduce: Reduce::Max,
+            find: String::new(),
             show_lines: false,
             line_heads: Vec::new(),
             style: HeatmapStyle::default(),
