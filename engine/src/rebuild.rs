@@ -10,17 +10,19 @@ use crate::analysis::aggregate::Reduce;
 use crate::attention::LayerAttention;
 use crate::host::HostTensor;
 use crate::model::cpu_kernels::exp;
+use crate::model::key_mask::KeyMask;
 use rayon::prelude::*;
 use std::ops::Range;
 
 /// One layer of one input's attention, as q, k and lse.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct QkAttention<'a> {
     q: &'a [f32],
     k: &'a [f32],
     lse: &'a [f32],
     layer: LayerAttention,
-    causal: bool,
+    /// Which keys each query sees: the forward pass's own rule for one input.
+    mask: KeyMask,
     heads: usize,
     t: usize,
     d: usize,
@@ -52,7 +54,7 @@ impl<'a> QkAttention<'a> {
             k: &k.data,
             lse,
             layer,
-            causal,
+            mask: KeyMask::new(&[t], causal, None, layer.window),
             heads,
             t,
             d,
@@ -70,11 +72,7 @@ impl<'a> QkAttention<'a> {
 
     /// The keys query `i` may see.
     pub fn visible(&self, i: usize) -> Range<usize> {
-        let hi = if self.causal { i + 1 } else { self.t };
-        match self.layer.window {
-            Some(w) => (i + 1).saturating_sub(w)..hi.min(i + w),
-            None => 0..hi,
-        }
+        self.mask.visible(i)
     }
 
     /// Row `i` of head `h` over the keys `cols` into `out` (zero where masked).

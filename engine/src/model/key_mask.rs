@@ -84,14 +84,12 @@ impl KeyMask {
     /// negative f32 where not, as a [T, T] mask tensor would hold it.
     pub fn fill_row(&self, query: usize, keys: Range<usize>, out: &mut [f32]) {
         let out = &mut out[..keys.len()];
-        let visible = self.visible(query);
         // The visible keys are one interval: three slice fills, which run at memory speed (a
         // causal row of 8k keys per head per layer adds up).
-        let lo = visible.start.clamp(keys.start, keys.end) - keys.start;
-        let hi = visible.end.clamp(keys.start, keys.end) - keys.start;
-        out[..lo].fill(MASKED);
-        out[lo..hi.max(lo)].fill(0.0);
-        out[hi.max(lo)..].fill(MASKED);
+        let span = self.visible_within(query, keys.clone());
+        out[..span.start].fill(MASKED);
+        out[span.clone()].fill(0.0);
+        out[span.end..].fill(MASKED);
         if let Some(valid) = &self.key_valid {
             for (o, &ok) in out.iter_mut().zip(&valid[keys]) {
                 if !ok {
@@ -104,13 +102,17 @@ impl KeyMask {
     /// The keys of `keys` that `query` sees, as positions within `keys`, when they are one span
     /// (no padded keys); None when padding makes them several.
     pub fn span_within(&self, query: usize, keys: Range<usize>) -> Option<Range<usize>> {
-        if self.key_valid.is_some() {
-            return None;
-        }
+        self.key_valid
+            .is_none()
+            .then(|| self.visible_within(query, keys))
+    }
+
+    /// [`KeyMask::visible`] cut to `keys`, as positions within `keys`; padding not applied.
+    fn visible_within(&self, query: usize, keys: Range<usize>) -> Range<usize> {
         let visible = self.visible(query);
         let lo = visible.start.clamp(keys.start, keys.end) - keys.start;
         let hi = visible.end.clamp(keys.start, keys.end) - keys.start;
-        Some(lo..hi.max(lo))
+        lo..hi.max(lo)
     }
 
     /// Whether every key of `keys` is visible to every query of `rows`: no mask is needed there.
