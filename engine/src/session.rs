@@ -43,6 +43,10 @@ pub struct ModelInfo {
     /// applied is unknown (see [`Session::layer_attention`]).
     #[serde(default)]
     pub attention: Vec<LayerAttention>,
+    /// Whether each layer masks later keys, where the file says so (`model.attention[l].causal`,
+    /// as the Python capture writes it); else it is read off the lse (see [`looks_causal`]).
+    #[serde(skip)]
+    pub causal: Vec<Option<bool>>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -300,6 +304,7 @@ impl Session {
                     kv_heads: c.kv_heads,
                     head_dim: c.head_dim,
                     attention: model.layer_attention(),
+                    causal: Vec::new(),
                 },
                 inputs: Vec::new(),
                 view: serde_json::Value::Null,
@@ -474,7 +479,7 @@ impl Session {
         if QkAttention::new(&tensors.q, &tensors.k, &lse, attention, false).is_none() {
             return None;
         }
-        let causal = looks_causal(&tensors.q, &tensors.k, &lse, &attention);
+        let causal = self.causal(layer, &tensors.q, &tensors.k, &lse);
         Some(QkParts {
             q: &tensors.q,
             k: &tensors.k,
@@ -482,6 +487,12 @@ impl Session {
             attention,
             causal,
         })
+    }
+
+    /// Whether layer `layer` masks later keys: as the file says, else read off its lse.
+    fn causal(&self, layer: usize, q: &HostTensor, k: &HostTensor, lse: &[f32]) -> bool {
+        let stated = self.meta.model.causal.get(layer).copied().flatten();
+        stated.unwrap_or_else(|| looks_causal(q, k, lse, &self.layer_attention(layer)))
     }
 
     /// How layer `layer`'s logits follow from its q and k. Format 1 files do not say: there it
@@ -723,8 +734,15 @@ impl Session {
                 "written by a newer headwise (format {format_version}; this one reads up to {FORMAT_VERSION})"
             )));
         }
-        let meta: SessionMeta =
+        let mut meta: SessionMeta =
             serde_json::from_str(json).map_err(|e| bad(format!("metadata: {e}")))?;
+        let stated: Vec<Option<bool>> = (0..meta.model.attention.len())
+            .map(|l| version["model"]["attention"][l]["causal"].as_bool())
+            .collect();
+        // Empty when no layer says, as a session made in memory has it.
+        if stated.iter().any(Option::is_some) {
+            meta.model.causal = stated;
+        }
         if !meta.model.attention.is_empty() && meta.model.attention.len() != meta.model.layers {
             return Err(bad(format!(
                 "model.attention has {} entries for {} layers",
@@ -873,8 +891,12 @@ impl Session {
                         let lse = decode_floats(dtype, raw)
                             .map_err(|e| bad(format!("lse/{i}/{l}: {e}")))?;
                         let layer = meta.model.attention[l];
-                        let causal = raw_layer["causal"]
-                            .as_bool()
+                        let causal = meta
+                            .model
+                            .causal
+                            .get(l)
+                            .copied()
+                            .flatten()
                             .unwrap_or_else(|| looks_causal(&q, &k, &lse, &layer));
                         Some(rebuild_attention(&q, &k, &lse, &layer, causal))
                     } else {

@@ -103,6 +103,7 @@ pub fn synthetic_session(layers: usize, heads: usize, tokens: usize, head_dim: u
                 kv_heads: heads,
                 head_dim,
                 attention: Vec::new(),
+                causal: Vec::new(),
             },
             inputs: vec![InputInfo {
                 kind: InputKind::Text,
