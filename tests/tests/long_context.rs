@@ -183,8 +183,9 @@ fn a_32k_token_input_is_traced_in_memory_and_a_session_that_grow_with_t_not_t_sq
         size as f64 / (1 << 20) as f64,
         stderr.trim()
     );
-    // One head's [T, T] attention alone would be 4 GiB.
-    if let Some(peak) = peak_mib(&stderr) {
+    // One head's [T, T] attention alone would be 4 GiB. (`trace` says its peak on Linux.)
+    if cfg!(target_os = "linux") {
+        let peak = peak_mib(&stderr).expect("trace reports its peak memory");
         assert!(peak < 2048, "peak memory {peak} MiB");
     }
     let session = Session::open(&out).unwrap();
