@@ -510,6 +510,9 @@ class _Recorder:
         its layer (`norms`, `massive`)."""
         import torch
 
+        # A model whose attention modules sit in no nn.ModuleList (no stack of layers to hook)
+        # gets no hook: its session has no `norms` or `massive`, as there is no module whose
+        # output is the residual stream after one layer.
         owners = {}
         modules = dict(self.root.named_modules())
         for name, module in modules.items():
@@ -530,15 +533,31 @@ class _Recorder:
                 return
             h = h[0].detach().float()
             lay.norms = h.norm(dim=-1).cpu().numpy()
-            flat = h.abs().flatten()
-            top = torch.topk(flat, min(MASSIVE_ROWS, flat.numel())).indices
-            tokens, channels = top // h.shape[1], top % h.shape[1]
-            rows = torch.stack([tokens.float(), channels.float(), h.flatten()[top]], dim=1)
-            massive = np.zeros((MASSIVE_ROWS, 3), np.float32)
-            massive[:rows.shape[0]] = rows.cpu().numpy()
-            lay.massive = massive
+            lay.massive = _massive(h)
 
         return after
+
+
+def _massive(h):
+    """`massive` of a hidden state h [T, hidden]: f32 [16, 3] rows (token, channel, signed
+    value) of its entries of largest |value|, largest first, ties by the smaller flat index
+    token * hidden + channel; rows past T * hidden entries are (-1, -1, 0)."""
+    import torch
+
+    flat = h.reshape(-1)
+    size = flat.abs()
+    k = min(MASSIVE_ROWS, flat.numel())
+    massive = np.tile(np.array([-1.0, -1.0, 0.0], np.float32), (MASSIVE_ROWS, 1))
+    if k == 0:
+        return massive
+    # topk's order among equal values is unspecified: take every entry at or above the k-th
+    # largest (in flat order) and sort those stably.
+    threshold = torch.topk(size, k).values[-1]
+    candidates = torch.nonzero(size >= threshold).flatten()
+    top = candidates[torch.sort(size[candidates], descending=True, stable=True).indices[:k]]
+    rows = torch.stack([(top // h.shape[1]).float(), (top % h.shape[1]).float(), flat[top].float()], dim=1)
+    massive[:k] = rows.cpu().numpy()
+    return massive
 
 
 def _default(signature, name):
