@@ -53,6 +53,11 @@ pub enum EngineError {
     Projection(String),
     #[error("cancelled")]
     Cancelled,
+    #[error(
+        "input {input}, layer {layer}: the session has no value norms (vnorm/{input}/{layer}); \
+         it was made before headwise captured them: trace it again"
+    )]
+    NoValueNorms { input: usize, layer: usize },
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;

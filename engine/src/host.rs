@@ -18,7 +18,7 @@ impl HostTensor {
         debug_assert_eq!(shape.iter().product::<usize>(), data.len());
         Self {
             shape,
-            data: Floats::Owned(data),
+            data: Floats::Owned(Arc::new(data)),
         }
     }
 
@@ -64,11 +64,12 @@ impl HostTensor {
 }
 
 /// A tensor's values: owned, or read in place from a memory-mapped file, so that opening a
-/// large session copies nothing. Reads see a slice either way; the first write to mapped values
-/// copies them.
+/// large session copies nothing. Reads see a slice either way; the first write to mapped or
+/// shared values copies them. Owned values are shared, so that a session derived from another
+/// (value-weighted attention) shares its queries and keys instead of copying them.
 #[derive(Clone)]
 pub enum Floats {
-    Owned(Vec<f32>),
+    Owned(Arc<Vec<f32>>),
     Mapped {
         map: Arc<Mmap>,
         /// Byte offset of the first value in `map`.
@@ -95,7 +96,7 @@ impl Floats {
     /// The values as an owned vector (a copy only when they are mapped).
     pub fn into_vec(self) -> Vec<f32> {
         match self {
-            Self::Owned(v) => v,
+            Self::Owned(v) => Arc::try_unwrap(v).unwrap_or_else(|shared| shared.to_vec()),
             mapped @ Self::Mapped { .. } => mapped.to_vec(),
         }
     }
@@ -125,10 +126,10 @@ impl Deref for Floats {
 impl DerefMut for Floats {
     fn deref_mut(&mut self) -> &mut [f32] {
         if let Self::Mapped { .. } = self {
-            *self = Self::Owned(self.to_vec());
+            *self = Self::Owned(Arc::new(self.to_vec()));
         }
         match self {
-            Self::Owned(v) => v,
+            Self::Owned(v) => Arc::<Vec<f32>>::make_mut(v).as_mut_slice(),
             Self::Mapped { .. } => unreachable!("made owned above"),
         }
     }
@@ -136,7 +137,7 @@ impl DerefMut for Floats {
 
 impl From<Vec<f32>> for Floats {
     fn from(v: Vec<f32>) -> Self {
-        Self::Owned(v)
+        Self::Owned(Arc::new(v))
     }
 }
 

@@ -20,6 +20,9 @@ pub struct QkAttention<'a> {
     q: &'a [f32],
     k: &'a [f32],
     lse: &'a [f32],
+    /// Log-weights added to every query's logit of key j after soft-capping, [kv_heads, T]
+    /// (value-weighted attention adds ln‖v_j‖).
+    key_bias: Option<&'a [f32]>,
     layer: LayerAttention,
     /// Which keys each query sees: the forward pass's own rule for one input.
     mask: KeyMask,
@@ -53,6 +56,7 @@ impl<'a> QkAttention<'a> {
             q: &q.data,
             k: &k.data,
             lse,
+            key_bias: None,
             layer,
             mask: KeyMask::new(&[t], causal, None, layer.window),
             heads,
@@ -60,6 +64,16 @@ impl<'a> QkAttention<'a> {
             d,
             group: heads / kv_heads,
         })
+    }
+
+    /// The same attention with `bias` [kv_heads, T] added to every query's logit of each key
+    /// (after soft-capping); the lse must be that of the biased logits. Ignored when its length
+    /// is not kv_heads × T.
+    pub fn with_key_bias(mut self, bias: &'a [f32]) -> Self {
+        if bias.len() == self.heads / self.group * self.t {
+            self.key_bias = Some(bias);
+        }
+        self
     }
 
     pub fn heads(&self) -> usize {
@@ -93,6 +107,13 @@ impl<'a> QkAttention<'a> {
             *cell = dot(qi, kj);
         }
         let lse = self.lse[h * t + i];
+        if let Some(bias) = self.key_bias {
+            let bias = &bias[h / self.group * t + lo..h / self.group * t + hi];
+            for (cell, b) in cells.iter_mut().zip(bias) {
+                *cell = exp(self.layer.logit(*cell) + b - lse);
+            }
+            return;
+        }
         match self.layer.softcap {
             None => {
                 let scale = self.layer.scale;

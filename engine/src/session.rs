@@ -11,7 +11,7 @@ use crate::model::safetensors_file::decode_floats;
 use crate::model::{Model, to_vec};
 use crate::rebuild::{QkAttention, looks_causal, rebuild_attention};
 use crate::tokenizer::Encoded;
-use crate::trace::{AttentionCapture, LayerAttention, Trace, attention_bytes};
+use crate::trace::{AttentionCapture, LayerAttention, MASSIVE_ROWS, Trace, attention_bytes};
 use half::f16;
 use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
@@ -93,6 +93,9 @@ pub struct InputInfo {
     /// them and measure attention to them without the model at hand.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub special_tokens: Vec<usize>,
+    /// A retrieval probe's needle and answer (`headwise probe retrieval`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<crate::analysis::retrieval::ProbeLayout>,
 }
 
 impl InputInfo {
@@ -142,6 +145,7 @@ mod patch_geometry {
             patch_size: Some(patch),
             next_tokens: Vec::new(),
             special_tokens: Vec::new(),
+            probe: None,
         }
     }
 
@@ -215,6 +219,7 @@ pub struct ProjectionInfo {
 pub struct QkParts<'a> {
     pub q: &'a HostTensor,
     pub k: &'a HostTensor,
+    pub key_bias: Option<&'a HostTensor>,
     pub lse: Vec<f32>,
     pub attention: LayerAttention,
     pub causal: bool,
@@ -223,8 +228,12 @@ pub struct QkParts<'a> {
 impl QkParts<'_> {
     /// The attention these parts define.
     pub fn attention(&self) -> QkAttention<'_> {
-        QkAttention::new(self.q, self.k, &self.lse, self.attention, self.causal)
-            .expect("shapes checked by Session::qk_parts")
+        let attention = QkAttention::new(self.q, self.k, &self.lse, self.attention, self.causal)
+            .expect("shapes checked by Session::qk_parts");
+        match self.key_bias {
+            Some(bias) => attention.with_key_bias(&bias.data),
+            None => attention,
+        }
     }
 }
 
@@ -236,6 +245,9 @@ pub struct LayerTensors {
     pub attn: Option<HostTensor>,
     pub q: HostTensor,
     pub k: HostTensor,
+    /// Log-weights added to each key's logits, [kv_heads, T], in a session derived for display
+    /// (value-weighted attention); never in a file.
+    pub key_bias: Option<HostTensor>,
 }
 
 /// A tensor the engine does not interpret (projections, metrics, pixels), kept byte for byte.
@@ -286,6 +298,7 @@ impl LayerTensors {
             attn: layer.attn.as_ref().map(host).transpose()?,
             q: host(&layer.q)?,
             k: host(&layer.k)?,
+            key_bias: None,
         })
     }
 }
@@ -351,24 +364,38 @@ impl Session {
                 .filter(|(_, id)| tokenizer.is_special(**id))
                 .map(|(i, _)| i)
                 .collect(),
+            probe: None,
         });
         self.push_layers(trace)
     }
 
-    /// Stores the trace's layers for the input just added: attention, q and k, and each row's
-    /// logsumexp as `lse/{input}/{layer}`.
+    /// Stores the trace's layers for the input just added: attention, q and k, each row's
+    /// logsumexp as `lse/{input}/{layer}`, and the extreme-token figures (`vnorm`, `norms`,
+    /// `massive`).
     fn push_layers(&mut self, trace: &Trace) -> Result<()> {
         let index = self.layers.len();
         for (l, layer) in trace.layers.iter().enumerate() {
             let lse = to_vec(layer.lse.clone())?;
-            self.extras.insert(
-                format!("lse/{index}/{l}"),
-                ExtraTensor {
-                    dtype: Dtype::F32,
-                    shape: layer.lse.dims().to_vec(),
-                    bytes: lse.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                },
+            self.insert_f32(format!("lse/{index}/{l}"), layer.lse.dims().to_vec(), &lse);
+            let vnorm = to_vec(layer.vnorm.clone())?;
+            self.insert_f32(
+                format!("vnorm/{index}/{l}"),
+                layer.vnorm.dims().to_vec(),
+                &vnorm,
             );
+            if let Some(residual) = layer.residual.first() {
+                self.insert_f32(
+                    format!("norms/{index}/{l}"),
+                    vec![residual.norms.len()],
+                    &residual.norms,
+                );
+                let mut rows: Vec<f32> = residual.massive.iter().flatten().copied().collect();
+                // Fewer activations than rows (a tiny input): the rest say "none".
+                while rows.len() < MASSIVE_ROWS * 3 {
+                    rows.extend([-1.0, -1.0, 0.0]);
+                }
+                self.insert_f32(format!("massive/{index}/{l}"), vec![MASSIVE_ROWS, 3], &rows);
+            }
         }
         let layers = trace
             .layers
@@ -437,6 +464,7 @@ impl Session {
             patch_size: vision.map(|v| v.patch_size),
             next_tokens,
             special_tokens: (0..prefix).collect(),
+            probe: None,
         });
         self.extras.insert(
             format!("image/{index}"),
@@ -446,19 +474,6 @@ impl Session {
                 bytes: view.pixels.clone(),
             },
         );
-        for (l, layer) in trace.layers.iter().enumerate() {
-            if let Some(norms) = &layer.norms {
-                let values = to_vec(norms.clone())?;
-                self.extras.insert(
-                    format!("norms/{index}/{l}"),
-                    ExtraTensor {
-                        dtype: Dtype::F32,
-                        shape: vec![values.len()],
-                        bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                    },
-                );
-            }
-        }
         self.push_layers(trace)
     }
 
@@ -483,6 +498,7 @@ impl Session {
         Some(QkParts {
             q: &tensors.q,
             k: &tensors.k,
+            key_bias: tensors.key_bias.as_ref(),
             lse,
             attention,
             causal,
@@ -506,7 +522,48 @@ impl Session {
             .unwrap_or_else(|| LayerAttention::standard(self.meta.model.head_dim, false))
     }
 
-    /// Image inputs: each token's hidden-state norm after layer `layer` (`norms/{input}/{layer}`).
+    /// Replaces the logsumexp of layer `layer`'s rows for input `index` (a derived session).
+    pub fn set_lse(&mut self, index: usize, layer: usize, lse: &[f32]) {
+        let shape = vec![
+            self.meta.model.heads,
+            lse.len() / self.meta.model.heads.max(1),
+        ];
+        self.insert_f32(format!("lse/{index}/{layer}"), shape, lse);
+    }
+
+    fn insert_f32(&mut self, name: String, shape: Vec<usize>, values: &[f32]) {
+        self.extras.insert(
+            name,
+            ExtraTensor {
+                dtype: Dtype::F32,
+                shape,
+                bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            },
+        );
+    }
+
+    /// The L2 norm of each value vector of layer `layer` for input `index`, [kv_heads, T]
+    /// row-major (`vnorm/{input}/{layer}`); None in files made before it was captured.
+    pub fn value_norms(&self, index: usize, layer: usize) -> Option<Vec<f32>> {
+        let extra = self.extras.get(&format!("vnorm/{index}/{layer}"))?;
+        decode_floats(extra.dtype, &extra.bytes).ok()
+    }
+
+    /// The residual stream's largest activations after layer `layer` as (token, channel,
+    /// value), largest first (`massive/{input}/{layer}`, padding rows dropped).
+    pub fn massive_activations(&self, index: usize, layer: usize) -> Option<Vec<[f32; 3]>> {
+        let extra = self.extras.get(&format!("massive/{index}/{layer}"))?;
+        let values = decode_floats(extra.dtype, &extra.bytes).ok()?;
+        Some(
+            values
+                .chunks_exact(3)
+                .map(|r| [r[0], r[1], r[2]])
+                .filter(|r| r[0] >= 0.0)
+                .collect(),
+        )
+    }
+
+    /// Each token's hidden-state norm after layer `layer` (`norms/{input}/{layer}`).
     pub fn token_norms(&self, index: usize, layer: usize) -> Option<Vec<f32>> {
         let extra = self.extras.get(&format!("norms/{index}/{layer}"))?;
         decode_floats(extra.dtype, &extra.bytes).ok()
@@ -842,7 +899,11 @@ impl Session {
                         )));
                     }
                 }
-                for (prefix, expected) in [("norms", vec![t]), ("vnorm", vec![m.kv_heads, t])] {
+                for (prefix, expected) in [
+                    ("norms", vec![t]),
+                    ("vnorm", vec![m.kv_heads, t]),
+                    ("massive", vec![MASSIVE_ROWS, 3]),
+                ] {
                     let name = format!("{prefix}/{i}/{l}");
                     if let Some(info) = metadata.info(&name)
                         && (info.shape != expected || info.dtype != Dtype::F32)
@@ -903,7 +964,12 @@ impl Session {
                         None
                     }
                 };
-                per_layer.push(LayerTensors { attn, q, k });
+                per_layer.push(LayerTensors {
+                    attn,
+                    q,
+                    k,
+                    key_bias: None,
+                });
             }
             layers.push(per_layer);
         }

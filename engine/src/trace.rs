@@ -20,10 +20,28 @@ pub struct LayerTrace {
     /// [heads, T]: the logsumexp of each query row's logits (mask included), so that any
     /// attention weight is `exp(z_ij − lse_i)`.
     pub lse: Tensor<2>,
-    /// Image models: the L2 norm of each token's hidden state after this layer, [T], which
-    /// shows the high-norm "artifact" patches that take over attention in ViTs without
-    /// registers.
-    pub norms: Option<Tensor<1>>,
+    /// [kv_heads, T]: the L2 norm of each value vector, as it enters the attention product.
+    /// A head that puts most of its attention on a token whose value is near zero moves almost
+    /// nothing (the "value drain" of attention sinks).
+    pub vnorm: Tensor<2>,
+    /// The residual stream after this layer, one entry per input packed into the pass (one
+    /// after [`Packing::split`](crate::model::packing::Packing::split)); empty until the family's
+    /// loop has run the layer.
+    pub residual: Vec<ResidualFigures>,
+}
+
+/// The most activations a trace keeps per layer and input (`massive/{input}/{layer}`).
+pub const MASSIVE_ROWS: usize = 16;
+
+/// What a trace keeps of the residual stream after a layer, for one input.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ResidualFigures {
+    /// [T]: each token's hidden-state L2 norm, which shows the sink tokens' residual peaks and
+    /// the high-norm "artifact" patches of ViTs without registers.
+    pub norms: Vec<f32>,
+    /// The largest |activations| as (token, channel, value), largest first, at most
+    /// [`MASSIVE_ROWS`].
+    pub massive: Vec<[f32; 3]>,
 }
 
 /// Whether a forward pass materialises each layer's [heads, T, T] attention, or keeps only q, k

@@ -53,7 +53,7 @@ fn check_run(model: &Model, expected: &Expected, prefix: &str, pixels: &PixelInp
             let key = format!("{prefix}{name}/{l}");
             assert_allclose(&key, t, expected.get(&key), TOL, QK_RTOL);
         }
-        let norms = headwise_engine::model::to_vec(layer.norms.clone().expect("norms")).unwrap();
+        let norms = layer.residual.first().expect("norms").norms.clone();
         let key = format!("{prefix}norms/{l}");
         assert_allclose(
             &key,

@@ -8,7 +8,10 @@
 use super::lock;
 use crate::document::{Document, thumbnail_side};
 use crate::jobs::{Job, Repaint};
-use headwise_engine::analysis::metrics::{HeadMetrics, layer_metrics, layer_summaries_from_qk};
+use headwise_engine::analysis::metrics::{
+    HeadMetric, HeadMetrics, LayerContext, layer_metrics, layer_summaries_from_qk,
+};
+use headwise_engine::analysis::retrieval::retrieval_scores;
 use headwise_engine::session::Session;
 use headwise_engine::trace::attention_bytes;
 use std::collections::HashMap;
@@ -85,14 +88,20 @@ fn all_metrics(session: &Session, special: &[Vec<bool>]) -> (Metrics, Thumbnails
     let chunk = jobs.len().div_ceil(threads).max(1);
     let layer = |&(i, l): &(usize, usize)| -> (Vec<HeadMetrics>, Vec<Vec<f32>>) {
         let special = special.get(i).map_or(&[][..], |s| s);
+        let value_norms = session.value_norms(i, l);
+        let context = LayerContext {
+            special,
+            value_norms: value_norms.as_deref(),
+            kv_heads: session.meta.model.kv_heads,
+        };
         if let Some(attn) = &session.layers[i][l].attn {
-            return (layer_metrics(attn, special), Vec::new());
+            return (layer_metrics(attn, &context), Vec::new());
         }
         let Some(parts) = session.qk_parts(i, l) else {
             return (Vec::new(), Vec::new());
         };
         let side = thumbnail_side(parts.q.shape[1]);
-        layer_summaries_from_qk(&parts.attention(), special, side)
+        layer_summaries_from_qk(&parts.attention(), &context, side)
             .into_iter()
             .unzip()
     };
@@ -110,15 +119,23 @@ fn all_metrics(session: &Session, special: &[Vec<bool>]) -> (Metrics, Thumbnails
     });
     let mut thumbnails = Thumbnails::new();
     let mut flat = jobs.iter().zip(results);
+    let retrieval: Vec<Option<Vec<Vec<f32>>>> = (0..session.layers.len())
+        .map(|i| retrieval_scores(session, i))
+        .collect();
     let metrics = session
         .layers
         .iter()
         .map(|layers| {
             (0..layers.len())
                 .filter_map(|_| {
-                    let (&(i, l), (metrics, pictures)) = flat.next()?;
+                    let (&(i, l), (mut metrics, pictures)) = flat.next()?;
                     for (h, picture) in pictures.into_iter().enumerate() {
                         thumbnails.insert((i, l, h), Arc::new(picture));
+                    }
+                    if let Some(scores) = retrieval[i].as_ref().and_then(|s| s.get(l)) {
+                        for (m, &score) in metrics.iter_mut().zip(scores) {
+                            m.set(HeadMetric::Retrieval, score);
+                        }
                     }
                     Some(metrics)
                 })

@@ -62,6 +62,7 @@ fn first_tokens(session: &Session, tokens: usize) -> Result<Session> {
                 attn: l.attn.as_ref().map(|a| rows_and_columns(a, keep)),
                 q: rows(&l.q, keep),
                 k: rows(&l.k, keep),
+                key_bias: None,
             })
             .collect();
         cut.meta.inputs.push(info);

@@ -89,6 +89,7 @@ pub fn synthetic_session(layers: usize, heads: usize, tokens: usize, head_dim: u
             attn: Some(HostTensor::new(vec![heads, tokens, tokens], attn)),
             q: qk(heads, rng),
             k: qk(heads, rng),
+            key_bias: None,
         }
     };
     let layers_data = (0..layers).map(|_| layer(&mut rng)).collect();
@@ -116,6 +117,7 @@ pub fn synthetic_session(layers: usize, heads: usize, tokens: usize, head_dim: u
                 patch_size: None,
                 next_tokens: Vec::new(),
                 special_tokens: Vec::new(),
+                probe: None,
             }],
             view: serde_json::Value::Null,
             projections: BTreeMap::new(),

@@ -7,7 +7,7 @@ use super::{View, ViewAction, grid, legend};
 use crate::document::{Document, thumbnail_key};
 use crate::render::heatmap::{HeatmapCallback, Matrix, MatrixSource};
 use eframe::egui;
-use headwise_engine::analysis::metrics::HeadMetric;
+use headwise_engine::analysis::metrics::{HeadMetric, SINK_EPSILON, sink_rate};
 use std::sync::Arc;
 
 pub struct OverviewView;
@@ -79,7 +79,7 @@ pub fn controls(ui: &mut egui::Ui, state: &mut ViewState) {
                 OverviewMode::Metric(metric),
                 short_label(metric),
             )
-            .on_hover_text(metric.label());
+            .on_hover_text(format!("{}: {}", metric.label(), metric.definition()));
         }
         ui.separator();
         egui::ComboBox::from_id_salt("sort heads")
@@ -104,6 +104,19 @@ pub fn short_label(metric: HeadMetric) -> &'static str {
         HeadMetric::FirstToken => "first/sink",
         HeadMetric::SelfToken => "self",
         HeadMetric::SpecialTokens => "special",
+        HeadMetric::SecondarySink => "2nd sink",
+        HeadMetric::Dormancy => "dormancy",
+        HeadMetric::Streaming => "streaming",
+        HeadMetric::Retrieval => "retrieval",
+    }
+}
+
+/// A metric's value for sorting and ranking: NaN (undefined on this input) last.
+fn rank_key(value: f32) -> f32 {
+    if value.is_nan() {
+        f32::NEG_INFINITY
+    } else {
+        value
     }
 }
 
@@ -116,7 +129,9 @@ fn head_order(doc: &Document, input: usize, sort_by: Option<HeadMetric>) -> Vec<
                 sort_by,
                 doc.metrics().and_then(|m| m.get(input)?.get(layer)),
             ) {
-                heads.sort_by(|&a, &b| m[b].get(metric).total_cmp(&m[a].get(metric)));
+                heads.sort_by(|&a, &b| {
+                    rank_key(m[b].get(metric)).total_cmp(&rank_key(m[a].get(metric)))
+                });
             }
             heads
         })
@@ -134,7 +149,8 @@ fn metric_range(doc: &Document, input: usize, metric: HeadMetric) -> (f32, f32) 
         .into_iter()
         .flatten()
         .flatten()
-        .map(|m| m.get(metric));
+        .map(|m| m.get(metric))
+        .filter(|v| !v.is_nan());
     let (lo, hi) = values.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
         (lo.min(v), hi.max(v))
     });
@@ -175,6 +191,25 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Op
             &format!("{lo:.2}"),
             &format!("{hi:.2}"),
         );
+        ui.small(metric.definition());
+        if metric == HeadMetric::FirstToken
+            && let Some(m) = metrics
+        {
+            ui.small(format!(
+                "sink rate: {:.1}% of heads put more than ε = {SINK_EPSILON} on the first token",
+                100.0 * sink_rate(m)
+            ));
+        }
+        if metrics.is_some_and(|m| m.iter().flatten().all(|h| h.get(metric).is_nan())) {
+            ui.small(match metric {
+                HeadMetric::Retrieval => {
+                    "no retrieval scores: this input is not a needle probe \
+                                           (headwise probe retrieval)"
+                }
+                HeadMetric::Dormancy => "no value norms in this session: trace it again",
+                _ => "undefined on this input (too short)",
+            });
+        }
     }
     if let Some(metric) = state.sort_by {
         ui.collapsing(format!("heads ranked by {}", metric.label()), |ui| {
@@ -239,8 +274,11 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Op
                             let value = metrics
                                 .and_then(|m| Some(m.get(layer)?.get(head)?.get(metric)))
                                 .unwrap_or(lo);
-                            let colour =
-                                legend::colour(state.style.colormap, (value - lo) / (hi - lo));
+                            let colour = if value.is_nan() {
+                                egui::Color32::from_gray(90)
+                            } else {
+                                legend::colour(state.style.colormap, (value - lo) / (hi - lo))
+                            };
                             painter.rect_filled(cell_rect, 0.0, colour);
                         }
                     }
@@ -293,6 +331,7 @@ pub fn ranking(doc: &Document, input: usize, metric: HeadMetric) -> Vec<(usize, 
                 .enumerate()
                 .map(move |(h, m)| (l, h, m.get(metric)))
         })
+        .filter(|(_, _, v)| !v.is_nan())
         .collect();
     all.sort_by(|a, b| b.2.total_cmp(&a.2));
     all

@@ -20,16 +20,41 @@ pub enum HeadMetric {
     SelfToken,
     /// Σ over special keys ([CLS], [SEP], BOS …) of a_ij.
     SpecialTokens,
+    /// max over keys j ≥ 1 of the mean attention j receives, (1/T) Σ_i a_ij: a sink past the
+    /// first token ("hidden" or secondary sinks).
+    SecondarySink,
+    /// Mean over rows of max(0, 1 − Σ_j a_ij‖v_j‖ / mean_j‖v_j‖) over the keys the row sees:
+    /// near 1 when the head's attention lands on tokens whose values are near zero, so it moves
+    /// almost nothing (a dormant head); NaN without value norms.
+    Dormancy,
+    /// Mean over rows i ≥ 68 of the attention within the first 4 tokens and the 64 keys
+    /// nearest the query: DuoAttention's streaming heads score near 1; NaN for shorter inputs.
+    Streaming,
+    /// The needle probe's copy-paste score (`headwise probe retrieval`): the share of answer
+    /// tokens whose strongest attention lands on the same token inside the needle; NaN where
+    /// the input is not a probe.
+    Retrieval,
 }
 
+/// The attention a head must put on a token, on average over queries, for the token to count as
+/// a sink in it: ε = 0.3 as in "When Attention Sink Emerges".
+pub const SINK_EPSILON: f32 = 0.3;
+/// The streaming score's sink tokens and recent window (DuoAttention's pattern).
+pub const STREAMING_SINK_TOKENS: usize = 4;
+pub const STREAMING_RECENT_TOKENS: usize = 64;
+
 impl HeadMetric {
-    pub const ALL: [HeadMetric; 6] = [
+    pub const ALL: [HeadMetric; 10] = [
         HeadMetric::Entropy,
         HeadMetric::MeanDistance,
         HeadMetric::PreviousToken,
         HeadMetric::FirstToken,
         HeadMetric::SelfToken,
         HeadMetric::SpecialTokens,
+        HeadMetric::SecondarySink,
+        HeadMetric::Dormancy,
+        HeadMetric::Streaming,
+        HeadMetric::Retrieval,
     ];
 
     pub fn label(self) -> &'static str {
@@ -40,6 +65,38 @@ impl HeadMetric {
             HeadMetric::FirstToken => "first-token (sink) share",
             HeadMetric::SelfToken => "self share",
             HeadMetric::SpecialTokens => "share to special tokens",
+            HeadMetric::SecondarySink => "secondary sink (most attention to a later token)",
+            HeadMetric::Dormancy => "dormancy (value-weighted)",
+            HeadMetric::Streaming => "streaming share (4 sink + 64 recent)",
+            HeadMetric::Retrieval => "retrieval score (needle probe)",
+        }
+    }
+
+    /// One line that defines the metric, for the legend and the README.
+    pub fn definition(self) -> &'static str {
+        match self {
+            HeadMetric::Entropy => "mean over queries of −Σ_j a_ij ln a_ij",
+            HeadMetric::MeanDistance => "mean over queries of Σ_j a_ij |i − j|",
+            HeadMetric::PreviousToken => "mean over queries i ≥ 1 of a_i,i−1",
+            HeadMetric::FirstToken => {
+                "mean over queries of a_i0; a head is a sink head when it exceeds ε = 0.3"
+            }
+            HeadMetric::SelfToken => "mean over queries of a_ii",
+            HeadMetric::SpecialTokens => "mean over queries of the attention to special tokens",
+            HeadMetric::SecondarySink => {
+                "max over keys j ≥ 1 of (1/T) Σ_i a_ij; above ε = 0.3, token j is a secondary sink"
+            }
+            HeadMetric::Dormancy => {
+                "mean over queries of max(0, 1 − Σ_j a_ij‖v_j‖ / mean_j ‖v_j‖): 1 when the head's \
+                 attention goes to near-zero values"
+            }
+            HeadMetric::Streaming => {
+                "mean over queries i ≥ 68 of the attention to the first 4 tokens and the 64 \
+                 nearest keys"
+            }
+            HeadMetric::Retrieval => {
+                "share of answer tokens whose strongest attention is the same token in the needle"
+            }
         }
     }
 
@@ -51,7 +108,7 @@ impl HeadMetric {
 
 /// All metrics of one head, indexed like [`HeadMetric::ALL`].
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct HeadMetrics(pub [f32; 6]);
+pub struct HeadMetrics(pub [f32; 10]);
 
 impl HeadMetrics {
     pub fn get(&self, metric: HeadMetric) -> f32 {
@@ -60,12 +117,51 @@ impl HeadMetrics {
             .position(|m| *m == metric)
             .unwrap_or(0)]
     }
+
+    pub fn set(&mut self, metric: HeadMetric, value: f32) {
+        if let Some(at) = HeadMetric::ALL.iter().position(|m| *m == metric) {
+            self.0[at] = value;
+        }
+    }
 }
 
-/// The metrics of one head from its attention matrix `attn` ([T, T], row-major) and which
-/// tokens are special.
-pub fn head_metrics(attn: &[f32], t: usize, special: &[bool]) -> HeadMetrics {
-    let mut sums = MetricSums::default();
+/// What a layer's metrics need beside its attention: which tokens are special, and the value
+/// norms `vnorm` [kv_heads, T] where the session has them.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerContext<'a> {
+    pub special: &'a [bool],
+    pub value_norms: Option<&'a [f32]>,
+    pub kv_heads: usize,
+}
+
+impl<'a> LayerContext<'a> {
+    /// Special tokens only, no value norms.
+    pub fn plain(special: &'a [bool]) -> Self {
+        Self {
+            special,
+            value_norms: None,
+            kv_heads: 1,
+        }
+    }
+
+    /// Head `h`'s value norms [T] (its key head's), of `heads` heads over `t` tokens.
+    fn head_values(&self, h: usize, heads: usize, t: usize) -> Option<&'a [f32]> {
+        let norms = self.value_norms?;
+        let kv = self.kv_heads.max(1);
+        let group = (heads / kv).max(1);
+        norms.get((h / group) * t..(h / group + 1) * t)
+    }
+}
+
+/// The metrics of one head from its attention matrix `attn` ([T, T], row-major), its value
+/// norms [T] if known, and which tokens are special.
+pub fn head_metrics(
+    attn: &[f32],
+    t: usize,
+    special: &[bool],
+    value_norms: Option<&[f32]>,
+) -> HeadMetrics {
+    let mut sums = MetricSums::new(t, value_norms);
     for (i, row) in attn.chunks_exact(t.max(1)).take(t).enumerate() {
         sums.add_row(i, row, special);
     }
@@ -74,7 +170,7 @@ pub fn head_metrics(attn: &[f32], t: usize, special: &[bool]) -> HeadMetrics {
 
 /// The metrics of one head accumulated a query row at a time, so that a head whose attention is
 /// never materialised (computed row by row from q, k and lse) gets the same values.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct MetricSums {
     entropy: f64,
     distance: f64,
@@ -82,15 +178,44 @@ pub struct MetricSums {
     first: f64,
     own: f64,
     to_special: f64,
+    /// Σ_i a_ij for every key j.
+    received: Vec<f64>,
+    /// Prefix sums of the value norms (T + 1), when known.
+    value_prefix: Option<Vec<f64>>,
+    value_norms: Vec<f32>,
+    dormancy: f64,
+    streaming: f64,
+    streaming_rows: usize,
 }
 
 impl MetricSums {
+    pub fn new(t: usize, value_norms: Option<&[f32]>) -> Self {
+        let value_prefix = value_norms.filter(|n| n.len() == t).map(|n| {
+            std::iter::once(0.0)
+                .chain(n.iter().scan(0.0f64, |acc, &v| {
+                    *acc += v as f64;
+                    Some(*acc)
+                }))
+                .collect()
+        });
+        Self {
+            received: vec![0.0; t],
+            value_norms: value_norms
+                .filter(|n| n.len() == t)
+                .map_or(Vec::new(), <[f32]>::to_vec),
+            value_prefix,
+            ..Default::default()
+        }
+    }
+
     /// Adds query `i`'s row over every key.
     pub fn add_row(&mut self, i: usize, row: &[f32], special: &[bool]) {
         // Masked keys hold exact zeros and add nothing: only the span between the first and
         // the last non-zero weight is read (a causal row's first i + 1).
         let end = row.iter().rposition(|&a| a != 0.0).map_or(0, |e| e + 1);
         let start = row[..end].iter().position(|&a| a != 0.0).unwrap_or(end);
+        let mut moved = 0.0f64;
+        let mut streaming = 0.0f64;
         for (j, &a) in row.iter().enumerate().take(end).skip(start) {
             let a = a as f64;
             if a > 0.0 {
@@ -100,12 +225,33 @@ impl MetricSums {
             if special.get(j).copied().unwrap_or(false) {
                 self.to_special += a;
             }
+            if let Some(r) = self.received.get_mut(j) {
+                *r += a;
+            }
+            if let Some(&n) = self.value_norms.get(j) {
+                moved += a * n as f64;
+            }
+            if j < STREAMING_SINK_TOKENS || i.abs_diff(j) < STREAMING_RECENT_TOKENS {
+                streaming += a;
+            }
         }
         if i > 0 {
             self.previous += row.get(i - 1).copied().unwrap_or(0.0) as f64;
         }
         self.first += row.first().copied().unwrap_or(0.0) as f64;
         self.own += row.get(i).copied().unwrap_or(0.0) as f64;
+        if let Some(prefix) = &self.value_prefix
+            && end > start
+        {
+            let mean = (prefix[end] - prefix[start]) / (end - start) as f64;
+            if mean > 0.0 {
+                self.dormancy += (1.0 - moved / mean).max(0.0);
+            }
+        }
+        if i >= STREAMING_SINK_TOKENS + STREAMING_RECENT_TOKENS {
+            self.streaming += streaming;
+            self.streaming_rows += 1;
+        }
     }
 
     /// The means over `t` rows.
@@ -115,6 +261,21 @@ impl MetricSums {
         }
         let n = t as f64;
         let previous_rows = (t - 1).max(1) as f64;
+        let secondary = self
+            .received
+            .iter()
+            .skip(1)
+            .fold(0.0f64, |m, &r| m.max(r / n));
+        let dormancy = if self.value_prefix.is_some() {
+            (self.dormancy / n) as f32
+        } else {
+            f32::NAN
+        };
+        let streaming = if self.streaming_rows > 0 {
+            (self.streaming / self.streaming_rows as f64) as f32
+        } else {
+            f32::NAN
+        };
         HeadMetrics([
             (self.entropy / n) as f32,
             (self.distance / n) as f32,
@@ -122,22 +283,56 @@ impl MetricSums {
             (self.first / n) as f32,
             (self.own / n) as f32,
             (self.to_special / n) as f32,
+            secondary as f32,
+            dormancy,
+            streaming,
+            f32::NAN,
         ])
+    }
+
+    /// The mean attention each key receives over all `t` queries, (1/T) Σ_i a_ij.
+    pub fn received(&self, t: usize) -> Vec<f32> {
+        self.received
+            .iter()
+            .map(|&r| (r / t.max(1) as f64) as f32)
+            .collect()
     }
 }
 
+/// The sink rate of one input: the share of heads, over every layer, whose mean attention to
+/// the first token exceeds [`SINK_EPSILON`] ("When Attention Sink Emerges"); `metrics` is
+/// `[layer][head]`.
+pub fn sink_rate(metrics: &[Vec<HeadMetrics>]) -> f32 {
+    let heads: Vec<f32> = metrics
+        .iter()
+        .flatten()
+        .map(|m| m.get(HeadMetric::FirstToken))
+        .collect();
+    if heads.is_empty() {
+        return 0.0;
+    }
+    heads.iter().filter(|&&a| a > SINK_EPSILON).count() as f32 / heads.len() as f32
+}
+
 /// Metrics of every head of one layer's attention [heads, T, T].
-pub fn layer_metrics(attn: &HostTensor, special: &[bool]) -> Vec<HeadMetrics> {
+pub fn layer_metrics(attn: &HostTensor, context: &LayerContext) -> Vec<HeadMetrics> {
     let [heads, t] = [attn.shape[0], attn.shape[1]];
     (0..heads)
-        .map(|h| head_metrics(&attn.data[h * t * t..(h + 1) * t * t], t, special))
+        .map(|h| {
+            head_metrics(
+                &attn.data[h * t * t..(h + 1) * t * t],
+                t,
+                context.special,
+                context.head_values(h, heads, t),
+            )
+        })
         .collect()
 }
 
 /// Metrics of every head of one layer whose attention is q, k and lse, a row at a time: the
 /// values [`layer_metrics`] gives on the materialised matrix, in O(T) memory per head.
-pub fn layer_metrics_from_qk(attention: &QkAttention, special: &[bool]) -> Vec<HeadMetrics> {
-    layer_summaries_from_qk(attention, special, 0)
+pub fn layer_metrics_from_qk(attention: &QkAttention, context: &LayerContext) -> Vec<HeadMetrics> {
+    layer_summaries_from_qk(attention, context, 0)
         .into_iter()
         .map(|(metrics, _)| metrics)
         .collect()
@@ -148,14 +343,16 @@ pub fn layer_metrics_from_qk(attention: &QkAttention, special: &[bool]) -> Vec<H
 /// [`max_pool_row`]), so every peak stays visible at any length. `side` 0: no thumbnail.
 pub fn layer_summaries_from_qk(
     attention: &QkAttention,
-    special: &[bool],
+    context: &LayerContext,
     side: usize,
 ) -> Vec<(HeadMetrics, Vec<f32>)> {
     let t = attention.tokens();
-    (0..attention.heads())
+    let heads = attention.heads();
+    let special = context.special;
+    (0..heads)
         .into_par_iter()
         .map(|h| {
-            let mut sums = MetricSums::default();
+            let mut sums = MetricSums::new(t, context.head_values(h, heads, t));
             let mut thumbnail = vec![0.0f32; side * side];
             attention.for_each_row(h, 0..t, 0..t, |i, row| {
                 sums.add_row(i, row, special);
@@ -199,7 +396,7 @@ mod tests {
         for i in 1..t {
             attn[i * t + i - 1] = 1.0;
         }
-        let m = head_metrics(&attn, t, &[true, false, false, false]);
+        let m = head_metrics(&attn, t, &[true, false, false, false], None);
         assert_eq!(m.get(HeadMetric::PreviousToken), 1.0);
         assert_eq!(m.get(HeadMetric::Entropy), 0.0);
         assert_eq!(m.get(HeadMetric::MeanDistance), 0.75);
@@ -212,7 +409,7 @@ mod tests {
     fn a_uniform_head_has_entropy_ln_t() {
         let t = 8;
         let attn = vec![1.0 / t as f32; t * t];
-        let m = head_metrics(&attn, t, &[false; 8]);
+        let m = head_metrics(&attn, t, &[false; 8], None);
         assert!((m.get(HeadMetric::Entropy) - (t as f32).ln()).abs() < 1e-5);
         assert!((m.get(HeadMetric::FirstToken) - 0.125).abs() < 1e-6);
     }
@@ -254,13 +451,19 @@ mod tests {
         let a = QkAttention::new(&q, &k, &lse, layer, true).unwrap();
         let full = a.materialise();
         let special: Vec<bool> = (0..t).map(|i| i == 0 || i == 5).collect();
-        let want = layer_metrics(&full, &special);
+        let norms: Vec<f32> = (0..heads * t).map(|x| 0.5 + (x % 7) as f32).collect();
+        let context = LayerContext {
+            special: &special,
+            value_norms: Some(&norms),
+            kv_heads: heads,
+        };
+        let want = layer_metrics(&full, &context);
         let side = 5;
-        let got = layer_summaries_from_qk(&a, &special, side);
+        let got = layer_summaries_from_qk(&a, &context, side);
         for h in 0..heads {
             for (x, y) in want[h].0.iter().zip(got[h].0.0) {
                 assert!(
-                    (x - y).abs() < 1e-5,
+                    (x - y).abs() < 1e-5 || (x.is_nan() && y.is_nan()),
                     "head {h}: {:?} vs {:?}",
                     want[h],
                     got[h].0

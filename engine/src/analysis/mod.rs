@@ -6,5 +6,7 @@ pub mod artifacts;
 pub mod flow;
 pub mod metrics;
 pub mod projection;
+pub mod retrieval;
 pub mod rollout;
 pub mod rollout_device;
+pub mod value_weighting;

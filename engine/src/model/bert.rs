@@ -7,6 +7,7 @@ use super::config::{Activation, ModelConfig};
 use super::cpu_kernels::{gelu, silu};
 use super::layers::{LayerNorm, Linear, attend, embed, split_heads, upload};
 use super::packing::Packing;
+use super::residual::residual_figures;
 use super::weights::WeightSource;
 use crate::error::{EngineError, Result};
 use crate::host::HostTensor;
@@ -333,14 +334,15 @@ impl Bert {
             let q = split_heads(layer.query.forward(x.clone()), heads);
             let k = split_heads(layer.key.forward(x.clone()), heads);
             let v = split_heads(layer.value.forward(x.clone()), heads);
-            let (context, trace) = attend(q, k, v, &mask, attention, packing.keep_attention);
-            traces.push(trace);
+            let (context, mut trace) = attend(q, k, v, &mask, attention, packing.keep_attention);
             x = layer.attn_norm.forward(layer.attn_out.forward(context) + x);
             let hidden = activate(
                 self.config.activation,
                 layer.intermediate.forward(x.clone()),
             );
             x = layer.out_norm.forward(layer.output.forward(hidden) + x);
+            trace.residual = residual_figures(&x, &packing.lengths)?;
+            traces.push(trace);
         }
         packing.split(traces, None)
     }

@@ -17,6 +17,7 @@ use super::bert::activate;
 use super::config::{Activation, Architecture, ModelConfig};
 use super::layers::{Linear, attend, embed, split_heads, upload};
 use super::packing::Packing;
+use super::residual::residual_figures;
 use super::rope;
 use super::weights::WeightSource;
 use crate::error::{EngineError, Result};
@@ -815,8 +816,7 @@ impl Gemma {
             }
             let q = rotate(q, tables);
             let k = rotate(k, tables);
-            let (context, trace) = attend(q, k, v, &mask, attention, packing.keep_attention);
-            traces.push(trace);
+            let (context, mut trace) = attend(q, k, v, &mask, attention, packing.keep_attention);
             let mut out = layer.o_proj.forward(context);
             if let Some(norm) = &layer.post_attention_norm {
                 out = norm.forward(out);
@@ -830,6 +830,8 @@ impl Gemma {
                 out = norm.forward(out);
             }
             x = x + out;
+            trace.residual = residual_figures(&x, &packing.lengths)?;
+            traces.push(trace);
         }
         let last = self.norm.forward(packing.last_rows(x, device));
         let mut logits = last.matmul(self.lm_head.clone());

@@ -5,6 +5,7 @@ use super::bert::activate;
 use super::config::ModelConfig;
 use super::layers::{LayerNorm, Linear, attend, embed, split_heads, upload};
 use super::packing::Packing;
+use super::residual::residual_figures;
 use super::weights::WeightSource;
 use crate::error::Result;
 use crate::trace::Trace;
@@ -109,13 +110,14 @@ impl Gpt2 {
             let q = split_heads(layer.query.forward(h.clone()), heads);
             let k = split_heads(layer.key.forward(h.clone()), heads);
             let v = split_heads(layer.value.forward(h), heads);
-            let (context, trace) = attend(q, k, v, &mask, attention, packing.keep_attention);
-            traces.push(trace);
+            let (context, mut trace) = attend(q, k, v, &mask, attention, packing.keep_attention);
             x = x + layer.proj.forward(context);
             let h = layer.ln_2.forward(x.clone());
             x = x + layer
                 .fc_proj
                 .forward(activate(self.config.activation, layer.fc.forward(h)));
+            trace.residual = residual_figures(&x, &packing.lengths)?;
+            traces.push(trace);
         }
         let last = self.ln_f.forward(packing.last_rows(x, device));
         packing.split(traces, Some(last.matmul(self.lm_head.clone())))

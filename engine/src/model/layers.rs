@@ -199,6 +199,8 @@ pub fn attend(
     keep_attention: bool,
 ) -> (Tensor<2>, LayerTrace) {
     let [heads, t, d] = q.dims();
+    let kv_heads = v.dims()[0];
+    let vnorm = v.clone().square().sum_dim(2).sqrt().reshape([kv_heads, t]);
     let keys = expand_kv(k.clone(), heads);
     let values = expand_kv(v, heads);
     let dv = values.dims()[2];
@@ -245,7 +247,8 @@ pub fn attend(
         q,
         k,
         lse,
-        norms: None,
+        vnorm,
+        residual: Vec::new(),
     };
     (merge_heads(context), trace)
 }

@@ -9,6 +9,7 @@ use super::config::ModelConfig;
 use super::layers::{Linear, RmsNorm, attend, embed, expect_shape, split_heads, upload};
 use super::llama_config::LlamaOptions;
 use super::packing::Packing;
+use super::residual::residual_figures;
 use super::rope::rotate;
 use super::weights::WeightSource;
 use crate::error::{EngineError, Result};
@@ -181,13 +182,14 @@ impl Llama {
                 q = rotate(q, &cos, &sin);
                 k = rotate(k, &cos, &sin);
             }
-            let (context, trace) = attend(q, k, v, &mask, attention, packing.keep_attention);
-            traces.push(trace);
+            let (context, mut trace) = attend(q, k, v, &mask, attention, packing.keep_attention);
             x = x + layer.o_proj.forward(context);
             let h = layer.post_norm.forward(x.clone());
             let gated =
                 activate(cfg.activation, layer.gate.forward(h.clone())) * layer.up.forward(h);
             x = x + layer.down.forward(gated);
+            trace.residual = residual_figures(&x, &packing.lengths)?;
+            traces.push(trace);
         }
         let last = self.norm.forward(packing.last_rows(x, device));
         packing.split(traces, Some(last.matmul(self.lm_head.clone())))

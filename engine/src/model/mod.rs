@@ -14,6 +14,7 @@ pub mod llama_config;
 pub mod modernbert;
 pub mod onnx_file;
 pub mod packing;
+pub mod residual;
 pub mod rope;
 pub mod safetensors_file;
 pub mod shapes;

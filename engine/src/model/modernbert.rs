@@ -11,6 +11,7 @@ use super::TokenInput;
 use super::config::ModelConfig;
 use super::layers::{Linear, attend, embed, split_heads, upload};
 use super::packing::Packing;
+use super::residual::residual_figures;
 use super::rope;
 use super::weights::WeightSource;
 use crate::error::{EngineError, Result};
@@ -353,14 +354,15 @@ impl ModernBert {
             let q = rotate(split_heads(qkv.clone().narrow(1, 0, hidden), heads));
             let k = rotate(split_heads(qkv.clone().narrow(1, hidden, hidden), heads));
             let v = split_heads(qkv.narrow(1, 2 * hidden, hidden), heads);
-            let (context, trace) = attend(q, k, v, &mask, attention, packing.keep_attention);
-            traces.push(trace);
+            let (context, mut trace) = attend(q, k, v, &mask, attention, packing.keep_attention);
             x = x + layer.out.forward(context);
             let h = layer.wi.forward(layer.mlp_norm.forward(x.clone()));
             let inter = h.dims()[1] / 2;
             let gated = super::bert::activate(cfg.activation, h.clone().narrow(1, 0, inter))
                 * h.narrow(1, inter, inter);
             x = x + layer.wo.forward(gated);
+            trace.residual = residual_figures(&x, &packing.lengths)?;
+            traces.push(trace);
         }
         packing.split(traces, None)
     }

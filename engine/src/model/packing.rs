@@ -95,7 +95,8 @@ impl Packing {
             .into_iter()
             .zip(&self.lengths)
             .zip(probs)
-            .map(|((s, &t), next_token_probs)| Trace {
+            .enumerate()
+            .map(|(i, ((s, &t), next_token_probs))| Trace {
                 layers: layers
                     .iter()
                     .map(|l| {
@@ -109,7 +110,8 @@ impl Packing {
                             q: l.q.clone().slice([0..heads, s..s + t, 0..d]),
                             k: l.k.clone().slice([0..kv_heads, s..s + t, 0..d]),
                             lse: l.lse.clone().slice([0..heads, s..s + t]),
-                            norms: None,
+                            vnorm: l.vnorm.clone().slice([0..kv_heads, s..s + t]),
+                            residual: l.residual.get(i).cloned().into_iter().collect(),
                         }
                     })
                     .collect(),

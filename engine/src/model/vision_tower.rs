@@ -9,6 +9,7 @@
 use super::config::{ModelConfig, VisionConfig};
 use super::key_mask::KeyMask;
 use super::layers::{LayerNorm, Linear, attend, split_heads, upload};
+use super::residual::residual_figures;
 use super::weights::WeightSource;
 use super::{PixelInput, bert::activate};
 use crate::error::{EngineError, Result};
@@ -264,7 +265,7 @@ impl VisionTower {
             let h = activate(self.config.activation, layer.fc1.forward(h));
             x = x + layer.fc2.forward(h);
             let t = x.dims()[0];
-            trace.norms = Some(x.clone().square().sum_dim(1).sqrt().reshape([t]));
+            trace.residual = residual_figures(&x, &[t])?;
             traces.push(trace);
         }
         Ok(Trace {

@@ -4,6 +4,7 @@
 use super::config::{ModelConfig, VisionConfig};
 use super::key_mask::KeyMask;
 use super::layers::{LayerNorm, Linear, attend, split_heads, upload};
+use super::residual::residual_figures;
 use super::weights::WeightSource;
 use super::{PixelInput, bert::activate, to_vec};
 use crate::error::{EngineError, Result};
@@ -260,7 +261,7 @@ impl Vit {
             let h = activate(self.config.activation, layer.fc1.forward(h));
             x = x + scaled(layer.fc2.forward(h), &layer.scale_mlp);
             let t = x.dims()[0];
-            trace.norms = Some(x.clone().square().sum_dim(1).sqrt().reshape([t]));
+            trace.residual = residual_figures(&x, &[t])?;
             traces.push(trace);
         }
         let next_token_probs = match &self.classifier {
