@@ -19,11 +19,9 @@ fn references(folder: &Path) -> (Expected, Vec<Vec<u32>>) {
         .tensors()
         .into_iter()
         .map(|(name, view)| {
-            let data = headwise_engine::model::safetensors_file::decode_floats(
-                view.dtype(),
-                view.data(),
-            )
-            .expect("floats");
+            let data =
+                headwise_engine::model::safetensors_file::decode_floats(view.dtype(), view.data())
+                    .expect("floats");
             (name, HostTensor::new(view.shape().to_vec(), data))
         })
         .collect();
@@ -101,7 +99,11 @@ fn check(what: &str, traces: &[Trace], reference: &Expected) {
                 RTOL,
             );
             let key = format!("massive/{p}/{l}");
-            check_massive(&format!("{what} {key}"), &residual.massive, reference.get(&key));
+            check_massive(
+                &format!("{what} {key}"),
+                &residual.massive,
+                reference.get(&key),
+            );
         }
     }
 }
@@ -141,8 +143,7 @@ fn check_massive(what: &str, ours: &[[f32; 3]], reference: &HostTensor) {
 }
 
 #[test]
-fn every_model_fixture_captures_value_norms_hidden_norms_and_massive_activations_as_transformers()
-{
+fn every_model_fixture_captures_value_norms_hidden_norms_and_massive_activations_as_transformers() {
     let mut checked = Vec::new();
     let mut folders: Vec<_> = std::fs::read_dir(fixtures())
         .unwrap()

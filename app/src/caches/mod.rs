@@ -14,6 +14,7 @@ pub mod regions;
 pub mod rollout;
 pub mod screen_positions;
 pub mod textures;
+pub mod weighted;
 
 use std::hash::{Hash, Hasher};
 
@@ -30,6 +31,7 @@ pub struct Caches {
     pub point_styles: point_styles::PointStyleCache,
     pub screen_positions: screen_positions::ScreenPositionsCache,
     pub textures: textures::TextureCache,
+    pub weighted: weighted::WeightedCache,
 }
 
 /// A key for values too large to compare whole (settings with floats, a camera matrix).

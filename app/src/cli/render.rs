@@ -6,7 +6,8 @@ use crate::document::Document;
 use crate::render::colormap::ColorMap;
 use crate::render::offscreen::Offscreen;
 use crate::render::png::save_png;
-use crate::views::state::ViewState;
+use crate::views::overview;
+use crate::views::state::{OverviewMode, ViewState};
 use crate::views::{self, RenderOptions};
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -51,6 +52,13 @@ pub struct RenderArgs {
     /// qk views: 2 or 3 dimensions (default: the stored layout's, else 2).
     #[arg(long)]
     pub dims: Option<usize>,
+    /// Value-weighted attention, ‖α_ij v_j‖ renormalised per row, instead of the raw weights.
+    #[arg(long)]
+    pub value_weighted: bool,
+    /// overview: colour each head by this metric (entropy, distance, previous, sink, self,
+    /// special, secondary-sink, dormancy, streaming, retrieval) instead of its thumbnail.
+    #[arg(long)]
+    pub metric: Option<String>,
 }
 
 pub fn run(args: RenderArgs) -> Result<()> {
@@ -106,6 +114,22 @@ pub fn run(args: RenderArgs) -> Result<()> {
     }
     if args.log {
         state.style.log_scale = true;
+    }
+    if args.value_weighted {
+        state.value_weighted = true;
+    }
+    if let Some(name) = &args.metric {
+        let metric = overview::metric_named(name).with_context(|| {
+            format!(
+                "--metric {name}: one of {}",
+                overview::METRIC_NAMES
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+        state.overview_mode = OverviewMode::Metric(metric);
     }
     let setup = shared_wgpu_setup().context(
         "no wgpu adapter: rendering needs a GPU or a software Vulkan driver (Mesa lavapipe)",

@@ -4,6 +4,7 @@
 
 use super::app::HeadwiseApp;
 use super::shortcuts::help_rows;
+use crate::caches::weighted::Weighted;
 use crate::document::Document;
 use crate::views::{VIEWS, ViewAction, head, view};
 use eframe::egui;
@@ -322,13 +323,43 @@ impl HeadwiseApp {
                     ui.selectable_value(&mut self.view.tab, v.tab(), v.name());
                 }
             }
+            ui.separator();
+            ui.selectable_value(&mut self.view.value_weighted, false, "α")
+                .on_hover_text("raw attention weights α_ij");
+            ui.selectable_value(&mut self.view.value_weighted, true, "α·|v|")
+                .on_hover_text(
+                    "value-weighted: each weight times the norm of the value it moves, \
+                     renormalised per row (Kobayashi et al.); a sink whose value is near zero \
+                     fades (W)",
+                );
         });
         ui.separator();
         let shown = view(self.view.tab);
         if shown.over_corpus() {
             self.corpus_bar(ui, &doc);
         }
-        let actions = shown.ui(ui, &doc, &mut self.view);
+        let drawn = if self.view.value_weighted {
+            match doc.caches.weighted.get(&doc, &self.repaint) {
+                Weighted::Ready(weighted) => {
+                    crate::caches::metrics::MetricsCache::start(&weighted, &self.repaint);
+                    weighted
+                }
+                Weighted::Pending(progress) => {
+                    ui.add(
+                        egui::ProgressBar::new(progress.fraction.unwrap_or(0.0))
+                            .text("value-weighting the attention…"),
+                    );
+                    return;
+                }
+                Weighted::Failed(e) => {
+                    ui.colored_label(ui.visuals().error_fg_color, e);
+                    return;
+                }
+            }
+        } else {
+            doc.clone()
+        };
+        let actions = shown.ui(ui, &drawn, &mut self.view);
         for action in actions {
             self.act(&doc, action);
         }

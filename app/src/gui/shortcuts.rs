@@ -22,6 +22,7 @@ pub enum Command {
     PreviousLayer,
     NextLayer,
     OpenHeadView,
+    ToggleValueWeighted,
 }
 
 /// One row of the table: each key and what it does, how the help writes the keys, and what
@@ -69,6 +70,12 @@ pub const SHORTCUTS: &[Shortcut] = &[
         global: false,
         label: "Enter",
         help: "head view of the selected head",
+    },
+    Shortcut {
+        keys: &[(key(NONE, Key::W), Command::ToggleValueWeighted)],
+        global: false,
+        label: "W",
+        help: "raw / value-weighted attention (α·|v|) in every view",
     },
     Shortcut {
         keys: &[(key(CMD, Key::O), Command::OpenSession)],
@@ -214,6 +221,7 @@ impl HeadwiseApp {
                     self.view.tab = Tab::Head;
                 }
             }
+            Command::ToggleValueWeighted => self.view.value_weighted = !self.view.value_weighted,
             Command::PreviousHead => self.step(0, -1),
             Command::NextHead => self.step(0, 1),
             Command::PreviousLayer => self.step(-1, 0),

@@ -163,8 +163,25 @@ pub fn draw(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
 
 fn draw_with(view: &dyn View, ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
     let source = &doc.session.meta.model.source;
-    ui.strong(format!("{source}: {}", view.title(doc, state)));
+    let weighting = if state.value_weighted {
+        " (value-weighted, α·|v|)"
+    } else {
+        ""
+    };
+    ui.strong(format!("{source}: {}{weighting}", view.title(doc, state)));
     view.body(ui, doc, state);
+}
+
+/// The document the views draw for `state`: `doc`, or its value-weighted twin, worked out here
+/// if need be (pictures drawn once).
+pub fn shown_document(doc: &Arc<Document>, state: &ViewState) -> Result<Arc<Document>> {
+    if !state.value_weighted {
+        return Ok(doc.clone());
+    }
+    doc.caches
+        .weighted
+        .wait(doc)
+        .map_err(|e| anyhow::anyhow!("value-weighted attention: {e}"))
 }
 
 /// Lays out the view `state` names and renders it offscreen.
@@ -175,6 +192,7 @@ pub fn render(
     size: egui::Vec2,
     pixels_per_point: f32,
 ) -> Result<::image::RgbaImage> {
+    let doc = &shown_document(doc, state)?;
     // A picture is drawn once: it waits for the metrics the window would fill in later.
     if view(state.tab).shows_metrics() {
         doc.wait_for_metrics();

@@ -111,6 +111,27 @@ pub fn short_label(metric: HeadMetric) -> &'static str {
     }
 }
 
+/// What the command line calls each metric (`headwise render --metric`).
+pub const METRIC_NAMES: [(&str, HeadMetric); 10] = [
+    ("entropy", HeadMetric::Entropy),
+    ("distance", HeadMetric::MeanDistance),
+    ("previous", HeadMetric::PreviousToken),
+    ("sink", HeadMetric::FirstToken),
+    ("self", HeadMetric::SelfToken),
+    ("special", HeadMetric::SpecialTokens),
+    ("secondary-sink", HeadMetric::SecondarySink),
+    ("dormancy", HeadMetric::Dormancy),
+    ("streaming", HeadMetric::Streaming),
+    ("retrieval", HeadMetric::Retrieval),
+];
+
+pub fn metric_named(name: &str) -> Option<HeadMetric> {
+    METRIC_NAMES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, m)| *m)
+}
+
 /// A metric's value for sorting and ranking: NaN (undefined on this input) last.
 fn rank_key(value: f32) -> f32 {
     if value.is_nan() {

@@ -185,6 +185,9 @@ pub struct ViewState {
     pub sort_by: Option<HeadMetric>,
     pub selection: Selection,
     pub hide_special: bool,
+    /// Every attention view shows value-weighted attention, ‖α_ij v_j‖ renormalised per row,
+    /// instead of the raw weights α_ij.
+    pub value_weighted: bool,
     /// The head view's zoom: first column, first row, columns, rows (None: everything).
     pub window: Option<[f32; 4]>,
     /// Attention computed from q, k and lse (long inputs): what a pixel covering many cells
@@ -211,6 +214,7 @@ impl Default for ViewState {
             sort_by: None,
             selection: Selection::Head,
             hide_special: false,
+            value_weighted: false,
             window: None,
             region_reduce: Reduce::Max,
             find: String::new(),

@@ -87,7 +87,7 @@ impl HeadMetric {
                 "max over keys j ≥ 1 of (1/T) Σ_i a_ij; above ε = 0.3, token j is a secondary sink"
             }
             HeadMetric::Dormancy => {
-                "mean over queries of max(0, 1 − Σ_j a_ij‖v_j‖ / mean_j ‖v_j‖): 1 when the head's \
+                "mean over queries of max(0, 1 − Σ_j a_ij|v_j| / mean_j |v_j|): 1 when the head's \
                  attention goes to near-zero values"
             }
             HeadMetric::Streaming => {
