@@ -9,7 +9,7 @@ use super::lock;
 use crate::document::{Document, thumbnail_side};
 use crate::jobs::{Job, Repaint};
 use headwise_engine::analysis::metrics::{
-    HeadMetric, HeadMetrics, LayerContext, layer_metrics, layer_summaries_from_qk,
+    HeadMetric, HeadMetrics, HeadSummary, LayerContext, layer_summaries, layer_summaries_from_qk,
 };
 use headwise_engine::analysis::retrieval::retrieval_scores;
 use headwise_engine::session::Session;
@@ -23,12 +23,22 @@ pub type Metrics = Vec<Vec<Vec<HeadMetrics>>>;
 /// Thumbnails of heads whose attention is not materialised, by (input, layer, head).
 type Thumbnails = HashMap<(usize, usize, usize), Arc<Vec<f32>>>;
 
+/// The mean attention each token receives over queries and heads, by (input, layer).
+type Received = HashMap<(usize, usize), Arc<Vec<f32>>>;
+
+/// What one pass over the session gives.
+struct Summaries {
+    metrics: Metrics,
+    thumbnails: Thumbnails,
+    received: Received,
+}
+
 /// Sessions with more attention than this get their head metrics in the background.
 const IN_BACKGROUND_ABOVE_BYTES: u64 = 128 << 20;
 
 #[derive(Default)]
 pub struct MetricsCache {
-    value: OnceLock<(Metrics, Thumbnails)>,
+    value: OnceLock<Summaries>,
     job: Mutex<Option<Job<()>>>,
 }
 
@@ -49,17 +59,30 @@ impl MetricsCache {
 
     /// The metrics if they are worked out yet.
     pub fn get(&self) -> Option<&Metrics> {
-        self.value.get().map(|(m, _)| m)
+        self.value.get().map(|s| &s.metrics)
     }
 
     /// The overview thumbnail of a head whose attention is not materialised, once worked out.
     pub fn thumbnail(&self, input: usize, layer: usize, head: usize) -> Option<Arc<Vec<f32>>> {
-        self.value.get()?.1.get(&(input, layer, head)).cloned()
+        self.value
+            .get()?
+            .thumbnails
+            .get(&(input, layer, head))
+            .cloned()
+    }
+
+    /// The mean attention each token of `input` receives in `layer`, over queries and heads
+    /// ([T]), once worked out.
+    pub fn received(&self, input: usize, layer: usize) -> Option<Arc<Vec<f32>>> {
+        self.value.get()?.received.get(&(input, layer)).cloned()
     }
 
     /// The metrics, working them out first (or waiting for the job that does).
     pub fn wait(&self, session: &Session, special: &[Vec<bool>]) -> &Metrics {
-        &self.value.get_or_init(|| all_metrics(session, special)).0
+        &self
+            .value
+            .get_or_init(|| all_metrics(session, special))
+            .metrics
     }
 
     /// Starts the job that works them out, if they are not there and no job is under way.
@@ -77,7 +100,7 @@ impl MetricsCache {
 }
 
 /// Every head's metrics, worked out on all cores: opening a large session is mostly this.
-fn all_metrics(session: &Session, special: &[Vec<bool>]) -> (Metrics, Thumbnails) {
+fn all_metrics(session: &Session, special: &[Vec<bool>]) -> Summaries {
     let jobs: Vec<(usize, usize)> = session
         .layers
         .iter()
@@ -86,7 +109,7 @@ fn all_metrics(session: &Session, special: &[Vec<bool>]) -> (Metrics, Thumbnails
         .collect();
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
     let chunk = jobs.len().div_ceil(threads).max(1);
-    let layer = |&(i, l): &(usize, usize)| -> (Vec<HeadMetrics>, Vec<Vec<f32>>) {
+    let layer = |&(i, l): &(usize, usize)| -> Vec<HeadSummary> {
         let special = special.get(i).map_or(&[][..], |s| s);
         let value_norms = session.value_norms(i, l);
         let context = LayerContext {
@@ -95,19 +118,17 @@ fn all_metrics(session: &Session, special: &[Vec<bool>]) -> (Metrics, Thumbnails
             kv_heads: session.meta.model.kv_heads,
         };
         if let Some(attn) = &session.layers[i][l].attn {
-            return (layer_metrics(attn, &context), Vec::new());
+            return layer_summaries(attn, &context);
         }
         let Some(parts) = session.qk_parts(i, l) else {
-            return (Vec::new(), Vec::new());
+            return Vec::new();
         };
         let side = thumbnail_side(parts.q.shape[1]);
         layer_summaries_from_qk(&parts.attention(), &context, side)
-            .into_iter()
-            .unzip()
     };
     // Layers with materialised attention split over threads here; those from q, k and lse
     // spread their heads over rayon's pool themselves.
-    let results: Vec<(Vec<HeadMetrics>, Vec<Vec<f32>>)> = std::thread::scope(|scope| {
+    let results: Vec<Vec<HeadSummary>> = std::thread::scope(|scope| {
         let handles: Vec<_> = jobs
             .chunks(chunk)
             .map(|part| scope.spawn(move || part.iter().map(layer).collect::<Vec<_>>()))
@@ -118,6 +139,7 @@ fn all_metrics(session: &Session, special: &[Vec<bool>]) -> (Metrics, Thumbnails
             .collect()
     });
     let mut thumbnails = Thumbnails::new();
+    let mut received = Received::new();
     let mut flat = jobs.iter().zip(results);
     let retrieval: Vec<Option<Vec<Vec<f32>>>> = (0..session.layers.len())
         .map(|i| retrieval_scores(session, i))
@@ -128,9 +150,14 @@ fn all_metrics(session: &Session, special: &[Vec<bool>]) -> (Metrics, Thumbnails
         .map(|layers| {
             (0..layers.len())
                 .filter_map(|_| {
-                    let (&(i, l), (mut metrics, pictures)) = flat.next()?;
-                    for (h, picture) in pictures.into_iter().enumerate() {
-                        thumbnails.insert((i, l, h), Arc::new(picture));
+                    let (&(i, l), summaries) = flat.next()?;
+                    received.insert((i, l), Arc::new(mean_received(&summaries)));
+                    let mut metrics: Vec<HeadMetrics> =
+                        summaries.iter().map(|s| s.metrics).collect();
+                    for (h, summary) in summaries.into_iter().enumerate() {
+                        if !summary.thumbnail.is_empty() {
+                            thumbnails.insert((i, l, h), Arc::new(summary.thumbnail));
+                        }
                     }
                     if let Some(scores) = retrieval[i].as_ref().and_then(|s| s.get(l)) {
                         for (m, &score) in metrics.iter_mut().zip(scores) {
@@ -142,5 +169,21 @@ fn all_metrics(session: &Session, special: &[Vec<bool>]) -> (Metrics, Thumbnails
                 .collect()
         })
         .collect();
-    (metrics, thumbnails)
+    Summaries {
+        metrics,
+        thumbnails,
+        received,
+    }
+}
+
+/// The mean over heads of what each key receives.
+fn mean_received(summaries: &[HeadSummary]) -> Vec<f32> {
+    let t = summaries.first().map_or(0, |s| s.received.len());
+    let mut mean = vec![0.0f32; t];
+    for s in summaries {
+        for (m, r) in mean.iter_mut().zip(&s.received) {
+            *m += r / summaries.len() as f32;
+        }
+    }
+    mean
 }

@@ -14,6 +14,7 @@ pub mod regions;
 pub mod rollout;
 pub mod screen_positions;
 pub mod textures;
+pub mod token_figures;
 pub mod weighted;
 
 use std::hash::{Hash, Hasher};
@@ -31,6 +32,7 @@ pub struct Caches {
     pub point_styles: point_styles::PointStyleCache,
     pub screen_positions: screen_positions::ScreenPositionsCache,
     pub textures: textures::TextureCache,
+    pub token_figures: token_figures::TokenFiguresCache,
     pub weighted: weighted::WeightedCache,
 }
 

@@ -16,6 +16,7 @@ pub mod qk;
 pub mod qk_single;
 pub mod qk_style;
 pub mod state;
+pub mod tokens;
 
 use crate::document::Document;
 use crate::render::offscreen::Offscreen;
@@ -32,6 +33,7 @@ pub static VIEWS: &[&dyn View] = &[
     &head::HeadView,
     &image::ImageView,
     &qk::QkView,
+    &tokens::TokensView,
 ];
 
 /// What a view asks of the app after a frame.
@@ -260,14 +262,14 @@ mod tests {
         assert_eq!(parsed("qk:1.2"), (Tab::Qk, Some((1, 2))));
         let unknown = parse("lines:1.1").err().unwrap().to_string();
         assert!(
-            unknown.contains("overview, head:L.H, image:L.H, qk:L.H"),
+            unknown.contains("overview, head:L.H, image:L.H, qk:L.H, tokens"),
             "{unknown}"
         );
     }
 
     #[test]
     fn every_tab_has_exactly_one_view_and_every_view_a_command_name() {
-        for tab in [Tab::Overview, Tab::Head, Tab::Image, Tab::Qk] {
+        for tab in [Tab::Overview, Tab::Head, Tab::Image, Tab::Qk, Tab::Tokens] {
             assert_eq!(
                 VIEWS.iter().filter(|v| v.tab() == tab).count(),
                 1,

@@ -18,6 +18,43 @@ pub enum Tab {
     Image,
     /// Every head's queries and keys over the corpus, in one joint space.
     Qk,
+    /// Per token across layers: hidden-state norm, attention received, value norm.
+    Tokens,
+}
+
+/// What the token panel's heatmap shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum TokenQuantity {
+    #[default]
+    HiddenNorm,
+    Received,
+    ValueNorm,
+}
+
+impl TokenQuantity {
+    pub const ALL: [TokenQuantity; 3] = [
+        TokenQuantity::HiddenNorm,
+        TokenQuantity::Received,
+        TokenQuantity::ValueNorm,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            TokenQuantity::HiddenNorm => "hidden-state norm",
+            TokenQuantity::Received => "attention received",
+            TokenQuantity::ValueNorm => "value norm",
+        }
+    }
+}
+
+/// The token panel's settings.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TokenPanelState {
+    pub quantity: TokenQuantity,
+    /// The tokens drawn as lines and marked in the heatmap (none chosen: the first token and
+    /// the one with the largest hidden-state norm).
+    pub marked: Vec<usize>,
 }
 
 /// What colours the points of a query-key scatter.
@@ -201,6 +238,7 @@ pub struct ViewState {
     pub style: HeatmapStyle,
     pub image: ImageViewState,
     pub qk: QkViewState,
+    pub tokens: TokenPanelState,
 }
 
 impl Default for ViewState {
@@ -223,6 +261,7 @@ impl Default for ViewState {
             style: HeatmapStyle::default(),
             image: ImageViewState::default(),
             qk: QkViewState::default(),
+            tokens: TokenPanelState::default(),
         }
     }
 }
@@ -249,6 +288,11 @@ impl ViewState {
         self.layer = self.layer.min(layers.saturating_sub(1));
         self.head = self.head.min(heads.saturating_sub(1));
         self.line_heads.retain(|&h| h < heads);
+    }
+
+    /// Drops marked tokens past the end of input `tokens` tokens long.
+    pub fn clamp_tokens(&mut self, tokens: usize) {
+        self.tokens.marked.retain(|&t| t < tokens);
     }
 
     /// Moves the selected head by `dh` heads and `dl` layers, staying on the grid.

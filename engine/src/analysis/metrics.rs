@@ -314,17 +314,38 @@ pub fn sink_rate(metrics: &[Vec<HeadMetrics>]) -> f32 {
     heads.iter().filter(|&&a| a > SINK_EPSILON).count() as f32 / heads.len() as f32
 }
 
+/// What one pass over a head's rows gives: its metrics, its overview thumbnail (empty unless
+/// asked for) and the mean attention each key receives, (1/T) Σ_i a_ij.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeadSummary {
+    pub metrics: HeadMetrics,
+    pub thumbnail: Vec<f32>,
+    pub received: Vec<f32>,
+}
+
 /// Metrics of every head of one layer's attention [heads, T, T].
 pub fn layer_metrics(attn: &HostTensor, context: &LayerContext) -> Vec<HeadMetrics> {
+    layer_summaries(attn, context)
+        .into_iter()
+        .map(|s| s.metrics)
+        .collect()
+}
+
+/// The summary of every head of one layer's attention [heads, T, T], without thumbnails.
+pub fn layer_summaries(attn: &HostTensor, context: &LayerContext) -> Vec<HeadSummary> {
     let [heads, t] = [attn.shape[0], attn.shape[1]];
     (0..heads)
         .map(|h| {
-            head_metrics(
-                &attn.data[h * t * t..(h + 1) * t * t],
-                t,
-                context.special,
-                context.head_values(h, heads, t),
-            )
+            let mut sums = MetricSums::new(t, context.head_values(h, heads, t));
+            let head = &attn.data[h * t * t..(h + 1) * t * t];
+            for (i, row) in head.chunks_exact(t.max(1)).take(t).enumerate() {
+                sums.add_row(i, row, context.special);
+            }
+            HeadSummary {
+                metrics: sums.finish(t),
+                thumbnail: Vec::new(),
+                received: sums.received(t),
+            }
         })
         .collect()
 }
@@ -334,18 +355,18 @@ pub fn layer_metrics(attn: &HostTensor, context: &LayerContext) -> Vec<HeadMetri
 pub fn layer_metrics_from_qk(attention: &QkAttention, context: &LayerContext) -> Vec<HeadMetrics> {
     layer_summaries_from_qk(attention, context, 0)
         .into_iter()
-        .map(|(metrics, _)| metrics)
+        .map(|s| s.metrics)
         .collect()
 }
 
-/// Each head's metrics and its thumbnail, in one pass over its rows computed from q, k and lse:
-/// the thumbnail is `side` × `side` block maxima of the [T, T] matrix (see
-/// [`max_pool_row`]), so every peak stays visible at any length. `side` 0: no thumbnail.
+/// Each head's summary in one pass over its rows computed from q, k and lse: the thumbnail is
+/// `side` × `side` block maxima of the [T, T] matrix (see [`max_pool_row`]), so every peak
+/// stays visible at any length. `side` 0: no thumbnail.
 pub fn layer_summaries_from_qk(
     attention: &QkAttention,
     context: &LayerContext,
     side: usize,
-) -> Vec<(HeadMetrics, Vec<f32>)> {
+) -> Vec<HeadSummary> {
     let t = attention.tokens();
     let heads = attention.heads();
     let special = context.special;
@@ -361,7 +382,11 @@ pub fn layer_summaries_from_qk(
                     max_pool_row(row, &mut thumbnail[r * side..(r + 1) * side]);
                 }
             });
-            (sums.finish(t), thumbnail)
+            HeadSummary {
+                metrics: sums.finish(t),
+                thumbnail,
+                received: sums.received(t),
+            }
         })
         .collect()
 }
@@ -460,13 +485,17 @@ mod tests {
         let want = layer_metrics(&full, &context);
         let side = 5;
         let got = layer_summaries_from_qk(&a, &context, side);
+        let whole = layer_summaries(&full, &context);
         for h in 0..heads {
-            for (x, y) in want[h].0.iter().zip(got[h].0.0) {
+            for (x, y) in whole[h].received.iter().zip(&got[h].received) {
+                assert!((x - y).abs() < 1e-5, "received: {x} vs {y}");
+            }
+            for (x, y) in want[h].0.iter().zip(got[h].metrics.0) {
                 assert!(
                     (x - y).abs() < 1e-5 || (x.is_nan() && y.is_nan()),
                     "head {h}: {:?} vs {:?}",
                     want[h],
-                    got[h].0
+                    got[h].metrics
                 );
             }
             let head = &full.data[h * t * t..(h + 1) * t * t];
@@ -477,7 +506,77 @@ mod tests {
                     *p = p.max(head[i * t + j]);
                 }
             }
-            assert_eq!(got[h].1, pooled);
+            assert_eq!(got[h].thumbnail, pooled);
         }
+    }
+
+    #[test]
+    fn a_head_that_collapses_on_a_sink_with_a_tiny_value_is_dormant_and_a_uniform_one_is_not() {
+        let t = 4;
+        // Every row on token 0, whose value is a tenth of the others'.
+        let mut sink = vec![0.0; t * t];
+        for i in 0..t {
+            sink[i * t] = 1.0;
+        }
+        let norms = [0.1, 1.0, 1.0, 1.0];
+        let m = head_metrics(&sink, t, &[false; 4], Some(&norms));
+        // Row i sees keys 0..=3 (no mask here): mean norm 0.775, moved 0.1.
+        let want = 1.0 - 0.1 / 0.775;
+        assert!((m.get(HeadMetric::Dormancy) - want).abs() < 1e-5);
+        assert_eq!(m.get(HeadMetric::FirstToken), 1.0);
+        let uniform = vec![0.25; t * t];
+        let u = head_metrics(&uniform, t, &[false; 4], Some(&[1.0; 4]));
+        assert!(u.get(HeadMetric::Dormancy).abs() < 1e-6);
+        assert!(
+            head_metrics(&uniform, t, &[false; 4], None)
+                .get(HeadMetric::Dormancy)
+                .is_nan()
+        );
+    }
+
+    #[test]
+    fn a_later_token_that_every_query_attends_is_a_secondary_sink() {
+        let t = 5;
+        let mut attn = vec![0.0; t * t];
+        for i in 0..t {
+            attn[i * t] = 0.4;
+            attn[i * t + 2] = 0.6;
+        }
+        let m = head_metrics(&attn, t, &[false; 5], None);
+        assert!((m.get(HeadMetric::SecondarySink) - 0.6).abs() < 1e-6);
+        assert!(m.get(HeadMetric::SecondarySink) > SINK_EPSILON);
+    }
+
+    #[test]
+    fn streaming_counts_sink_tokens_and_the_recent_window_on_long_rows_only() {
+        let t = 200;
+        // Each row: half on token 0 (a sink), half on token i / 2 (far back from row 130 on).
+        let mut attn = vec![0.0f32; t * t];
+        for i in 0..t {
+            attn[i * t] += 0.5;
+            attn[i * t + i / 2] += 0.5;
+        }
+        let m = head_metrics(&attn, t, &vec![false; t], None);
+        // Rows 68..200: i / 2 is within 64 of i while i < 128 (or is the sink, i < 8).
+        let rows = (68..t).count() as f32;
+        let within = (68..t).filter(|i| i - i / 2 < 64).count() as f32;
+        let want = (0.5 * rows + 0.5 * within) / rows;
+        assert!((m.get(HeadMetric::Streaming) - want).abs() < 1e-5);
+        let short = head_metrics(&vec![0.25; 16], 4, &[false; 4], None);
+        assert!(short.get(HeadMetric::Streaming).is_nan());
+    }
+
+    #[test]
+    fn the_sink_rate_is_the_share_of_heads_above_epsilon_on_the_first_token() {
+        let with_first = |a: f32| {
+            let mut m = HeadMetrics::default();
+            m.set(HeadMetric::FirstToken, a);
+            m
+        };
+        let layers = vec![
+            vec![with_first(0.9), with_first(0.1)],
+            vec![with_first(0.31), with_first(0.3)],
+        ];
+        assert_eq!(sink_rate(&layers), 0.5);
     }
 }
