@@ -1,5 +1,5 @@
 //! `headwise`: the desktop window by default (optionally opening a session), and the headless
-//! command line: trace, project, render, models, bench.
+//! command line: trace, render, metrics, probe, project, models, bench.
 
 use clap::{Parser, Subcommand};
 use headwise::cli;
@@ -44,6 +44,14 @@ enum Command {
         #[command(subcommand)]
         command: cli::models::ModelsCommand,
     },
+    /// Every head's metrics and scores (sink share, secondary sinks, dormancy, streaming,
+    /// retrieval ...), each input's sink rate; optionally as JSON.
+    Metrics(cli::metrics::MetricsArgs),
+    /// Probes that score heads: `retrieval` (needle in a haystack).
+    Probe {
+        #[command(subcommand)]
+        command: cli::probe::ProbeCommand,
+    },
     /// Add joint query-key projections (PCA, UMAP, t-SNE) of a session's corpus to it.
     Project(cli::project::ProjectArgs),
     /// Measure performance; prints JSON.
@@ -62,6 +70,8 @@ fn main() -> ExitCode {
         Some(Command::Trace(a)) => cli::trace::run(a),
         Some(Command::Render(a)) => cli::render::run(a),
         Some(Command::Project(a)) => cli::project::run(a),
+        Some(Command::Metrics(a)) => cli::metrics::run(a),
+        Some(Command::Probe { command }) => cli::probe::run(command),
         Some(Command::Models { command }) => cli::models::run(command),
         Some(Command::Bench { command }) => cli::bench::run(command),
         None => gui::run(StartOptions {

@@ -522,6 +522,18 @@ impl Session {
             .unwrap_or_else(|| LayerAttention::standard(self.meta.model.head_dim, false))
     }
 
+    /// Stores a retrieval probe's per-head scores for input `index` as `retrieval/{input}`
+    /// [layers, heads] (`scores[layer][head]`), for readers without the metrics code.
+    pub fn set_retrieval_scores(&mut self, index: usize, scores: &[Vec<f32>]) {
+        let heads = scores.first().map_or(0, Vec::len);
+        let values: Vec<f32> = scores.iter().flatten().copied().collect();
+        self.insert_f32(
+            format!("retrieval/{index}"),
+            vec![scores.len(), heads],
+            &values,
+        );
+    }
+
     /// Replaces the logsumexp of layer `layer`'s rows for input `index` (a derived session).
     pub fn set_lse(&mut self, index: usize, layer: usize, lse: &[f32]) {
         let shape = vec![

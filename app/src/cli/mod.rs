@@ -3,7 +3,9 @@
 pub mod bench;
 pub mod bench_project;
 pub mod bench_views;
+pub mod metrics;
 pub mod models;
+pub mod probe;
 pub mod progress;
 pub mod project;
 pub mod render;
