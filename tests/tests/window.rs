@@ -248,3 +248,51 @@ fn the_window_shows_a_long_input_kept_as_q_k_and_lse_with_thumbnails_filling_the
         }
     }
 }
+
+/// The token panel in the window, on SmolLM2 over a paragraph: its plots draw a line per
+/// marked token (the first token's in the first line colour), and the overview coloured by
+/// sink share changes when the session's view state asks for value-weighted attention.
+#[test]
+fn the_window_shows_the_token_panel_and_value_weighted_attention() {
+    let Some(xvfb) = xvfb_run() else { return };
+    let Some(model) = real_model("smollm2") else {
+        return;
+    };
+    let dir = scratch("window-tokens");
+    let paragraph = "The lighthouse stood at the edge of the cliff, and every night its keeper \
+                     climbed the stairs to light the lamp.";
+    let session = headwise_tests::trace_to(&dir, &model, &["--text", paragraph], "p.safetensors");
+    let mut opened = headwise_engine::session::Session::open(&session).unwrap();
+    let mut shots = Vec::new();
+    for view in [
+        serde_json::json!({"tab": "Tokens", "tokens": {"marked": [0, 5]}}),
+        serde_json::json!({"tab": "Overview", "overview_mode": {"Metric": "FirstToken"}}),
+        serde_json::json!({"tab": "Overview", "overview_mode": {"Metric": "FirstToken"},
+                           "value_weighted": true}),
+    ] {
+        opened.meta.view = view;
+        opened.save(&session, opened.dtype).unwrap();
+        let (out, img) = screenshot(xvfb, &dir, &session, Some(&model));
+        assert_success(&out);
+        shots.push(img);
+    }
+    let count =
+        |img: &image::RgbaImage, rgb: [u8; 3]| img.pixels().filter(|p| p.0[..3] == rgb).count();
+    assert!(
+        count(&shots[0], [255, 120, 80]) > 100,
+        "the first token's line"
+    );
+    assert!(
+        count(&shots[0], [90, 170, 255]) > 100,
+        "the second marked token's line"
+    );
+    let changed = shots[1]
+        .pixels()
+        .zip(shots[2].pixels())
+        .filter(|(a, b)| a != b)
+        .count();
+    assert!(
+        changed > 5_000,
+        "value weighting changed only {changed} pixels"
+    );
+}
