@@ -143,9 +143,19 @@ pub fn probe_text(model: &Model, tokens: usize, depth: f32) -> Result<String> {
         }
         n = (n as f64 * target as f64 / got.max(1) as f64) as usize;
     }
-    if count(&haystack)? + fixed > model.config.max_positions {
+    // Within 2% may be over: trim to the model's positions (and the tokens asked for).
+    let limit = tokens.min(model.config.max_positions);
+    for _ in 0..8 {
+        let total = count(&haystack)? + fixed;
+        if total <= limit {
+            break;
+        }
+        n = n.saturating_sub((total - limit) * n / total.max(1) + 1);
+        haystack = words[..n.max(1)].join(" ");
+    }
+    if count(&haystack)? + fixed > limit {
         bail!(
-            "--tokens {tokens}: more than the model's {} positions",
+            "--tokens {tokens}: the probe does not fit the model's {} positions",
             model.config.max_positions
         );
     }
