@@ -20,8 +20,9 @@ TEXTS = ["the quick brown fox jumps over the lazy dog and the cat sat on the mat
 
 
 def reference_metrics(attn, value_norms, special):
-    """Every metric of one head from its [T, T] attention, its value norms [T] (or None) and
-    the special-token mask, as numpy computes them."""
+    """Every metric of one head of a causal layer (the fixture is a decoder without a window)
+    from its [T, T] attention, its value norms [T] (or None) and the special-token mask, as
+    numpy computes them."""
     t = attn.shape[0]
     i = np.arange(t)[:, None]
     j = np.arange(t)[None, :]
@@ -41,11 +42,7 @@ def reference_metrics(attn, value_norms, special):
     else:
         rows = []
         for r in range(t):
-            nz = np.nonzero(attn[r])[0]
-            if len(nz) == 0:
-                continue
-            lo, hi = nz[0], nz[-1] + 1
-            mean = value_norms[lo:hi].mean()
+            mean = value_norms[:r + 1].mean()  # the keys a causal query sees
             moved = (attn[r] * value_norms).sum()
             if mean > 0:
                 rows.append(max(0.0, 1 - moved / mean))

@@ -160,7 +160,7 @@ fn a_session_whose_kv_heads_do_not_divide_its_heads_is_refused() {
     let path = edited_session(false, "grouping", |meta, file| {
         meta["model"]["kv_heads"] = json!(8);
         for (name, (_, shape, bytes)) in file.tensors.iter_mut() {
-            if name.starts_with("k/") {
+            if name.starts_with("k/") || name.starts_with("vnorm/") {
                 // Eight key heads' worth of values, so that only the grouping is wrong.
                 let per_head = bytes.len() / shape[0];
                 *bytes = bytes[..per_head].repeat(8);

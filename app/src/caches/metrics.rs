@@ -12,6 +12,7 @@ use headwise_engine::analysis::metrics::{
     HeadMetric, HeadMetrics, HeadSummary, LayerContext, layer_summaries, layer_summaries_from_qk,
 };
 use headwise_engine::analysis::retrieval::retrieval_scores;
+use headwise_engine::model::key_mask::KeyMask;
 use headwise_engine::session::Session;
 use headwise_engine::trace::attention_bytes;
 use std::collections::HashMap;
@@ -112,10 +113,15 @@ fn all_metrics(session: &Session, special: &[Vec<bool>]) -> Summaries {
     let layer = |&(i, l): &(usize, usize)| -> Vec<HeadSummary> {
         let special = special.get(i).map_or(&[][..], |s| s);
         let value_norms = session.value_norms(i, l);
+        // Which keys each query sees, as the layer's own rule says (known where it has an lse).
+        let mask = session
+            .qk_parts(i, l)
+            .map(|p| KeyMask::new(&[p.q.shape[1]], p.causal, None, p.attention.window));
         let context = LayerContext {
             special,
             value_norms: value_norms.as_deref(),
             kv_heads: session.meta.model.kv_heads,
+            mask: mask.as_ref(),
         };
         if let Some(attn) = &session.layers[i][l].attn {
             return layer_summaries(attn, &context);

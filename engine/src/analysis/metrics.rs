@@ -2,8 +2,10 @@
 //! view): each is a mean over the head's query rows, so heads of inputs of any length compare.
 
 use crate::host::HostTensor;
+use crate::model::key_mask::KeyMask;
 use crate::rebuild::QkAttention;
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// One number per head that says what the head does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -132,6 +134,9 @@ pub struct LayerContext<'a> {
     pub special: &'a [bool],
     pub value_norms: Option<&'a [f32]>,
     pub kv_heads: usize,
+    /// Which keys each query sees, where known (materialised attention; rows computed from
+    /// q, k and lse carry their own).
+    pub mask: Option<&'a KeyMask>,
 }
 
 impl<'a> LayerContext<'a> {
@@ -141,6 +146,7 @@ impl<'a> LayerContext<'a> {
             special,
             value_norms: None,
             kv_heads: 1,
+            mask: None,
         }
     }
 
@@ -154,16 +160,18 @@ impl<'a> LayerContext<'a> {
 }
 
 /// The metrics of one head from its attention matrix `attn` ([T, T], row-major), its value
-/// norms [T] if known, and which tokens are special.
+/// norms [T] if known, which tokens are special, and which keys each query sees (if known; else
+/// the span of its non-zero weights).
 pub fn head_metrics(
     attn: &[f32],
     t: usize,
     special: &[bool],
     value_norms: Option<&[f32]>,
+    mask: Option<&KeyMask>,
 ) -> HeadMetrics {
     let mut sums = MetricSums::new(t, value_norms);
     for (i, row) in attn.chunks_exact(t.max(1)).take(t).enumerate() {
-        sums.add_row(i, row, special);
+        sums.add_row(i, row, special, mask.map(|m| m.visible(i)));
     }
     sums.finish(t)
 }
@@ -208,12 +216,22 @@ impl MetricSums {
         }
     }
 
-    /// Adds query `i`'s row over every key.
-    pub fn add_row(&mut self, i: usize, row: &[f32], special: &[bool]) {
+    /// Adds query `i`'s row over every key; `visible` is the keys the query sees (dormancy
+    /// compares with their mean value norm), else the span of its non-zero weights.
+    pub fn add_row(
+        &mut self,
+        i: usize,
+        row: &[f32],
+        special: &[bool],
+        visible: Option<Range<usize>>,
+    ) {
         // Masked keys hold exact zeros and add nothing: only the span between the first and
         // the last non-zero weight is read (a causal row's first i + 1).
         let end = row.iter().rposition(|&a| a != 0.0).map_or(0, |e| e + 1);
         let start = row[..end].iter().position(|&a| a != 0.0).unwrap_or(end);
+        let seen = visible
+            .map(|v| v.start.min(row.len())..v.end.min(row.len()))
+            .unwrap_or(start..end);
         let mut moved = 0.0f64;
         let mut streaming = 0.0f64;
         for (j, &a) in row.iter().enumerate().take(end).skip(start) {
@@ -241,9 +259,9 @@ impl MetricSums {
         self.first += row.first().copied().unwrap_or(0.0) as f64;
         self.own += row.get(i).copied().unwrap_or(0.0) as f64;
         if let Some(prefix) = &self.value_prefix
-            && end > start
+            && !seen.is_empty()
         {
-            let mean = (prefix[end] - prefix[start]) / (end - start) as f64;
+            let mean = (prefix[seen.end] - prefix[seen.start]) / seen.len() as f64;
             if mean > 0.0 {
                 self.dormancy += (1.0 - moved / mean).max(0.0);
             }
@@ -339,7 +357,7 @@ pub fn layer_summaries(attn: &HostTensor, context: &LayerContext) -> Vec<HeadSum
             let mut sums = MetricSums::new(t, context.head_values(h, heads, t));
             let head = &attn.data[h * t * t..(h + 1) * t * t];
             for (i, row) in head.chunks_exact(t.max(1)).take(t).enumerate() {
-                sums.add_row(i, row, context.special);
+                sums.add_row(i, row, context.special, context.mask.map(|m| m.visible(i)));
             }
             HeadSummary {
                 metrics: sums.finish(t),
@@ -376,7 +394,7 @@ pub fn layer_summaries_from_qk(
             let mut sums = MetricSums::new(t, context.head_values(h, heads, t));
             let mut thumbnail = vec![0.0f32; side * side];
             attention.for_each_row(h, 0..t, 0..t, |i, row| {
-                sums.add_row(i, row, special);
+                sums.add_row(i, row, special, Some(attention.visible(i)));
                 if side > 0 {
                     let r = i * side / t;
                     max_pool_row(row, &mut thumbnail[r * side..(r + 1) * side]);
@@ -421,7 +439,7 @@ mod tests {
         for i in 1..t {
             attn[i * t + i - 1] = 1.0;
         }
-        let m = head_metrics(&attn, t, &[true, false, false, false], None);
+        let m = head_metrics(&attn, t, &[true, false, false, false], None, None);
         assert_eq!(m.get(HeadMetric::PreviousToken), 1.0);
         assert_eq!(m.get(HeadMetric::Entropy), 0.0);
         assert_eq!(m.get(HeadMetric::MeanDistance), 0.75);
@@ -434,7 +452,7 @@ mod tests {
     fn a_uniform_head_has_entropy_ln_t() {
         let t = 8;
         let attn = vec![1.0 / t as f32; t * t];
-        let m = head_metrics(&attn, t, &[false; 8], None);
+        let m = head_metrics(&attn, t, &[false; 8], None, None);
         assert!((m.get(HeadMetric::Entropy) - (t as f32).ln()).abs() < 1e-5);
         assert!((m.get(HeadMetric::FirstToken) - 0.125).abs() < 1e-6);
     }
@@ -477,10 +495,12 @@ mod tests {
         let full = a.materialise();
         let special: Vec<bool> = (0..t).map(|i| i == 0 || i == 5).collect();
         let norms: Vec<f32> = (0..heads * t).map(|x| 0.5 + (x % 7) as f32).collect();
+        let mask = KeyMask::new(&[t], true, None, None);
         let context = LayerContext {
             special: &special,
             value_norms: Some(&norms),
             kv_heads: heads,
+            mask: Some(&mask),
         };
         let want = layer_metrics(&full, &context);
         let side = 5;
@@ -519,16 +539,17 @@ mod tests {
             sink[i * t] = 1.0;
         }
         let norms = [0.1, 1.0, 1.0, 1.0];
-        let m = head_metrics(&sink, t, &[false; 4], Some(&norms));
+        let open = KeyMask::new(&[t], false, None, None);
+        let m = head_metrics(&sink, t, &[false; 4], Some(&norms), Some(&open));
         // Row i sees keys 0..=3 (no mask here): mean norm 0.775, moved 0.1.
         let want = 1.0 - 0.1 / 0.775;
         assert!((m.get(HeadMetric::Dormancy) - want).abs() < 1e-5);
         assert_eq!(m.get(HeadMetric::FirstToken), 1.0);
         let uniform = vec![0.25; t * t];
-        let u = head_metrics(&uniform, t, &[false; 4], Some(&[1.0; 4]));
+        let u = head_metrics(&uniform, t, &[false; 4], Some(&[1.0; 4]), Some(&open));
         assert!(u.get(HeadMetric::Dormancy).abs() < 1e-6);
         assert!(
-            head_metrics(&uniform, t, &[false; 4], None)
+            head_metrics(&uniform, t, &[false; 4], None, None)
                 .get(HeadMetric::Dormancy)
                 .is_nan()
         );
@@ -542,7 +563,7 @@ mod tests {
             attn[i * t] = 0.4;
             attn[i * t + 2] = 0.6;
         }
-        let m = head_metrics(&attn, t, &[false; 5], None);
+        let m = head_metrics(&attn, t, &[false; 5], None, None);
         assert!((m.get(HeadMetric::SecondarySink) - 0.6).abs() < 1e-6);
         assert!(m.get(HeadMetric::SecondarySink) > SINK_EPSILON);
     }
@@ -556,13 +577,13 @@ mod tests {
             attn[i * t] += 0.5;
             attn[i * t + i / 2] += 0.5;
         }
-        let m = head_metrics(&attn, t, &vec![false; t], None);
+        let m = head_metrics(&attn, t, &vec![false; t], None, None);
         // Rows 68..200: i / 2 is within 64 of i while i < 128 (or is the sink, i < 8).
         let rows = (68..t).count() as f32;
         let within = (68..t).filter(|i| i - i / 2 < 64).count() as f32;
         let want = (0.5 * rows + 0.5 * within) / rows;
         assert!((m.get(HeadMetric::Streaming) - want).abs() < 1e-5);
-        let short = head_metrics(&vec![0.25; 16], 4, &[false; 4], None);
+        let short = head_metrics(&vec![0.25; 16], 4, &[false; 4], None, None);
         assert!(short.get(HeadMetric::Streaming).is_nan());
     }
 

@@ -37,6 +37,9 @@ pub fn value_weighted(
             let bias: Vec<f32> = norms.iter().map(|n| n.ln()).collect();
             let t = session.meta.inputs[input].tokens.len();
             let kv_heads = norms.len() / t.max(1);
+            if let Some(parts) = session.qk_parts(input, layer) {
+                causal[layer].get_or_insert(parts.causal);
+            }
             let tensors = &mut weighted.layers[input][layer];
             if let Some(attn) = &session.layers[input][layer].attn {
                 let (reweighted, sums) = reweigh_matrix(attn, &norms, kv_heads);
@@ -46,7 +49,6 @@ pub fn value_weighted(
                     weighted.set_lse(input, layer, &shifted);
                 }
             } else if let Some(parts) = session.qk_parts(input, layer) {
-                causal[layer] = Some(parts.causal);
                 let attention = parts.attention();
                 let heads = attention.heads();
                 let group = heads / kv_heads.max(1);
