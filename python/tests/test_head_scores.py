@@ -120,3 +120,43 @@ def test_value_weighted_attention_equals_attention_times_value_norm_renormalised
             np.testing.assert_allclose(raw[f"attn/{index}/{layer}"], attn, atol=1e-6)
             want = weighted(attn, session[f"vnorm/{index}/{layer}"], heads, kv_heads)
             np.testing.assert_allclose(written[f"attn/{index}/{layer}"], want, atol=TOL)
+
+
+def test_streaming_and_retrieval_scores_of_a_probe_equal_a_numpy_reference(headwise_bin, tmp_path):
+    """A needle probe long enough for the streaming score (rows past 68), on the tiny Llama 3
+    with its positions raised: both scores as numpy computes them from the session."""
+    import shutil
+
+    model = tmp_path / "tiny-llama3-long"
+    shutil.copytree(fixture("tiny-llama3"), model)
+    config = json.loads((model / "config.json").read_text())
+    config["max_position_embeddings"] = 4096
+    (model / "config.json").write_text(json.dumps(config))
+    path = tmp_path / "probe.safetensors"
+    run(headwise_bin, "probe", "retrieval", "--model", model, "--tokens", "400", "--device", "cpu",
+        "--out", path)
+    js = tmp_path / "probe.json"
+    run(headwise_bin, "metrics", path, "--json", js)
+    reported = json.loads(js.read_text())["inputs"][0]["metrics"]
+    session = headwise.load(path)
+    info = session.inputs[0]
+    ids, probe = info["token_ids"], info["probe"]
+    t = len(ids)
+    assert t > SINK_TOKENS + RECENT
+    i = np.arange(t)[:, None]
+    j = np.arange(t)[None, :]
+    near = (j < SINK_TOKENS) | (np.abs(i - j) < RECENT)
+    needle = range(*probe["needle"])
+    stored = session["retrieval/0"]
+    for layer in range(session.layers):
+        attn = session.attention(layer, 0)
+        for h in range(session.heads):
+            streaming = (attn[h] * near)[SINK_TOKENS + RECENT:].sum(1).mean()
+            got = reported["streaming"][layer][h]
+            assert abs(got - streaming) <= TOL, f"streaming L{layer}.H{h}: {got} vs {streaming}"
+            answer = [p for p in range(*probe["answer"]) if p > 0]
+            hits = sum(1 for p in answer
+                       if (k := int(np.argmax(attn[h, p - 1]))) in needle and ids[k] == ids[p])
+            retrieval = hits / len(answer)
+            assert abs(reported["retrieval"][layer][h] - retrieval) <= 1e-6, f"retrieval L{layer}.H{h}"
+            assert abs(stored[layer, h] - retrieval) <= 1e-6

@@ -4,7 +4,7 @@
 
 use super::picture::{patch_uv, picture_texture};
 use super::state::{Selection, Tab, ViewState};
-use super::{View, ViewAction, legend, lines};
+use super::{View, ViewAction, legend, lines, tokens};
 use crate::document::Document;
 use crate::jobs::Repaint;
 use crate::render::colormap::ColorMap;
@@ -354,6 +354,27 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
             font.clone(),
             text,
         );
+    }
+    // Tokens marked in the token panel: a tick in their colour on both axes.
+    for (k, &marked) in state.tokens.marked.iter().enumerate() {
+        let Some(v) = visible.iter().position(|&t| t == marked) else {
+            continue;
+        };
+        let stroke = egui::Stroke::new(3.0, tokens::mark_colour(k));
+        let x = plot.left() + (v as f32 + 0.5 - window[0]) * per_token;
+        if (plot.left()..=plot.right()).contains(&x) {
+            painter.line_segment(
+                [egui::pos2(x, plot.top() - 7.0), egui::pos2(x, plot.top())],
+                stroke,
+            );
+        }
+        let y = plot.top() + (v as f32 + 0.5 - window[1]) * per_row;
+        if (plot.top()..=plot.bottom()).contains(&y) {
+            painter.line_segment(
+                [egui::pos2(plot.left() - 7.0, y), egui::pos2(plot.left(), y)],
+                stroke,
+            );
+        }
     }
     let small = egui::FontId::proportional(11.0);
     painter.text(

@@ -81,19 +81,26 @@ pub fn show(ui: &mut egui::Ui, doc: &Document, state: &ViewState) {
     });
     for (v, &t) in visible.iter().enumerate() {
         let label: String = tokens[t].chars().take(16).collect();
+        // Tokens marked in the token panel keep their colour here.
+        let colour = state
+            .tokens
+            .marked
+            .iter()
+            .position(|&m| m == t)
+            .map_or(text, super::tokens::mark_colour);
         painter.text(
             egui::pos2(left_x - 6.0, y(v)),
             egui::Align2::RIGHT_CENTER,
             &label,
             font.clone(),
-            text,
+            colour,
         );
         painter.text(
             egui::pos2(right_x + 6.0, y(v)),
             egui::Align2::LEFT_CENTER,
             &label,
             font.clone(),
-            text,
+            colour,
         );
     }
     let t = tokens.len();

@@ -4,7 +4,8 @@
 //! layer scaled to its own largest value, so a residual peak or a sink stands out in every
 //! layer), and the residual stream's largest activations after the selected layer. A
 //! first-token sink shows as a token whose hidden norm jumps, that receives most attention, and
-//! whose value norm is small; ViT artifact patches and registers the same way.
+//! whose value norm is small; ViT artifact patches and registers the same way. Marked tokens
+//! are drawn in their line colour in the head view's axes and the token lines too.
 
 use super::state::{Tab, TokenQuantity, ViewState};
 use super::{View, ViewAction, legend};
@@ -82,6 +83,12 @@ const LINE_COLOURS: [egui::Color32; 6] = [
     egui::Color32::from_rgb(220, 120, 230),
     egui::Color32::from_rgb(100, 220, 220),
 ];
+
+/// The colour a marked token is drawn in, everywhere it is marked: the `k`-th marked token's
+/// line colour.
+pub fn mark_colour(k: usize) -> egui::Color32 {
+    LINE_COLOURS[k % LINE_COLOURS.len()]
+}
 
 /// The most marked tokens drawn as lines.
 const MAX_LINES: usize = 6;
