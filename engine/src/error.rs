@@ -58,6 +58,8 @@ pub enum EngineError {
          it was made before headwise captured them: trace it again"
     )]
     NoValueNorms { input: usize, layer: usize },
+    #[error("edit '{edit}': {reason}")]
+    BadEdit { edit: String, reason: String },
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -6,6 +6,7 @@ pub mod atomic_file;
 pub mod attention;
 pub mod device;
 pub mod device_buffer;
+pub mod edits;
 pub mod error;
 pub mod fetch;
 pub mod host;

@@ -29,7 +29,12 @@ pub struct Expected {
 
 impl Expected {
     pub fn load(folder: &Path) -> Self {
-        let path = folder.join("expected.safetensors");
+        Self::load_file(&folder.join("expected.safetensors"))
+    }
+
+    /// Any reference file written like expected.safetensors (its metadata key "fixture").
+    pub fn load_file(path: &Path) -> Self {
+        let path = path.to_path_buf();
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid fixture");
         let tensors = st

@@ -330,11 +330,24 @@ impl Bert {
         let mask = packing.mask(false, input.key_valid.as_deref(), None);
         let heads = self.config.heads;
         let mut traces = Vec::with_capacity(self.layers.len());
-        for (layer, attention) in self.layers.iter().zip(&self.config.layer_attention) {
+        for (index, (layer, attention)) in self
+            .layers
+            .iter()
+            .zip(&self.config.layer_attention)
+            .enumerate()
+        {
             let q = split_heads(layer.query.forward(x.clone()), heads);
             let k = split_heads(layer.key.forward(x.clone()), heads);
             let v = split_heads(layer.value.forward(x.clone()), heads);
-            let (context, mut trace) = attend(q, k, v, &mask, attention, packing.keep_attention);
+            let (context, mut trace) = attend(
+                q,
+                k,
+                v,
+                &mask,
+                attention,
+                packing.keep_attention,
+                packing.layer_edits(index, self.config.heads).as_ref(),
+            );
             x = layer.attn_norm.forward(layer.attn_out.forward(context) + x);
             let hidden = activate(
                 self.config.activation,

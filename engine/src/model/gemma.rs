@@ -816,7 +816,15 @@ impl Gemma {
             }
             let q = rotate(q, tables);
             let k = rotate(k, tables);
-            let (context, mut trace) = attend(q, k, v, &mask, attention, packing.keep_attention);
+            let (context, mut trace) = attend(
+                q,
+                k,
+                v,
+                &mask,
+                attention,
+                packing.keep_attention,
+                packing.layer_edits(i, cfg.heads).as_ref(),
+            );
             let mut out = layer.o_proj.forward(context);
             if let Some(norm) = &layer.post_attention_norm {
                 out = norm.forward(out);

@@ -105,12 +105,25 @@ impl Gpt2 {
         let mask = packing.mask(true, None, None);
         let heads = self.config.heads;
         let mut traces = Vec::with_capacity(self.layers.len());
-        for (layer, attention) in self.layers.iter().zip(&self.config.layer_attention) {
+        for (index, (layer, attention)) in self
+            .layers
+            .iter()
+            .zip(&self.config.layer_attention)
+            .enumerate()
+        {
             let h = layer.ln_1.forward(x.clone());
             let q = split_heads(layer.query.forward(h.clone()), heads);
             let k = split_heads(layer.key.forward(h.clone()), heads);
             let v = split_heads(layer.value.forward(h), heads);
-            let (context, mut trace) = attend(q, k, v, &mask, attention, packing.keep_attention);
+            let (context, mut trace) = attend(
+                q,
+                k,
+                v,
+                &mask,
+                attention,
+                packing.keep_attention,
+                packing.layer_edits(index, self.config.heads).as_ref(),
+            );
             x = x + layer.proj.forward(context);
             let h = layer.ln_2.forward(x.clone());
             x = x + layer

@@ -3,6 +3,7 @@
 use super::cpu_kernels::{MaskTile, attention_softmax};
 use super::key_mask::KeyMask;
 use super::weights::WeightSource;
+use crate::edits::LayerEdits;
 use crate::error::Result;
 use crate::host::HostTensor;
 use crate::trace::{LayerAttention, LayerTrace};
@@ -190,6 +191,7 @@ fn expand_kv(x: Tensor<3>, heads: usize) -> Tensor<3> {
 /// can see, never more than [`ATTENTION_TILE_BYTES`] of logits at once, and only q, k and the
 /// rows' logsumexp are kept. Both give the same context and lse, to rounding.
 /// Returns the merged context [T, heads·d] and the layer's trace.
+#[allow(clippy::too_many_arguments)]
 pub fn attend(
     q: Tensor<3>,
     k: Tensor<3>,
@@ -197,18 +199,35 @@ pub fn attend(
     mask: &KeyMask,
     attention: &LayerAttention,
     keep_attention: bool,
+    edits: Option<&LayerEdits>,
 ) -> (Tensor<2>, LayerTrace) {
     let [heads, t, d] = q.dims();
     let kv_heads = v.dims()[0];
+    let device = q.device();
     let vnorm = v.clone().square().sum_dim(2).sqrt().reshape([kv_heads, t]);
     let keys = expand_kv(k.clone(), heads);
     let values = expand_kv(v, heads);
     let dv = values.dims()[2];
+    // Scale edits: ln F added to each query's logit of the key, after scale and soft-cap.
+    let bias: Option<Tensor<2>> = edits
+        .and_then(|e| e.bias(heads, t))
+        .map(|b| Tensor::from_data(TensorData::new(b, vec![heads, t]), &device));
+    let softmax =
+        |logits: Tensor<3>, cols: std::ops::Range<usize>, tile: Option<&MaskTile>| match &bias {
+            None => attention_softmax(logits, attention.scale, attention.softcap, tile),
+            Some(b) => {
+                let mut z = logits * attention.scale;
+                if let Some(c) = attention.softcap {
+                    z = (z / c).tanh() * c;
+                }
+                let z = z + b.clone().slice([0..heads, cols]).unsqueeze_dim::<3>(1);
+                attention_softmax(z, 1.0, None, tile)
+            }
+        };
     let (attn, context, lse) = if keep_attention {
         let logits = q.clone().matmul(keys.swap_dims(1, 2));
         let tile = MaskTile::of(mask, 0..t, 0..t);
-        let (attn, lse) =
-            attention_softmax(logits, attention.scale, attention.softcap, tile.as_ref());
+        let (attn, lse) = softmax(logits, 0..t, tile.as_ref());
         let context = attn.clone().matmul(values);
         (Some(attn), context, lse)
     } else {
@@ -222,7 +241,6 @@ pub fn attend(
             if cols.is_empty() {
                 // Queries that see no key (never in a real pass): a zero context, as softmax
                 // over nothing is taken to be.
-                let device = q.device();
                 contexts.push(Tensor::zeros([heads, rows.len(), dv], &device));
                 lses.push(Tensor::full(
                     [heads, rows.len()],
@@ -234,13 +252,16 @@ pub fn attend(
             let k_tile = keys.clone().slice([0..heads, cols.clone(), 0..d]);
             let v_tile = values.clone().slice([0..heads, cols.clone(), 0..dv]);
             let logits = q_tile.matmul(k_tile.swap_dims(1, 2));
-            let tile = MaskTile::of(mask, rows, cols);
-            let (p, lse) =
-                attention_softmax(logits, attention.scale, attention.softcap, tile.as_ref());
+            let tile = MaskTile::of(mask, rows, cols.clone());
+            let (p, lse) = softmax(logits, cols, tile.as_ref());
             contexts.push(p.matmul(v_tile));
             lses.push(lse);
         }
         (None, Tensor::cat(contexts, 1), Tensor::cat(lses, 1))
+    };
+    let context = match edits {
+        Some(e) => ablate(context, e),
+        None => context,
     };
     let trace = LayerTrace {
         attn,
@@ -251,6 +272,30 @@ pub fn attend(
         residual: Vec::new(),
     };
     (merge_heads(context), trace)
+}
+
+/// The context [heads, T, dv] with ablated heads zeroed and mean-ablated heads replaced by their
+/// mean over the tokens.
+fn ablate(context: Tensor<3>, edits: &LayerEdits) -> Tensor<3> {
+    if !edits.ablated.iter().chain(&edits.mean).any(|&a| a) {
+        return context;
+    }
+    let heads = context.dims()[0];
+    let device = context.device();
+    let column = |values: Vec<f32>| -> Tensor<3> {
+        Tensor::from_data(TensorData::new(values, vec![heads, 1, 1]), &device)
+    };
+    let keep = column(
+        (0..heads)
+            .map(|h| f32::from(!(edits.ablated[h] || edits.mean[h])))
+            .collect(),
+    );
+    let kept = context.clone() * keep;
+    if !edits.mean.iter().any(|&m| m) {
+        return kept;
+    }
+    let mean = column((0..heads).map(|h| f32::from(edits.mean[h])).collect());
+    kept + context.mean_dim(1) * mean
 }
 
 /// The most logits one tile of [`attend`] holds: 32 MiB, with its probabilities as much again.

@@ -168,7 +168,8 @@ impl Llama {
         let (cos, sin) = self.options.rope.tables(packing, device);
         let mut x = embed(&self.embed_tokens, &input.ids, device);
         let mut traces = Vec::with_capacity(self.layers.len());
-        for (layer, attention) in self.layers.iter().zip(&cfg.layer_attention) {
+        for (index, (layer, attention)) in self.layers.iter().zip(&cfg.layer_attention).enumerate()
+        {
             let mask = packing.mask(true, None, attention.window);
             let h = layer.input_norm.forward(x.clone());
             let mut q = split_heads(layer.attn.q.forward(h.clone()), cfg.heads);
@@ -182,7 +183,15 @@ impl Llama {
                 q = rotate(q, &cos, &sin);
                 k = rotate(k, &cos, &sin);
             }
-            let (context, mut trace) = attend(q, k, v, &mask, attention, packing.keep_attention);
+            let (context, mut trace) = attend(
+                q,
+                k,
+                v,
+                &mask,
+                attention,
+                packing.keep_attention,
+                packing.layer_edits(index, cfg.heads).as_ref(),
+            );
             x = x + layer.o_proj.forward(context);
             let h = layer.post_norm.forward(x.clone());
             let gated =

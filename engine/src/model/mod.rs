@@ -22,6 +22,7 @@ pub mod vision_tower;
 pub mod vit;
 pub mod weights;
 
+use crate::edits::Edit;
 use crate::error::{EngineError, Result};
 use crate::imaging::{ImageProcessor, PreparedImage, RgbImage};
 use crate::tokenizer::{Encoded, TextTokenizer};
@@ -363,10 +364,26 @@ impl Model {
     /// Runs the model on one input and captures every layer, keeping attention as `capture`
     /// says.
     pub fn forward_with(&self, input: &TokenInput, capture: AttentionCapture) -> Result<Trace> {
+        self.forward_edited(input, capture, &[])
+    }
+
+    /// As [`Model::forward_with`], with `edits` on the pass (see [`crate::edits`]): attention,
+    /// q, k and the next-token distribution are what the edited model computes.
+    pub fn forward_edited(
+        &self,
+        input: &TokenInput,
+        capture: AttentionCapture,
+        edits: &[Edit],
+    ) -> Result<Trace> {
         self.check(0, input)?;
+        let c = &self.config;
+        for edit in edits {
+            edit.check(c.layers, c.heads, input.ids.len())?;
+        }
         let packing = packing::Packing {
             lengths: vec![input.ids.len()],
             keep_attention: self.keeps_attention(capture, input.ids.len()),
+            edits: edits.to_vec(),
         };
         let mut traces = self.forward_packed(input, &packing)?;
         Ok(traces.remove(0))
@@ -423,6 +440,7 @@ impl Model {
             let lengths: Vec<usize> = group.iter().map(|i| i.ids.len()).collect();
             let packing = packing::Packing {
                 keep_attention: lengths.iter().all(|&t| self.keeps_attention(capture, t)),
+                edits: Vec::new(),
                 lengths,
             };
             if let [single] = group {

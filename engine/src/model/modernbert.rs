@@ -337,7 +337,8 @@ impl ModernBert {
             .embed_norm
             .forward(embed(&self.embed_tokens, &input.ids, device));
         let mut traces = Vec::with_capacity(self.layers.len());
-        for (layer, attention) in self.layers.iter().zip(&cfg.layer_attention) {
+        for (index, (layer, attention)) in self.layers.iter().zip(&cfg.layer_attention).enumerate()
+        {
             let a = layer.attention;
             let (cos, sin) = &tables
                 .iter()
@@ -354,7 +355,15 @@ impl ModernBert {
             let q = rotate(split_heads(qkv.clone().narrow(1, 0, hidden), heads));
             let k = rotate(split_heads(qkv.clone().narrow(1, hidden, hidden), heads));
             let v = split_heads(qkv.narrow(1, 2 * hidden, hidden), heads);
-            let (context, mut trace) = attend(q, k, v, &mask, attention, packing.keep_attention);
+            let (context, mut trace) = attend(
+                q,
+                k,
+                v,
+                &mask,
+                attention,
+                packing.keep_attention,
+                packing.layer_edits(index, cfg.heads).as_ref(),
+            );
             x = x + layer.out.forward(context);
             let h = layer.wi.forward(layer.mlp_norm.forward(x.clone()));
             let inter = h.dims()[1] / 2;

@@ -5,18 +5,21 @@
 //! passes; this is how corpus runs are batched.
 
 use super::key_mask::KeyMask;
+use crate::edits::{Edit, LayerEdits};
 use crate::error::Result;
 use crate::trace::{LayerTrace, Trace};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 /// The lengths of the inputs packed into one sequence, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Packing {
     pub lengths: Vec<usize>,
     /// Whether the pass materialises each layer's [heads, T, T] attention for its trace; when
     /// not, attention is computed a tile of query rows at a time and only q, k and lse are kept.
     pub keep_attention: bool,
+    /// Edits on the pass (one input only: a mean over tokens and key positions are per input).
+    pub edits: Vec<Edit>,
 }
 
 impl Packing {
@@ -25,7 +28,13 @@ impl Packing {
         Self {
             lengths: vec![t],
             keep_attention: true,
+            edits: Vec::new(),
         }
+    }
+
+    /// What the edits do to layer `layer` of a model with `heads` heads.
+    pub fn layer_edits(&self, layer: usize, heads: usize) -> Option<LayerEdits> {
+        LayerEdits::of(&self.edits, layer, heads)
     }
 
     pub fn total(&self) -> usize {
@@ -130,6 +139,7 @@ mod tests {
         let p = Packing {
             lengths: vec![3, 2],
             keep_attention: true,
+            edits: Vec::new(),
         };
         assert_eq!(p.positions(), vec![0, 1, 2, 0, 1]);
         assert_eq!(p.starts(), vec![0, 3]);

@@ -255,7 +255,7 @@ impl Vit {
             let q = split_heads(layer.query.forward(h.clone()), heads);
             let k = split_heads(layer.key.forward(h.clone()), heads);
             let v = split_heads(layer.value.forward(h), heads);
-            let (context, mut trace) = attend(q, k, v, &open, attention, true);
+            let (context, mut trace) = attend(q, k, v, &open, attention, true, None);
             x = x + scaled(layer.attn_out.forward(context), &layer.scale_attn);
             let h = layer.norm_after.forward(x.clone());
             let h = activate(self.config.activation, layer.fc1.forward(h));
