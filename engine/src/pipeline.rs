@@ -2,6 +2,7 @@
 //! and cancelling between inputs. `headwise trace` and the window both run models through it, so
 //! the same inputs give the same session wherever they are run.
 
+use crate::edits::Edit;
 use crate::error::EngineError;
 use crate::imaging::load_image;
 use crate::model::{LongInput, Model, PixelInput, TokenInput};
@@ -30,7 +31,7 @@ impl Inputs {
 }
 
 /// How a run treats its inputs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RunOptions {
     /// What to do with a text longer than the model's positions.
     pub long: LongInput,
@@ -42,6 +43,9 @@ pub struct RunOptions {
     pub keep_traces: bool,
     /// Whether text inputs' attention is materialised or kept as q, k and lse only.
     pub capture: AttentionCapture,
+    /// Edits: each text input is run as it is and again with these edits, the edited run
+    /// stored after it with `base` pointing back (DESIGN.md, "Edits and runs").
+    pub edits: Vec<Edit>,
 }
 
 impl Default for RunOptions {
@@ -51,6 +55,7 @@ impl Default for RunOptions {
             pack_tokens: 1,
             keep_traces: false,
             capture: AttentionCapture::default(),
+            edits: Vec::new(),
         }
     }
 }
@@ -229,6 +234,13 @@ pub fn run(
     if inputs.is_empty() {
         return Err(RunError::NoInputs);
     }
+    if let (Some(edit), Inputs::Images(_)) = (options.edits.first(), inputs) {
+        return Err(EngineError::BadEdit {
+            edit: edit.to_string(),
+            reason: "edits apply to text inputs only".into(),
+        }
+        .into());
+    }
     match inputs {
         Inputs::Texts(texts) => run_texts(model, source, texts, options, progress),
         Inputs::Images(paths) => run_images(model, source, paths, options, progress),
@@ -283,6 +295,18 @@ fn run_texts(
     let mut session = Session::new(model, source);
     for ((text, encoded), trace) in texts.iter().zip(&encoded).zip(&traces) {
         session.push_text(model, text, encoded, trace)?;
+        if !options.edits.is_empty() {
+            let base = session.meta.inputs.len() - 1;
+            let edited = model.forward_edited(
+                &TokenInput::from(encoded),
+                options.capture,
+                &options.edits,
+            )?;
+            session.push_text(model, text, encoded, &edited)?;
+            let info = session.meta.inputs.last_mut().expect("just pushed");
+            info.edits = options.edits.iter().map(|e| e.to_string()).collect();
+            info.base = Some(base);
+        }
     }
     Ok(Run {
         session,

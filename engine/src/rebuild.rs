@@ -20,8 +20,8 @@ pub struct QkAttention<'a> {
     q: &'a [f32],
     k: &'a [f32],
     lse: &'a [f32],
-    /// Log-weights added to every query's logit of key j after soft-capping, [kv_heads, T]
-    /// (value-weighted attention adds ln‖v_j‖).
+    /// Log-weights added to every query's logit of key j after soft-capping, per query head,
+    /// [heads, T] (a `scale` edit's ln F; value-weighted attention adds ln‖v_j‖).
     key_bias: Option<&'a [f32]>,
     layer: LayerAttention,
     /// Which keys each query sees: the forward pass's own rule for one input.
@@ -66,11 +66,11 @@ impl<'a> QkAttention<'a> {
         })
     }
 
-    /// The same attention with `bias` [kv_heads, T] added to every query's logit of each key
+    /// The same attention with `bias` [heads, T] added to every query's logit of each key
     /// (after soft-capping); the lse must be that of the biased logits. Ignored when its length
-    /// is not kv_heads × T.
+    /// is not heads × T.
     pub fn with_key_bias(mut self, bias: &'a [f32]) -> Self {
-        if bias.len() == self.heads / self.group * self.t {
+        if bias.len() == self.heads * self.t {
             self.key_bias = Some(bias);
         }
         self
@@ -108,7 +108,7 @@ impl<'a> QkAttention<'a> {
         }
         let lse = self.lse[h * t + i];
         if let Some(bias) = self.key_bias {
-            let bias = &bias[h / self.group * t + lo..h / self.group * t + hi];
+            let bias = &bias[h * t + lo..h * t + hi];
             for (cell, b) in cells.iter_mut().zip(bias) {
                 *cell = exp(self.layer.logit(*cell) + b - lse);
             }
@@ -228,22 +228,35 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// One layer's attention, [heads, T, T]. `q` is [heads, T, d], `k` [kv_heads, T, d] and
 /// `lse` [heads, T] row-major.
+/// `key_bias` [heads, T]: what edits add to each key's logits (see
+/// [`QkAttention::with_key_bias`]).
 pub fn rebuild_attention(
     q: &HostTensor,
     k: &HostTensor,
     lse: &[f32],
     layer: &LayerAttention,
     causal: bool,
+    key_bias: Option<&[f32]>,
 ) -> HostTensor {
     match QkAttention::new(q, k, lse, *layer, causal) {
-        Some(a) => a.materialise(),
+        Some(a) => match key_bias {
+            Some(bias) => a.with_key_bias(bias).materialise(),
+            None => a.materialise(),
+        },
         None => HostTensor::new(vec![0, 0, 0], Vec::new()),
     }
 }
 
 /// Whether a layer masks later keys, read off its lse where the file does not say: in a
-/// causal layer the first query sees only itself, so its lse is its own logit in every head.
-pub fn looks_causal(q: &HostTensor, k: &HostTensor, lse: &[f32], layer: &LayerAttention) -> bool {
+/// causal layer the first query sees only itself, so its lse is its own logit (plus any edit's
+/// bias on key 0, `key_bias` [heads, T]) in every head.
+pub fn looks_causal(
+    q: &HostTensor,
+    k: &HostTensor,
+    lse: &[f32],
+    layer: &LayerAttention,
+    key_bias: Option<&[f32]>,
+) -> bool {
     let [heads, t, d] = [q.shape[0], q.shape[1], q.shape[2]];
     if t < 2 {
         return false;
@@ -252,7 +265,8 @@ pub fn looks_causal(q: &HostTensor, k: &HostTensor, lse: &[f32], layer: &LayerAt
     (0..heads).all(|h| {
         let qi = &q.data[h * t * d..h * t * d + d];
         let kh = (h / group.max(1)) * t * d;
-        let own = layer.logit(qi.iter().zip(&k.data[kh..kh + d]).map(|(a, b)| a * b).sum());
+        let bias = key_bias.and_then(|b| b.get(h * t)).copied().unwrap_or(0.0);
+        let own = layer.logit(qi.iter().zip(&k.data[kh..kh + d]).map(|(a, b)| a * b).sum()) + bias;
         (own - lse[h * t]).abs() <= 1e-4 * own.abs().max(1.0)
     })
 }
@@ -294,7 +308,14 @@ mod tests {
         let (q, k) = case();
         let layer = LayerAttention::standard(2, false);
         for causal in [false, true] {
-            let a = rebuild_attention(&q, &k, &lse_of(&q, &k, &layer, causal), &layer, causal);
+            let a = rebuild_attention(
+                &q,
+                &k,
+                &lse_of(&q, &k, &layer, causal),
+                &layer,
+                causal,
+                None,
+            );
             for row in a.data.chunks(3) {
                 assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
             }
@@ -324,16 +345,17 @@ mod tests {
             ..LayerAttention::standard(2, false)
         };
         let lse = lse_of(&q, &k, &layer, true);
-        let a = rebuild_attention(&q, &k, &lse, &layer, true);
+        let a = rebuild_attention(&q, &k, &lse, &layer, true, None);
         // Query 2 sees keys 1 and 2 only.
         assert_eq!(a.data[2 * 3], 0.0);
         assert!((a.data[2 * 3 + 1] + a.data[2 * 3 + 2] - 1.0).abs() < 1e-6);
-        assert!(looks_causal(&q, &k, &lse, &layer));
+        assert!(looks_causal(&q, &k, &lse, &layer, None));
         assert!(!looks_causal(
             &q,
             &k,
             &lse_of(&q, &k, &layer, false),
-            &layer
+            &layer,
+            None
         ));
     }
 

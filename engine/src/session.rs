@@ -96,6 +96,28 @@ pub struct InputInfo {
     /// A retrieval probe's needle and answer (`headwise probe retrieval`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<crate::analysis::retrieval::ProbeLayout>,
+    /// The edits this input's run was made with, as given on the command line (`ablate:L.H`,
+    /// `ablate-mean:L.H`, `scale:L.H:K=F`; see [`crate::edits`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub edits: Vec<String>,
+    /// The unedited input with the same tokens, if it is in the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<usize>,
+    /// How many of the input's last tokens the model generated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generated: Option<usize>,
+}
+
+impl InputInfo {
+    /// What the input's `scale` edits add to layer `layer`'s logits of each key, [heads, T];
+    /// None without them (or with edits that do not parse: the reader refuses those).
+    pub fn edit_bias(&self, layer: usize, heads: usize) -> Option<Vec<f32>> {
+        if self.edits.is_empty() {
+            return None;
+        }
+        let edits = crate::edits::parse_all(&self.edits).ok()?;
+        crate::edits::LayerEdits::of(&edits, layer, heads)?.bias(heads, self.tokens.len())
+    }
 }
 
 impl InputInfo {
@@ -146,6 +168,9 @@ mod patch_geometry {
             next_tokens: Vec::new(),
             special_tokens: Vec::new(),
             probe: None,
+            edits: Vec::new(),
+            base: None,
+            generated: None,
         }
     }
 
@@ -365,6 +390,9 @@ impl Session {
                 .map(|(i, _)| i)
                 .collect(),
             probe: None,
+            edits: Vec::new(),
+            base: None,
+            generated: None,
         });
         self.push_layers(trace)
     }
@@ -465,6 +493,9 @@ impl Session {
             next_tokens,
             special_tokens: (0..prefix).collect(),
             probe: None,
+            edits: Vec::new(),
+            base: None,
+            generated: None,
         });
         self.extras.insert(
             format!("image/{index}"),
@@ -494,7 +525,13 @@ impl Session {
         if QkAttention::new(&tensors.q, &tensors.k, &lse, attention, false).is_none() {
             return None;
         }
-        let causal = self.causal(layer, &tensors.q, &tensors.k, &lse);
+        let causal = self.causal(
+            layer,
+            &tensors.q,
+            &tensors.k,
+            &lse,
+            tensors.key_bias.as_ref(),
+        );
         Some(QkParts {
             q: &tensors.q,
             k: &tensors.k,
@@ -506,9 +543,19 @@ impl Session {
     }
 
     /// Whether layer `layer` masks later keys: as the file says, else read off its lse.
-    fn causal(&self, layer: usize, q: &HostTensor, k: &HostTensor, lse: &[f32]) -> bool {
+    fn causal(
+        &self,
+        layer: usize,
+        q: &HostTensor,
+        k: &HostTensor,
+        lse: &[f32],
+        key_bias: Option<&HostTensor>,
+    ) -> bool {
         let stated = self.meta.model.causal.get(layer).copied().flatten();
-        stated.unwrap_or_else(|| looks_causal(q, k, lse, &self.layer_attention(layer)))
+        stated.unwrap_or_else(|| {
+            let bias = key_bias.map(|b| &b.data[..]);
+            looks_causal(q, k, lse, &self.layer_attention(layer), bias)
+        })
     }
 
     /// How layer `layer`'s logits follow from its q and k. Format 1 files do not say: there it
@@ -881,8 +928,28 @@ impl Session {
                     }
                 }
             }
+            if let Err(e) = crate::edits::parse_all(&input.edits) {
+                return Err(bad(format!("input {i}: {e}")));
+            }
+            if let Some(base) = input.base
+                && base >= meta.inputs.len()
+            {
+                return Err(bad(format!(
+                    "input {i}: base {base} is past the file's {} inputs",
+                    meta.inputs.len()
+                )));
+            }
+            if input.generated.is_some_and(|g| g > t) {
+                return Err(bad(format!(
+                    "input {i}: {} generated tokens of {t}",
+                    input.generated.unwrap_or(0)
+                )));
+            }
             let mut per_layer = Vec::with_capacity(m.layers);
             for l in 0..m.layers {
+                // What a `scale` edit added to this layer's logits: q, k and lse alone do not
+                // give the edited attention without it.
+                let edit_bias = input.edit_bias(l, m.heads);
                 let get = |prefix: &str, expected: [usize; 3]| -> Result<HostTensor> {
                     let name = format!("{prefix}/{i}/{l}");
                     let (dtype, shape, raw, offset) = read(&name)?;
@@ -964,14 +1031,15 @@ impl Session {
                         let lse = decode_floats(dtype, raw)
                             .map_err(|e| bad(format!("lse/{i}/{l}: {e}")))?;
                         let layer = meta.model.attention[l];
+                        let bias = edit_bias.as_deref();
                         let causal = meta
                             .model
                             .causal
                             .get(l)
                             .copied()
                             .flatten()
-                            .unwrap_or_else(|| looks_causal(&q, &k, &lse, &layer));
-                        Some(rebuild_attention(&q, &k, &lse, &layer, causal))
+                            .unwrap_or_else(|| looks_causal(&q, &k, &lse, &layer, bias));
+                        Some(rebuild_attention(&q, &k, &lse, &layer, causal, bias))
                     } else {
                         None
                     }
@@ -980,7 +1048,7 @@ impl Session {
                     attn,
                     q,
                     k,
-                    key_bias: None,
+                    key_bias: edit_bias.map(|b| HostTensor::new(vec![m.heads, t], b)),
                 });
             }
             layers.push(per_layer);

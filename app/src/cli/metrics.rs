@@ -11,7 +11,6 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use headwise_engine::analysis::metrics::{HeadMetric, SINK_EPSILON, sink_rate};
 use headwise_engine::atomic_file::write_atomically;
-use headwise_engine::rebuild::rebuild_attention;
 use headwise_engine::session::Session;
 use headwise_engine::trace::{AttentionCapture, attention_bytes};
 use std::path::{Path, PathBuf};
@@ -140,17 +139,7 @@ fn write_attention(session: &Session, path: &Path) -> Result<()> {
                     let parts = session
                         .qk_parts(i, l)
                         .with_context(|| format!("input {i}, layer {l}: no attention"))?;
-                    if parts.key_bias.is_some() {
-                        parts.attention().materialise()
-                    } else {
-                        rebuild_attention(
-                            parts.q,
-                            parts.k,
-                            &parts.lse,
-                            &parts.attention,
-                            parts.causal,
-                        )
-                    }
+                    parts.attention().materialise()
                 }
             };
             let bytes = attn.data.iter().flat_map(|v| v.to_le_bytes()).collect();

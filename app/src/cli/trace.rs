@@ -4,6 +4,7 @@ use super::progress::{fraction_bar, load_model, peak_memory_note};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use headwise_engine::device::{DeviceChoice, create_device};
+use headwise_engine::edits::Edit;
 use headwise_engine::pipeline::{
     self, Finished, Inputs, RunOptions, default_pack_tokens, images_in, text_lines,
 };
@@ -54,6 +55,12 @@ pub struct TraceArgs {
     /// each input's trace is the one it gets alone. Default: 1024 on a GPU, 1 on the CPU.
     #[arg(long)]
     pub pack_tokens: Option<usize>,
+    /// An edit on the forward pass (repeat for several): `ablate:L.H` zeroes head H of layer
+    /// L's output, `ablate-mean:L.H` replaces it by its mean over the tokens, `scale:L.H:K=F`
+    /// multiplies every query's attention to key K by F (0 blocks it); L and H may be `*`.
+    /// Each text is run as it is and again with the edits, the edited run stored after it.
+    #[arg(long)]
+    pub edit: Vec<Edit>,
 }
 
 /// Above this many inputs a progress bar replaces the line per input.
@@ -149,6 +156,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
             .unwrap_or_else(|| default_pack_tokens(device.is_gpu)),
         keep_traces: false,
         capture: args.attention,
+        edits: args.edit.clone(),
     };
     let progress = InputProgress::new(inputs.len());
     let run = pipeline::run(&model, &args.model, &inputs, &options, &mut |f| {

@@ -233,6 +233,7 @@ impl HeadwiseApp {
             pack_tokens: loaded.pack_tokens,
             keep_traces: true,
             capture: AttentionCapture::default(),
+            edits: Vec::new(),
         };
         self.start_run(loaded, inputs, options, false);
     }
@@ -457,6 +458,7 @@ pub fn corpus_options(pack_tokens: usize) -> RunOptions {
         pack_tokens,
         keep_traces: true,
         capture: AttentionCapture::default(),
+        edits: Vec::new(),
     }
 }
 

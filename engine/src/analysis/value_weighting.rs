@@ -34,9 +34,19 @@ pub fn value_weighted(
             let norms = session
                 .value_norms(input, layer)
                 .ok_or(EngineError::NoValueNorms { input, layer })?;
-            let bias: Vec<f32> = norms.iter().map(|n| n.ln()).collect();
             let t = session.meta.inputs[input].tokens.len();
             let kv_heads = norms.len() / t.max(1);
+            let heads = session.meta.model.heads;
+            let group = (heads / kv_heads.max(1)).max(1);
+            // ln|v_j| per query head, on top of what edits already add to the logits.
+            let earlier = session.layers[input][layer].key_bias.as_ref();
+            let bias: Vec<f32> = (0..heads * t)
+                .map(|x| {
+                    let (h, j) = (x / t, x % t);
+                    let edit = earlier.and_then(|b| b.data.get(x)).copied().unwrap_or(0.0);
+                    edit + norms[(h / group) * t + j].ln()
+                })
+                .collect();
             if let Some(parts) = session.qk_parts(input, layer) {
                 causal[layer].get_or_insert(parts.causal);
             }
