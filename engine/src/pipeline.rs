@@ -5,6 +5,7 @@
 use crate::edits::Edit;
 use crate::error::EngineError;
 use crate::imaging::load_image;
+use crate::model::generation::Sampling;
 use crate::model::{LongInput, Model, PixelInput, TokenInput};
 use crate::session::Session;
 use crate::trace::{AttentionCapture, Trace};
@@ -46,6 +47,15 @@ pub struct RunOptions {
     /// Edits: each text input is run as it is and again with these edits, the edited run
     /// stored after it with `base` pointing back (DESIGN.md, "Edits and runs").
     pub edits: Vec<Edit>,
+    /// Continue each text by this many tokens first (decoders; DESIGN.md `generated`).
+    pub generate: Option<Generation>,
+}
+
+/// What `--generate N [--temperature T --seed S]` asks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Generation {
+    pub new_tokens: usize,
+    pub sampling: Sampling,
 }
 
 impl Default for RunOptions {
@@ -56,6 +66,7 @@ impl Default for RunOptions {
             keep_traces: false,
             capture: AttentionCapture::default(),
             edits: Vec::new(),
+            generate: None,
         }
     }
 }
@@ -255,7 +266,27 @@ fn run_texts(
     progress: &mut dyn FnMut(&Finished) -> bool,
 ) -> Result<Run, RunError> {
     let total = texts.len();
-    let encoded = model.encode_all(texts, options.long)?;
+    let mut encoded = model.encode_all(texts, options.long)?;
+    let mut texts = texts.to_vec();
+    let mut generated_counts = vec![None; total];
+    if let Some(generation) = options.generate {
+        let tokenizer = model.tokenizer()?;
+        let never = std::sync::atomic::AtomicBool::new(false);
+        for (i, e) in encoded.iter_mut().enumerate() {
+            let new = model.generate(
+                &e.ids,
+                generation.new_tokens,
+                generation.sampling,
+                &never,
+                &mut |_| {},
+            )?;
+            texts[i].push_str(&tokenizer.decode(&new));
+            e.tokens.extend(new.iter().map(|&id| tokenizer.display(id)));
+            e.type_ids.extend(std::iter::repeat_n(0, new.len()));
+            e.ids.extend(&new);
+            generated_counts[i] = Some(new.len());
+        }
+    }
     let lengths: Vec<usize> = encoded.iter().map(|e| e.ids.len()).collect();
     if let Some(available) = available_memory() {
         check_memory(
@@ -293,8 +324,19 @@ fn run_texts(
         });
     }
     let mut session = Session::new(model, source);
-    for ((text, encoded), trace) in texts.iter().zip(&encoded).zip(&traces) {
+    for (((text, encoded), trace), generated) in texts
+        .iter()
+        .zip(&encoded)
+        .zip(&traces)
+        .zip(generated_counts)
+    {
         session.push_text(model, text, encoded, trace)?;
+        session
+            .meta
+            .inputs
+            .last_mut()
+            .expect("just pushed")
+            .generated = generated;
         if !options.edits.is_empty() {
             let base = session.meta.inputs.len() - 1;
             let edited = model.forward_edited(
@@ -306,6 +348,7 @@ fn run_texts(
             let info = session.meta.inputs.last_mut().expect("just pushed");
             info.edits = options.edits.iter().map(|e| e.to_string()).collect();
             info.base = Some(base);
+            info.generated = generated;
         }
     }
     Ok(Run {

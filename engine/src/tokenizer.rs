@@ -222,6 +222,11 @@ impl TextTokenizer {
         }
     }
 
+    /// The text of a run of ids, special tokens kept (a generated continuation).
+    pub fn decode(&self, ids: &[u32]) -> String {
+        self.inner.decode(ids, false).unwrap_or_default()
+    }
+
     /// Whether an id is one of the tokenizer's special tokens ([CLS], [SEP], BOS, ...).
     pub fn is_special(&self, id: u32) -> bool {
         self.inner

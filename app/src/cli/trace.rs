@@ -5,8 +5,9 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use headwise_engine::device::{DeviceChoice, create_device};
 use headwise_engine::edits::Edit;
+use headwise_engine::model::generation::Sampling;
 use headwise_engine::pipeline::{
-    self, Finished, Inputs, RunOptions, default_pack_tokens, images_in, text_lines,
+    self, Finished, Generation, Inputs, RunOptions, default_pack_tokens, images_in, text_lines,
 };
 use headwise_engine::session::{Session, StoreDtype};
 use headwise_engine::{AttentionCapture, LongInput};
@@ -61,6 +62,18 @@ pub struct TraceArgs {
     /// Each text is run as it is and again with the edits, the edited run stored after it.
     #[arg(long)]
     pub edit: Vec<Edit>,
+    /// Decoders: continue each text by up to N tokens (stopping at end-of-text) before the
+    /// trace, which then covers prompt and continuation; the session marks the generated
+    /// tokens.
+    #[arg(long)]
+    pub generate: Option<usize>,
+    /// With --generate: 0 (the default) picks the most likely token; above, samples from the
+    /// softmax of the logits divided by it.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// With --generate and a temperature: the sampler's seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 /// Above this many inputs a progress bar replaces the line per input.
@@ -157,6 +170,13 @@ pub fn run(args: TraceArgs) -> Result<()> {
         keep_traces: false,
         capture: args.attention,
         edits: args.edit.clone(),
+        generate: args.generate.map(|new_tokens| Generation {
+            new_tokens,
+            sampling: Sampling {
+                temperature: args.temperature,
+                seed: args.seed,
+            },
+        }),
     };
     let progress = InputProgress::new(inputs.len());
     let run = pipeline::run(&model, &args.model, &inputs, &options, &mut |f| {

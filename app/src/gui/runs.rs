@@ -234,6 +234,7 @@ impl HeadwiseApp {
             keep_traces: true,
             capture: AttentionCapture::default(),
             edits: Vec::new(),
+            generate: None,
         };
         self.start_run(loaded, inputs, options, false);
     }
@@ -459,6 +460,7 @@ pub fn corpus_options(pack_tokens: usize) -> RunOptions {
         keep_traces: true,
         capture: AttentionCapture::default(),
         edits: Vec::new(),
+        generate: None,
     }
 }
 

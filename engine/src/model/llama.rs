@@ -6,7 +6,11 @@
 use super::TokenInput;
 use super::bert::activate;
 use super::config::ModelConfig;
-use super::layers::{Linear, RmsNorm, attend, embed, expect_shape, split_heads, upload};
+use super::cpu_kernels::{MaskTile, attention_softmax};
+use super::key_mask::KeyMask;
+use super::layers::{
+    Linear, RmsNorm, attend, embed, expect_shape, merge_heads, split_heads, upload,
+};
 use super::llama_config::LlamaOptions;
 use super::packing::Packing;
 use super::residual::residual_figures;
@@ -203,6 +207,108 @@ impl Llama {
         let last = self.norm.forward(packing.last_rows(x, device));
         packing.split(traces, Some(last.matmul(self.lm_head.clone())))
     }
+}
+
+/// Each layer's keys and values so far, [kv_heads, T, d] (after RoPE), for decoding a token at a
+/// time without running the prompt again.
+#[derive(Default)]
+pub struct KvCache {
+    layers: Vec<(Tensor<3>, Tensor<3>)>,
+}
+
+impl KvCache {
+    /// How many tokens it holds.
+    pub fn len(&self) -> usize {
+        self.layers.first().map_or(0, |(k, _)| k.dims()[1])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Llama {
+    /// Whether decoding with a KV cache gives what a full pass gives up to `len` tokens: not
+    /// with a RoPE scaling whose frequencies depend on the length.
+    pub fn caches_up_to(&self, len: usize) -> bool {
+        self.options.rope.static_over(len)
+    }
+
+    /// Runs `ids` at the positions after what `cache` holds, appending their keys and values,
+    /// and returns the next-token logits after the last of them, [vocab]. The same computation
+    /// as a full pass over everything so far, without capture.
+    pub fn decode(&self, ids: &[u32], cache: &mut KvCache, device: &Device) -> Result<Tensor<1>> {
+        let cfg = &self.config;
+        let start = cache.len();
+        let n = ids.len();
+        let total = start + n;
+        let (cos, sin) = self.options.rope.tables_at(start..total, total, device);
+        let mut x = embed(&self.embed_tokens, ids, device);
+        for (index, (layer, attention)) in self.layers.iter().zip(&cfg.layer_attention).enumerate()
+        {
+            let h = layer.input_norm.forward(x.clone());
+            let mut q = split_heads(layer.attn.q.forward(h.clone()), cfg.heads);
+            let mut k = split_heads(layer.attn.k.forward(h.clone()), cfg.kv_heads);
+            let v = split_heads(layer.attn.v.forward(h), cfg.kv_heads);
+            if let Some((q_norm, k_norm)) = &layer.qk_norm {
+                q = per_head(q_norm, q);
+                k = per_head(k_norm, k);
+            }
+            if attention.rope {
+                q = rotate(q, &cos, &sin);
+                k = rotate(k, &cos, &sin);
+            }
+            let (keys, values) = match cache.layers.get(index) {
+                Some((ck, cv)) => (
+                    Tensor::cat(vec![ck.clone(), k], 1),
+                    Tensor::cat(vec![cv.clone(), v], 1),
+                ),
+                None => (k, v),
+            };
+            if index < cache.layers.len() {
+                cache.layers[index] = (keys.clone(), values.clone());
+            } else {
+                cache.layers.push((keys.clone(), values.clone()));
+            }
+            let mask = KeyMask::new(&[total], true, None, attention.window);
+            let context = attend_rows(q, keys, values, &mask, start..total, attention);
+            x = x + layer.o_proj.forward(context);
+            let h = layer.post_norm.forward(x.clone());
+            let gated =
+                activate(cfg.activation, layer.gate.forward(h.clone())) * layer.up.forward(h);
+            x = x + layer.down.forward(gated);
+        }
+        let last = self.norm.forward(x.slice([n - 1..n, 0..cfg.hidden]));
+        Ok(last.matmul(self.lm_head.clone()).reshape([cfg.vocab]))
+    }
+}
+
+/// Attention of the queries at positions `rows` over every key so far: the merged context
+/// [rows, heads·d].
+fn attend_rows(
+    q: Tensor<3>,
+    keys: Tensor<3>,
+    values: Tensor<3>,
+    mask: &KeyMask,
+    rows: std::ops::Range<usize>,
+    attention: &crate::trace::LayerAttention,
+) -> Tensor<2> {
+    let [heads, _, _] = q.dims();
+    let [kv_heads, total, _] = keys.dims();
+    let group = heads / kv_heads.max(1);
+    let expand = |x: Tensor<3>| -> Tensor<3> {
+        if group == 1 {
+            return x;
+        }
+        let [kv, t, d] = x.dims();
+        x.unsqueeze_dim::<4>(1)
+            .expand([kv, group, t, d])
+            .reshape([kv * group, t, d])
+    };
+    let logits = q.matmul(expand(keys).swap_dims(1, 2));
+    let tile = MaskTile::of(mask, rows, 0..total);
+    let (p, _) = attention_softmax(logits, attention.scale, attention.softcap, tile.as_ref());
+    merge_heads(p.matmul(expand(values)))
 }
 
 /// An RMSNorm over the last dimension of each head: [heads, T, d].

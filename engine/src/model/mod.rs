@@ -5,6 +5,7 @@ pub mod bert;
 pub mod config;
 pub mod cpu_kernels;
 pub mod gemma;
+pub mod generation;
 pub mod gguf_file;
 pub mod gpt2;
 pub mod key_mask;
@@ -112,6 +113,9 @@ pub struct Model {
     pub preprocessor: Preprocessor,
     pub source: PathBuf,
     pub format: ModelFormat,
+    /// The token ids that end a generation (generation_config.json's, else config.json's
+    /// `eos_token_id`; GGUF's `tokenizer.ggml.eos_token_id`); empty when the model names none.
+    pub end_of_text: Vec<u32>,
     network: Network,
     device: Device,
 }
@@ -194,6 +198,7 @@ impl Model {
             preprocessor,
             source: path.to_path_buf(),
             format: ModelFormat::Onnx,
+            end_of_text: Vec::new(),
             network,
             device: device.clone(),
         })
@@ -216,6 +221,7 @@ impl Model {
             preprocessor,
             source: folder.to_path_buf(),
             format: ModelFormat::HuggingFaceFolder,
+            end_of_text: generation::end_of_text_in(folder),
             network,
             device: device.clone(),
         })
@@ -225,6 +231,12 @@ impl Model {
         let file = gguf_file::GgufFile::open(path)?;
         let config = ModelConfig::from_gguf(&file)?;
         let tokenizer = TextTokenizer::from_gguf(&file)?;
+        let end_of_text = file
+            .get("tokenizer.ggml.eos_token_id")
+            .and_then(|v| v.as_u64())
+            .map(|id| id as u32)
+            .into_iter()
+            .collect();
         let weights = gguf_file::GgufLlamaWeights::new(file, config.heads, config.kv_heads);
         let network = build(&config, &weights, device, progress)?;
         Ok(Self {
@@ -232,6 +244,7 @@ impl Model {
             preprocessor: Preprocessor::Text(Box::new(tokenizer)),
             source: path.to_path_buf(),
             format: ModelFormat::Gguf,
+            end_of_text,
             network,
             device: device.clone(),
         })

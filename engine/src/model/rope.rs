@@ -138,6 +138,39 @@ impl Rope {
     }
 }
 
+impl Rope {
+    /// The tables for positions `positions` of a sequence `len` tokens long (a decoding step
+    /// with a KV cache), [1, n, rotary_dim] each.
+    pub fn tables_at(
+        &self,
+        positions: std::ops::Range<usize>,
+        len: usize,
+        device: &Device,
+    ) -> (Tensor<3>, Tensor<3>) {
+        let d = self.rotary_dim;
+        let half = d / 2;
+        let (inv_freq, scale) = self.inv_freq(len);
+        let n = positions.len();
+        let mut cos = Vec::with_capacity(n * d);
+        let mut sin = Vec::with_capacity(n * d);
+        for pos in positions {
+            for j in 0..d {
+                let angle = pos as f32 * inv_freq[j % half];
+                cos.push(angle.cos() * scale);
+                sin.push(angle.sin() * scale);
+            }
+        }
+        let table = |v: Vec<f32>| Tensor::<3>::from_data(TensorData::new(v, vec![1, n, d]), device);
+        (table(cos), table(sin))
+    }
+
+    /// Whether the frequencies are the same at every length, so that keys rotated during an
+    /// earlier step stay valid (not so for length-dependent scalings).
+    pub fn static_over(&self, len: usize) -> bool {
+        self.inv_freq(1) == self.inv_freq(len.max(1))
+    }
+}
+
 /// Hugging Face's rotate-half RoPE on the first `cos.dims()[2]` dimensions of each head of `x`
 /// ([heads, T, d]); any dimensions after them pass through.
 pub fn rotate(x: Tensor<3>, cos: &Tensor<3>, sin: &Tensor<3>) -> Tensor<3> {
