@@ -24,6 +24,24 @@ pub enum BenchCommand {
     Open(super::bench_views::OpenBench),
     /// Time to lay out a session's joint query-key embeddings (PCA, UMAP, t-SNE).
     Project(super::bench_project::ProjectBench),
+    /// Greedy generation speed in new tokens per second (decoders).
+    Generate(GenerateBench),
+}
+
+#[derive(Args)]
+pub struct GenerateBench {
+    #[arg(long)]
+    pub model: String,
+    /// The prompt.
+    #[arg(long, default_value = "The capital of France is")]
+    pub prompt: String,
+    /// New tokens per run (fewer if the model ends the text).
+    #[arg(long, default_value_t = 32)]
+    pub tokens: usize,
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
 }
 
 #[derive(Args)]
@@ -65,7 +83,40 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Render(args) => super::bench_views::render(args),
         BenchCommand::Open(args) => super::bench_views::open(args),
         BenchCommand::Project(args) => super::bench_project::project(args),
+        BenchCommand::Generate(args) => generate(args),
     }
+}
+
+/// Greedy continuations of the prompt, warm, timed: the median run's new tokens per second.
+fn generate(args: GenerateBench) -> Result<()> {
+    let device = create_device(args.device)?;
+    let model = load_model(&args.model, &device)?;
+    let prompt = model.encode(0, &args.prompt, headwise_engine::LongInput::Reject)?;
+    let never = std::sync::atomic::AtomicBool::new(false);
+    let sampling = headwise_engine::model::generation::Sampling::default();
+    let once = || model.generate(&prompt.ids, args.tokens, sampling, &never, &mut |_| {});
+    once()?;
+    let mut rates = Vec::new();
+    let mut new_tokens = 0;
+    for _ in 0..args.runs.max(1) {
+        let start = Instant::now();
+        new_tokens = once()?.len();
+        rates.push(new_tokens as f64 / start.elapsed().as_secs_f64());
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "generate",
+            "model": args.model,
+            "device": device.description,
+            "prompt_tokens": prompt.ids.len(),
+            "new_tokens": new_tokens,
+            "kv_cache": model.generates_with_cache(prompt.ids.len() + args.tokens),
+            "runs": rates.len(),
+            "tokens_per_s": median(&mut rates),
+        })
+    );
+    Ok(())
 }
 
 /// The median of some timings (sorts them).
