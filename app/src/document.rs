@@ -117,6 +117,13 @@ impl Document {
             .map_or(&[], |i| &i.tokens)
     }
 
+    /// The first token the model generated in input `input` (`--generate`), if it has any.
+    pub fn first_generated(&self, input: usize) -> Option<usize> {
+        let info = self.session.meta.inputs.get(input)?;
+        let generated = info.generated.filter(|&g| g > 0)?;
+        Some(info.tokens.len().saturating_sub(generated))
+    }
+
     /// One head's weights [T, T], borrowed from the session; None where the input's attention
     /// is kept as q, k and lse only (see [`Document::materialised`]).
     pub fn head(&self, input: usize, layer: usize, head: usize) -> Option<&[f32]> {

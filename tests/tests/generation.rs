@@ -100,6 +100,14 @@ fn trace_generate_traces_prompt_and_continuation_and_marks_the_generated_tokens(
         session.layers[0][0].attn.as_ref().unwrap().shape,
         vec![4, t, t]
     );
+    // The head view marks them: their labels and the line where they start in their colour.
+    let img = render(&dir, &path, "head:1.0", "head.png");
+    let [r, g, b, _] = headwise::views::head::GENERATED.to_array();
+    let marked = img.pixels().filter(|p| p.0[..3] == [r, g, b]).count();
+    assert!(
+        marked > 50,
+        "{marked} pixels in the generated tokens' colour"
+    );
     let out = headwise(
         &[
             "trace",

@@ -15,6 +15,9 @@ use std::sync::Arc;
 
 const AXIS: f32 = 90.0;
 
+/// The colour of tokens the model generated (`--generate`), in every view that names tokens.
+pub const GENERATED: egui::Color32 = egui::Color32::from_rgb(140, 220, 140);
+
 pub struct HeadView;
 
 impl View for HeadView {
@@ -302,8 +305,17 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
         egui::StrokeKind::Outside,
     );
 
-    // Axis labels: every token when they fit, else every k-th.
+    // Axis labels: every token when they fit, else every k-th; tokens the model generated in
+    // their own colour.
     let text = ui.visuals().text_color();
+    let first_generated = doc.first_generated(state.input);
+    let label_colour = |token: usize| {
+        if first_generated.is_some_and(|g| token >= g) {
+            GENERATED
+        } else {
+            text
+        }
+    };
     let per_token = side / window[2];
     let font_size = per_token.clamp(7.0, 13.0);
     let font = egui::FontId::monospace(font_size);
@@ -330,10 +342,11 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
             continue;
         }
         let label = clip_label(&tokens[visible[v]]);
-        let galley = painter.layout_no_wrap(label, font.clone(), text);
+        let colour = label_colour(visible[v]);
+        let galley = painter.layout_no_wrap(label, font.clone(), colour);
         let pos = egui::pos2(x - galley.size().y / 2.0, plot.top() - 4.0);
         painter.add(
-            egui::epaint::TextShape::new(pos, galley, text)
+            egui::epaint::TextShape::new(pos, galley, colour)
                 .with_angle(-std::f32::consts::FRAC_PI_2),
         );
     }
@@ -352,8 +365,28 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
             egui::Align2::RIGHT_CENTER,
             clip_label(&tokens[visible[v]]),
             font.clone(),
-            text,
+            label_colour(visible[v]),
         );
+    }
+    // Where the generated tokens start: a line across the heatmap on both axes.
+    if let Some(g) = first_generated
+        && let Some(v) = visible.iter().position(|&t| t >= g)
+    {
+        let stroke = egui::Stroke::new(1.5, GENERATED);
+        let x = plot.left() + (v as f32 - window[0]) * per_token;
+        if (plot.left()..=plot.right()).contains(&x) {
+            painter.line_segment(
+                [egui::pos2(x, plot.top()), egui::pos2(x, plot.bottom())],
+                stroke,
+            );
+        }
+        let y = plot.top() + (v as f32 - window[1]) * per_row;
+        if (plot.top()..=plot.bottom()).contains(&y) {
+            painter.line_segment(
+                [egui::pos2(plot.left(), y), egui::pos2(plot.right(), y)],
+                stroke,
+            );
+        }
     }
     // Tokens marked in the token panel: a tick in their colour on both axes.
     for (k, &marked) in state.tokens.marked.iter().enumerate() {

@@ -87,7 +87,16 @@ pub fn show(ui: &mut egui::Ui, doc: &Document, state: &ViewState) {
             .marked
             .iter()
             .position(|&m| m == t)
-            .map_or(text, super::tokens::mark_colour);
+            .map_or_else(
+                || {
+                    if doc.first_generated(state.input).is_some_and(|g| t >= g) {
+                        super::head::GENERATED
+                    } else {
+                        text
+                    }
+                },
+                super::tokens::mark_colour,
+            );
         painter.text(
             egui::pos2(left_x - 6.0, y(v)),
             egui::Align2::RIGHT_CENTER,

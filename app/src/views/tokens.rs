@@ -326,6 +326,19 @@ fn heatmap(
             );
         }
     }
+    // Generated tokens: a band under their columns in the generated colour.
+    if let Some(g) = doc.first_generated(state.input) {
+        let x = rect.left() + left + (g * columns / t) as f32 * column_width;
+        let base = rect.top() + row_height * layers as f32;
+        painter.rect_filled(
+            egui::Rect::from_min_max(
+                egui::pos2(x, base + 1.0),
+                egui::pos2(rect.right(), base + 4.0),
+            ),
+            0.0,
+            super::head::GENERATED,
+        );
+    }
     // The lined tokens, marked under the heatmap in their line colours.
     let base = rect.top() + row_height * layers as f32;
     for (k, &m) in lined.iter().enumerate() {
