@@ -339,12 +339,18 @@ fn run_texts(
             .generated = generated;
         if !options.edits.is_empty() {
             let base = session.meta.inputs.len() - 1;
+            if let Some(probs) = &trace.next_token_probs {
+                session.set_next_token_probs(base, probs);
+            }
             let edited = model.forward_edited(
                 &TokenInput::from(encoded),
                 options.capture,
                 &options.edits,
             )?;
             session.push_text(model, text, encoded, &edited)?;
+            if let Some(probs) = &edited.next_token_probs {
+                session.set_next_token_probs(base + 1, probs);
+            }
             let info = session.meta.inputs.last_mut().expect("just pushed");
             info.edits = options.edits.iter().map(|e| e.to_string()).collect();
             info.base = Some(base);

@@ -581,6 +581,18 @@ impl Session {
         );
     }
 
+    /// Stores input `index`'s whole next-token distribution as `next/{input}` [vocab] (edited
+    /// runs and their bases, so a comparison reopens with its KL divergence).
+    pub fn set_next_token_probs(&mut self, index: usize, probs: &[f32]) {
+        self.insert_f32(format!("next/{index}"), vec![probs.len()], probs);
+    }
+
+    /// Input `index`'s whole next-token distribution, where the file keeps it.
+    pub fn next_token_probs(&self, index: usize) -> Option<Vec<f32>> {
+        let extra = self.extras.get(&format!("next/{index}"))?;
+        decode_floats(extra.dtype, &extra.bytes).ok()
+    }
+
     /// Replaces the logsumexp of layer `layer`'s rows for input `index` (a derived session).
     pub fn set_lse(&mut self, index: usize, layer: usize, lse: &[f32]) {
         let shape = vec![

@@ -239,3 +239,76 @@ fn trace_with_edits_stores_the_edited_run_after_its_base_and_it_reopens_exact() 
     );
     assert_clean_failure(&out, &["mute:1.0"]);
 }
+
+/// The comparison of an edited run with its base: an ablation in the last layer changes no
+/// head's attention (it acts after attention, and no layer follows), a scale of the first key
+/// changes every head's; the next-token distributions of both are in the session, and the
+/// overview coloured by change draws.
+#[test]
+fn the_change_of_each_head_against_its_base_follows_the_edit() {
+    use headwise::document::Document;
+    use headwise_engine::analysis::change::kl_divergence;
+    use headwise_engine::session::Session;
+    let dir = scratch("change");
+    let folder = fixture("tiny-llama");
+    let text = "the quick brown fox jumps over the lazy dog";
+    let mut last = None;
+    for (edit, changes) in [("ablate:1.2", false), ("scale:*.*:0=0.5", true)] {
+        let name = format!("{}.safetensors", edit.replace([':', '*', '.', '='], "_"));
+        let path = trace_to(&dir, &folder, &["--text", text, "--edit", edit], &name);
+        let doc = Document::new(Session::open(&path).unwrap());
+        let change = doc
+            .caches
+            .changes
+            .get(&doc, 1)
+            .expect("input 1 is an edited run");
+        for (l, heads) in change.iter().enumerate() {
+            for (h, &c) in heads.iter().enumerate() {
+                if changes {
+                    assert!(c > 1e-3, "{edit}: L{l}.H{h} changed by {c}");
+                } else {
+                    assert!(c < 1e-6, "{edit}: L{l}.H{h} changed by {c}");
+                }
+            }
+        }
+        assert!(
+            doc.caches.changes.get(&doc, 0).is_none(),
+            "the base has no base"
+        );
+        let (before, after) = (
+            doc.session.next_token_probs(0).unwrap(),
+            doc.session.next_token_probs(1).unwrap(),
+        );
+        assert!(
+            kl_divergence(&before, &after) > 1e-6,
+            "{edit} moved the prediction"
+        );
+        let img = render(&dir, &path, "overview", &format!("{name}.png"));
+        assert!(img.width() > 0);
+        last = Some(path);
+    }
+    let path = last.expect("the scale edit's session");
+    let png = dir.join("change.png");
+    assert_success(&headwise(
+        &[
+            "render",
+            path.to_str().unwrap(),
+            "--view",
+            "overview",
+            "--metric",
+            "change",
+            "--input",
+            "1",
+            "--out",
+            png.to_str().unwrap(),
+        ],
+        &dir,
+    ));
+    let img = image::open(&png).unwrap().to_rgba8();
+    let viridis = headwise::render::colormap::ColorMap::Viridis;
+    let cells = img
+        .pixels()
+        .filter(|p| viridis.decode([p.0[0], p.0[1], p.0[2]]).1 <= 12)
+        .count();
+    assert!(cells > 5_000, "{cells} pixels of coloured cells");
+}

@@ -5,6 +5,7 @@
 //! ([`crate::jobs`]) and keep the last value on screen meanwhile.
 
 pub mod artifacts;
+pub mod changes;
 pub mod corpus_index;
 pub mod flow;
 pub mod metrics;
@@ -28,6 +29,7 @@ pub struct Caches {
     pub rollout: rollout::RolloutCache,
     pub flow: flow::FlowCache,
     pub artifacts: artifacts::ArtifactsCache,
+    pub changes: changes::ChangeCache,
     pub corpus_index: corpus_index::CorpusIndexCache,
     pub point_styles: point_styles::PointStyleCache,
     pub screen_positions: screen_positions::ScreenPositionsCache,

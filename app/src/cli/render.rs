@@ -56,7 +56,8 @@ pub struct RenderArgs {
     #[arg(long)]
     pub value_weighted: bool,
     /// overview: colour each head by this metric (entropy, distance, previous, sink, self,
-    /// special, secondary-sink, dormancy, streaming, retrieval) instead of its thumbnail.
+    /// special, secondary-sink, dormancy, streaming, retrieval) instead of its thumbnail, or by
+    /// `change` (an edited run against its base).
     #[arg(long)]
     pub metric: Option<String>,
 }
@@ -118,7 +119,9 @@ pub fn run(args: RenderArgs) -> Result<()> {
     if args.value_weighted {
         state.value_weighted = true;
     }
-    if let Some(name) = &args.metric {
+    if args.metric.as_deref() == Some("change") {
+        state.overview_mode = OverviewMode::Change;
+    } else if let Some(name) = &args.metric {
         let metric = overview::metric_named(name).with_context(|| {
             format!(
                 "--metric {name}: one of {}",

@@ -11,6 +11,7 @@ use crate::render::colormap::ColorMap;
 use crate::render::heatmap::{HeatmapCallback, Matrix, MatrixKey, MatrixSource, Region};
 use eframe::egui;
 use headwise_engine::analysis::aggregate::Reduce;
+use headwise_engine::analysis::change::kl_divergence;
 use std::sync::Arc;
 
 const AXIS: f32 = 90.0;
@@ -557,6 +558,62 @@ pub fn next_tokens(ui: &mut egui::Ui, doc: &Document, input: usize) {
                 ui.visuals().selection.bg_fill,
             );
             ui.label(format!("{:.3}", t.prob));
+            ui.end_row();
+        }
+    });
+    next_token_change(ui, doc, input);
+}
+
+/// An edited run's next-token distribution against its base's: the KL divergence and the
+/// tokens whose probability moved most.
+fn next_token_change(ui: &mut egui::Ui, doc: &Document, input: usize) {
+    let Some(base) = doc.session.meta.inputs.get(input).and_then(|i| i.base) else {
+        return;
+    };
+    let (Some(edited), Some(before)) = (
+        doc.session.next_token_probs(input),
+        doc.session.next_token_probs(base),
+    ) else {
+        return;
+    };
+    if edited.len() != before.len() {
+        return;
+    }
+    let kl = kl_divergence(&before, &edited);
+    ui.small(format!(
+        "against input {base} (unedited): KL = {kl:.4} nats"
+    ));
+    let mut moved: Vec<(usize, f32)> = before
+        .iter()
+        .zip(&edited)
+        .map(|(b, e)| e - b)
+        .enumerate()
+        .collect();
+    moved.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+    let tokenizer_label = |id: usize| {
+        doc.session.meta.inputs[input]
+            .next_tokens
+            .iter()
+            .chain(&doc.session.meta.inputs[base].next_tokens)
+            .find(|t| t.id as usize == id)
+            .map_or_else(|| format!("#{id}"), |t| format!("{:?}", t.token))
+    };
+    egui::Grid::new("next token change").show(ui, |ui| {
+        ui.small("token");
+        ui.small("before");
+        ui.small("after");
+        ui.end_row();
+        for (id, delta) in moved.into_iter().take(6) {
+            ui.monospace(tokenizer_label(id));
+            ui.small(format!("{:.3}", before[id]));
+            ui.colored_label(
+                if delta >= 0.0 {
+                    egui::Color32::from_rgb(120, 200, 120)
+                } else {
+                    egui::Color32::from_rgb(230, 120, 110)
+                },
+                format!("{:.3}", edited[id]),
+            );
             ui.end_row();
         }
     });

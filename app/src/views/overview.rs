@@ -38,7 +38,7 @@ impl View for OverviewView {
     }
 
     fn ui(&self, ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Vec<ViewAction> {
-        controls(ui, state);
+        controls(ui, doc, state);
         show(ui, doc, state).into_iter().collect()
     }
 
@@ -65,7 +65,7 @@ impl View for OverviewView {
 }
 
 /// The controls above the grid.
-pub fn controls(ui: &mut egui::Ui, state: &mut ViewState) {
+pub fn controls(ui: &mut egui::Ui, doc: &Document, state: &mut ViewState) {
     ui.horizontal_wrapped(|ui| {
         ui.label("cells:");
         ui.selectable_value(
@@ -73,6 +73,10 @@ pub fn controls(ui: &mut egui::Ui, state: &mut ViewState) {
             OverviewMode::Thumbnails,
             "attention",
         );
+        if base_of(doc, state.input).is_some() {
+            ui.selectable_value(&mut state.overview_mode, OverviewMode::Change, "change")
+                .on_hover_text(CHANGE_DEFINITION);
+        }
         for metric in HeadMetric::ALL {
             ui.selectable_value(
                 &mut state.overview_mode,
@@ -109,6 +113,15 @@ pub fn short_label(metric: HeadMetric) -> &'static str {
         HeadMetric::Streaming => "streaming",
         HeadMetric::Retrieval => "retrieval",
     }
+}
+
+/// What the "change" colouring measures.
+pub const CHANGE_DEFINITION: &str = "attention change against the unedited run: mean over \
+                                     queries of ½ Σ_j |a_ij − b_ij| (0: the same, 1: elsewhere)";
+
+/// The unedited input an edited one was run against, if it is in the session.
+pub fn base_of(doc: &Document, input: usize) -> Option<usize> {
+    doc.session.meta.inputs.get(input)?.base
 }
 
 /// What the command line calls each metric (`headwise render --metric`).
@@ -232,6 +245,52 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Op
             });
         }
     }
+    let change = match state.overview_mode {
+        OverviewMode::Change => doc.caches.changes.get(doc, input),
+        _ => None,
+    };
+    if state.overview_mode == OverviewMode::Change {
+        match (&change, base_of(doc, input)) {
+            (Some(change), Some(base)) => {
+                let hi = change
+                    .iter()
+                    .flatten()
+                    .fold(0.0f32, |m, v| m.max(*v))
+                    .max(1e-6);
+                legend::show(
+                    ui,
+                    state.style.colormap,
+                    &format!("change against input {base}"),
+                    "0",
+                    &format!("{hi:.3}"),
+                );
+                ui.small(CHANGE_DEFINITION);
+                let edits = &doc.session.meta.inputs[input].edits;
+                ui.small(format!("edits: {}", edits.join(", ")));
+                let mut ranked: Vec<(usize, usize, f32)> = change
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(l, hs)| hs.iter().enumerate().map(move |(h, &v)| (l, h, v)))
+                    .collect();
+                ranked.sort_by(|a, b| b.2.total_cmp(&a.2));
+                ui.horizontal_wrapped(|ui| {
+                    ui.small("changed most:");
+                    for (layer, head, value) in ranked.into_iter().take(10) {
+                        if ui
+                            .small_button(format!("L{layer}.H{head} ({value:.3})"))
+                            .clicked()
+                        {
+                            state.layer = layer;
+                            state.head = head;
+                        }
+                    }
+                });
+            }
+            _ => {
+                ui.small("this input is not an edited run with its base in the session");
+            }
+        }
+    }
     if let Some(metric) = state.sort_by {
         ui.collapsing(format!("heads ranked by {}", metric.label()), |ui| {
             ui.horizontal_wrapped(|ui| {
@@ -274,33 +333,51 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Op
                     if !clip.intersects(cell_rect) {
                         continue;
                     }
-                    match range {
-                        None => {
-                            let matrix = Matrix::Head { layer, head };
-                            // The window is in the drawn matrix's units: a thumbnail's
-                            // pixels, so that it fills its cell at any length.
-                            let (key, side) = thumbnail_key(doc, input, matrix);
-                            let side = side as f32;
-                            let callback = HeatmapCallback::new(
-                                source.clone(),
-                                key,
-                                cell_rect,
-                                [0.0, 0.0, side, side],
-                                false,
-                                state.style,
-                            );
-                            painter.add(callback.into_shape(clip));
-                        }
-                        Some((metric, (lo, hi))) => {
-                            let value = metrics
-                                .and_then(|m| Some(m.get(layer)?.get(head)?.get(metric)))
-                                .unwrap_or(lo);
-                            let colour = if value.is_nan() {
-                                egui::Color32::from_gray(90)
-                            } else {
-                                legend::colour(state.style.colormap, (value - lo) / (hi - lo))
-                            };
-                            painter.rect_filled(cell_rect, 0.0, colour);
+                    if let Some(change) = &change {
+                        let hi = change
+                            .iter()
+                            .flatten()
+                            .fold(0.0f32, |m, v| m.max(*v))
+                            .max(1e-6);
+                        let value = change
+                            .get(layer)
+                            .and_then(|hs| hs.get(head))
+                            .copied()
+                            .unwrap_or(0.0);
+                        painter.rect_filled(
+                            cell_rect,
+                            0.0,
+                            legend::colour(state.style.colormap, value / hi),
+                        );
+                    } else {
+                        match range {
+                            None => {
+                                let matrix = Matrix::Head { layer, head };
+                                // The window is in the drawn matrix's units: a thumbnail's
+                                // pixels, so that it fills its cell at any length.
+                                let (key, side) = thumbnail_key(doc, input, matrix);
+                                let side = side as f32;
+                                let callback = HeatmapCallback::new(
+                                    source.clone(),
+                                    key,
+                                    cell_rect,
+                                    [0.0, 0.0, side, side],
+                                    false,
+                                    state.style,
+                                );
+                                painter.add(callback.into_shape(clip));
+                            }
+                            Some((metric, (lo, hi))) => {
+                                let value = metrics
+                                    .and_then(|m| Some(m.get(layer)?.get(head)?.get(metric)))
+                                    .unwrap_or(lo);
+                                let colour = if value.is_nan() {
+                                    egui::Color32::from_gray(90)
+                                } else {
+                                    legend::colour(state.style.colormap, (value - lo) / (hi - lo))
+                                };
+                                painter.rect_filled(cell_rect, 0.0, colour);
+                            }
                         }
                     }
                     if (layer, head) == (state.layer, state.head) {

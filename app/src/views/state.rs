@@ -199,6 +199,8 @@ pub enum OverviewMode {
     #[default]
     Thumbnails,
     Metric(HeadMetric),
+    /// An edited run: how much each head's attention changed against its base.
+    Change,
 }
 
 /// What the head view draws: one head, or an aggregate over heads.

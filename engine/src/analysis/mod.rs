@@ -3,6 +3,7 @@
 
 pub mod aggregate;
 pub mod artifacts;
+pub mod change;
 pub mod flow;
 pub mod metrics;
 pub mod projection;
