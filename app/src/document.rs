@@ -177,8 +177,27 @@ impl Document {
                     Some(cell[0])
                 }
             },
+            Matrix::Change { layer, head } => {
+                let base = self.session.meta.inputs.get(input)?.base?;
+                let (a, b) = (
+                    self.head(input, layer, head)?,
+                    self.head(base, layer, head)?,
+                );
+                Some(a.get(row * t + col)? - b.get(row * t + col)?)
+            }
             _ => self.reduced(input, matrix)?.get(row * t + col).copied(),
         }
+    }
+
+    /// An edited run's head minus its base's, [T, T], mapped to (Δ + 1) / 2 for the diverging
+    /// colour map; None unless both are materialised over the same tokens.
+    fn change_matrix(&self, input: usize, layer: usize, head: usize) -> Option<Vec<f32>> {
+        let base = self.session.meta.inputs.get(input)?.base?;
+        let (a, b) = (
+            self.head(input, layer, head)?,
+            self.head(base, layer, head)?,
+        );
+        (a.len() == b.len()).then(|| a.iter().zip(b).map(|(x, y)| (x - y + 1.0) / 2.0).collect())
     }
 
     /// The weights of any matrix a view can show, at full size.
@@ -186,6 +205,7 @@ impl Document {
         let t = self.tokens(input).len();
         match matrix {
             Matrix::Head { layer, head } => Some((t, self.head(input, layer, head)?.to_vec())),
+            Matrix::Change { layer, head } => Some((t, self.change_matrix(input, layer, head)?)),
             _ => Some((t, self.reduced(input, matrix)?.to_vec())),
         }
     }

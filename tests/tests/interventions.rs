@@ -312,3 +312,67 @@ fn the_change_of_each_head_against_its_base_follows_the_edit() {
         .count();
     assert!(cells > 5_000, "{cells} pixels of coloured cells");
 }
+
+/// The head view's difference of an edited run from its base, drawn with the diverging map:
+/// scaling down the first key turns its column blue (less attention) and the rest red (more);
+/// an ablation that leaves attention alone draws white only.
+#[test]
+fn the_difference_view_draws_less_attention_blue_and_more_red() {
+    let dir = scratch("difference");
+    let folder = fixture("tiny-llama");
+    let text = "the quick brown fox jumps over the lazy dog";
+    let diverging = headwise::render::colormap::ColorMap::Diverging;
+    let mut shares = Vec::new();
+    for edit in ["scale:*.*:0=0.2", "ablate:1.2"] {
+        let name = if edit.starts_with("scale") {
+            "scale"
+        } else {
+            "ablate"
+        };
+        let path = trace_to(
+            &dir,
+            &folder,
+            &["--text", text, "--edit", edit],
+            &format!("{name}.safetensors"),
+        );
+        let png = dir.join(format!("{name}.png"));
+        assert_success(&headwise(
+            &[
+                "render",
+                path.to_str().unwrap(),
+                "--view",
+                "head:1.0",
+                "--metric",
+                "change",
+                "--input",
+                "1",
+                "--out",
+                png.to_str().unwrap(),
+            ],
+            &dir,
+        ));
+        let img = image::open(&png).unwrap().to_rgba8();
+        let (mut blue, mut red, mut white) = (0usize, 0usize, 0usize);
+        for p in img.pixels() {
+            let (t, distance) = diverging.decode([p.0[0], p.0[1], p.0[2]]);
+            if distance > 12 {
+                continue;
+            }
+            if t < 0.45 {
+                blue += 1;
+            } else if t > 0.55 {
+                red += 1;
+            } else {
+                white += 1;
+            }
+        }
+        shares.push((edit, blue, red, white));
+    }
+    let (_, blue, red, white) = shares[0];
+    assert!(blue > 500 && red > 500 && white > 0, "scale: {shares:?}");
+    let (_, blue, red, white) = shares[1];
+    assert!(
+        blue == 0 && red == 0 && white > 10_000,
+        "ablate: {shares:?}"
+    );
+}

@@ -7,7 +7,7 @@ use crate::render::colormap::ColorMap;
 use crate::render::offscreen::Offscreen;
 use crate::render::png::save_png;
 use crate::views::overview;
-use crate::views::state::{OverviewMode, ViewState};
+use crate::views::state::{OverviewMode, Selection, ViewState};
 use crate::views::{self, RenderOptions};
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -108,7 +108,7 @@ pub fn run(args: RenderArgs) -> Result<()> {
         .with_context(|| format!("--view {}: {}", args.view, args.session.display()))?;
     state.clamp_to(doc.inputs(), doc.layers(), doc.heads());
     if let Some(name) = &args.colormap {
-        state.style.colormap = ColorMap::ALL
+        state.style.colormap = ColorMap::CHOICES
             .into_iter()
             .find(|m| m.label() == name)
             .with_context(|| format!("--colormap {name}: viridis or greys"))?;
@@ -120,7 +120,9 @@ pub fn run(args: RenderArgs) -> Result<()> {
         state.value_weighted = true;
     }
     if args.metric.as_deref() == Some("change") {
+        // The overview by change, the head view as a difference.
         state.overview_mode = OverviewMode::Change;
+        state.selection = Selection::Change;
     } else if let Some(name) = &args.metric {
         let metric = overview::metric_named(name).with_context(|| {
             format!(

@@ -12,15 +12,21 @@ pub enum ColorMap {
     Viridis,
     /// White for zero to black for the maximum, as in BertViz.
     Greys,
+    /// Blue through white to red, for signed values drawn as (v + 1) / 2: the difference view.
+    Diverging,
 }
 
 impl ColorMap {
-    pub const ALL: [ColorMap; 2] = [ColorMap::Viridis, ColorMap::Greys];
+    /// Every map the shader's table holds.
+    pub const ALL: [ColorMap; 3] = [ColorMap::Viridis, ColorMap::Greys, ColorMap::Diverging];
+    /// The maps a user picks for attention.
+    pub const CHOICES: [ColorMap; 2] = [ColorMap::Viridis, ColorMap::Greys];
 
     pub fn index(self) -> u32 {
         match self {
             ColorMap::Viridis => 0,
             ColorMap::Greys => 1,
+            ColorMap::Diverging => 2,
         }
     }
 
@@ -28,6 +34,7 @@ impl ColorMap {
         match self {
             ColorMap::Viridis => "viridis",
             ColorMap::Greys => "greys",
+            ColorMap::Diverging => "diverging",
         }
     }
 
@@ -40,6 +47,7 @@ impl ColorMap {
                 let v = (255.0 * (1.0 - t)).round() as u8;
                 [v, v, v]
             }
+            ColorMap::Diverging => diverging(t),
         }
     }
 
@@ -81,6 +89,20 @@ pub fn all_tables_rgba() -> Vec<[f32; 4]> {
             ]
         })
         .collect()
+}
+
+/// Blue (59, 76, 192) at 0 through near-white (242, 242, 242) at 0.5 to red (180, 4, 38) at 1,
+/// linear in sRGB on each side: negative differences blue, positive red, none white.
+fn diverging(t: f32) -> [u8; 3] {
+    const LOW: [f32; 3] = [59.0, 76.0, 192.0];
+    const MID: [f32; 3] = [242.0, 242.0, 242.0];
+    const HIGH: [f32; 3] = [180.0, 4.0, 38.0];
+    let (from, to, u) = if t < 0.5 {
+        (LOW, MID, t * 2.0)
+    } else {
+        (MID, HIGH, (t - 0.5) * 2.0)
+    };
+    [0, 1, 2].map(|k| (from[k] + (to[k] - from[k]) * u).round() as u8)
 }
 
 /// A polynomial fit to matplotlib's viridis (sRGB), accurate to about one byte.

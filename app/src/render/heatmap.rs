@@ -38,6 +38,11 @@ pub enum Matrix {
     Model {
         reduce: Reduce,
     },
+    /// An edited run's head minus the same head of its base, drawn as (Δ + 1) / 2.
+    Change {
+        layer: usize,
+        head: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

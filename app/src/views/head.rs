@@ -8,7 +8,9 @@ use super::{View, ViewAction, legend, lines, tokens};
 use crate::document::Document;
 use crate::jobs::Repaint;
 use crate::render::colormap::ColorMap;
-use crate::render::heatmap::{HeatmapCallback, Matrix, MatrixKey, MatrixSource, Region};
+use crate::render::heatmap::{
+    HeatmapCallback, HeatmapStyle, Matrix, MatrixKey, MatrixSource, Region,
+};
 use eframe::egui;
 use headwise_engine::analysis::aggregate::Reduce;
 use headwise_engine::analysis::change::kl_divergence;
@@ -117,6 +119,13 @@ pub fn controls(ui: &mut egui::Ui, doc: &Document, state: &mut ViewState) {
                 ] {
                     ui.selectable_value(&mut state.selection, s, selection_label(s));
                 }
+                if doc.session.meta.inputs[state.input].base.is_some() {
+                    ui.selectable_value(
+                        &mut state.selection,
+                        Selection::Change,
+                        selection_label(Selection::Change),
+                    );
+                }
             });
         ui.separator();
         ui.selectable_value(&mut state.style.log_scale, false, "linear");
@@ -124,7 +133,7 @@ pub fn controls(ui: &mut egui::Ui, doc: &Document, state: &mut ViewState) {
         egui::ComboBox::from_id_salt("colour map")
             .selected_text(state.style.colormap.label())
             .show_ui(ui, |ui| {
-                for map in ColorMap::ALL {
+                for map in ColorMap::CHOICES {
                     ui.selectable_value(&mut state.style.colormap, map, map.label());
                 }
             });
@@ -204,6 +213,7 @@ pub fn selection_label(s: Selection) -> &'static str {
         Selection::Layer(Reduce::Max) => "max of the layer's heads",
         Selection::Model(Reduce::Mean) => "mean of all heads",
         Selection::Model(Reduce::Max) => "max of all heads",
+        Selection::Change => "difference from the unedited run",
     }
 }
 
@@ -217,6 +227,10 @@ pub fn title(state: &ViewState) -> String {
             selection_label(state.selection)
         ),
         Selection::Model(_) => selection_label(state.selection).to_string(),
+        Selection::Change => format!(
+            "layer {}, head {}: edited minus unedited",
+            state.layer, state.head
+        ),
     }
 }
 
@@ -233,6 +247,16 @@ pub fn visible(doc: &Document, state: &ViewState) -> Vec<usize> {
 
 /// Draws the heatmap with its axes in the space left in `ui`.
 pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
+    if state.selection == Selection::Change
+        && doc
+            .session
+            .meta
+            .inputs
+            .get(state.input)
+            .is_none_or(|i| i.base.is_none())
+    {
+        state.selection = Selection::Head;
+    }
     let materialised = doc.materialised(state.input);
     if !materialised && !matches!(state.matrix(), Matrix::Head { .. }) {
         ui.label(
@@ -292,8 +316,19 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
     let painter = ui.painter_at(outer);
     if materialised {
         let key = MatrixKey::full(state.input, state.matrix());
+        // A difference is signed: the diverging map, linear, ±1 at its ends.
+        let style = if state.selection == Selection::Change {
+            HeatmapStyle {
+                colormap: ColorMap::Diverging,
+                log_scale: false,
+                vmax: 1.0,
+                ..state.style
+            }
+        } else {
+            state.style
+        };
         painter.add(
-            HeatmapCallback::new(source, key, plot, window, state.hide_special, state.style)
+            HeatmapCallback::new(source, key, plot, window, state.hide_special, style)
                 .into_shape(ui.clip_rect()),
         );
     } else {

@@ -203,7 +203,7 @@ pub fn controls(ui: &mut egui::Ui, doc: &Document, state: &mut ViewState) {
         let s = &mut state.image;
         ui.add(egui::Slider::new(&mut s.opacity, 0.0..=1.0).text("opacity"));
         ui.checkbox(&mut s.smooth, "smooth");
-        for map in crate::render::colormap::ColorMap::ALL {
+        for map in crate::render::colormap::ColorMap::CHOICES {
             ui.selectable_value(&mut state.style.colormap, map, map.label());
         }
         if ui.button("query: CLS").clicked() {

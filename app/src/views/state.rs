@@ -210,6 +210,8 @@ pub enum Selection {
     Head,
     Layer(Reduce),
     Model(Reduce),
+    /// An edited run: this head's attention minus the unedited run's.
+    Change,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -281,6 +283,10 @@ impl ViewState {
                 reduce,
             },
             Selection::Model(reduce) => Matrix::Model { reduce },
+            Selection::Change => Matrix::Change {
+                layer: self.layer,
+                head: self.head,
+            },
         }
     }
 
