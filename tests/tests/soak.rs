@@ -47,6 +47,8 @@ struct Window {
     start: Instant,
     events: usize,
     frames: usize,
+    /// Every labelled widget of the last frame and its centre (through AccessKit).
+    labels: Vec<(String, Pos2)>,
 }
 
 impl Window {
@@ -62,6 +64,7 @@ impl Window {
             start: Instant::now(),
             events: 0,
             frames: 0,
+            labels: Vec::new(),
         }
     }
 
@@ -100,23 +103,83 @@ impl Window {
         let output = self.ctx.run_ui(input, |ui| {
             eframe::App::ui(app, ui, frame);
         });
-        let discard = output
+        let ppp = output.pixels_per_point as f64;
+        self.labels = output
             .platform_output
             .accesskit_update
             .iter()
             .flat_map(|update| &update.nodes)
-            .find(|(_, node)| node.label() == Some("Discard"))
-            .and_then(|(_, node)| node.bounds())
-            .map(|b| {
-                let ppp = output.pixels_per_point as f64;
-                egui::pos2(
+            .filter_map(|(_, node)| {
+                let b = node.bounds()?;
+                let centre = egui::pos2(
                     ((b.x0 + b.x1) / 2.0 / ppp) as f32,
                     ((b.y0 + b.y1) / 2.0 / ppp) as f32,
-                )
-            });
+                );
+                Some((node.label()?.to_string(), centre))
+            })
+            .collect();
+        let discard = self.label("Discard");
         // No renderer: textures and shapes are dropped.
         let _ = self.ctx.tessellate(output.shapes, output.pixels_per_point);
         discard
+    }
+
+    /// Where the widget labelled `label` was in the last frame.
+    fn label(&self, label: &str) -> Option<Pos2> {
+        self.labels
+            .iter()
+            .find(|(l, _)| l == label)
+            .map(|(_, p)| *p)
+    }
+
+    /// A click with `button` at `at`, over two frames.
+    fn click(&mut self, at: Pos2, button: PointerButton) {
+        let press = |pressed| Event::PointerButton {
+            pos: at,
+            button,
+            pressed,
+            modifiers: Modifiers::NONE,
+        };
+        let _ = self.frame(vec![Event::PointerMoved(at), press(true)], Vec::new());
+        let _ = self.frame(vec![press(false)], Vec::new());
+    }
+
+    /// Right-clicks over the overview until a head's menu opens, picks "ablate this head", and
+    /// waits for the edited run: it must follow its base in the document on screen.
+    fn ablate_a_head_from_the_overview(&mut self) {
+        let _ = self.frame(
+            vec![Event::Key {
+                key: Key::Num1,
+                physical_key: None,
+                pressed: true,
+                repeat: false,
+                modifiers: Modifiers::NONE,
+            }],
+            Vec::new(),
+        );
+        let mut opened = None;
+        'search: for y in (150..850).step_by(50) {
+            for x in (330..1350).step_by(60) {
+                self.click(egui::pos2(x as f32, y as f32), PointerButton::Secondary);
+                let _ = self.frame(Vec::new(), Vec::new());
+                if let Some(at) = self.label("ablate this head") {
+                    opened = Some(at);
+                    break 'search;
+                }
+            }
+        }
+        let at = opened.expect("a right-click on the overview opens a head's menu");
+        self.click(at, PointerButton::Primary);
+        let edited = self.until(Duration::from_secs(120), |app| {
+            app.document().is_some_and(|doc| {
+                let inputs = &doc.session.meta.inputs;
+                inputs.len() == 2
+                    && inputs[1].base == Some(0)
+                    && inputs[1].edits.len() == 1
+                    && inputs[1].edits[0].starts_with("ablate:")
+            })
+        });
+        assert!(edited, "no edited run: {:?}", self.app.on_screen());
     }
 
     /// Answers "Discard" when the unsaved-results dialog asks (dropping a file on unsaved
@@ -432,6 +495,8 @@ fn the_app_survives_restless_hands_over_every_view_and_keeps_the_last_good_resul
         "the first run never reached the screen: {:?}",
         window.app.on_screen().1
     );
+    // Interventions from the window: right-click a head, ablate it, the edited run appears.
+    window.ablate_a_head_from_the_overview();
     let slice = seconds / 4.0;
     window.restless(&mut rng, slice);
     window.drop_good(&corpus);

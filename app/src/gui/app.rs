@@ -127,6 +127,12 @@ impl HeadwiseApp {
         )
     }
 
+    /// The document on screen, for the tests.
+    #[doc(hidden)]
+    pub fn document(&self) -> Option<&Arc<Document>> {
+        self.doc.as_ref()
+    }
+
     /// Whether nothing is under way, for the soak test: no model loading or running, no edit
     /// waiting to run, no question waiting for an answer.
     #[doc(hidden)]

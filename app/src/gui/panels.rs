@@ -192,7 +192,10 @@ impl HeadwiseApp {
                                 .clone()
                                 .or_else(|| input.image.clone())
                                 .unwrap_or_default();
-                            let short: String = text.chars().take(40).collect();
+                            let mut short: String = text.chars().take(40).collect();
+                            if !input.edits.is_empty() {
+                                short = format!("edited ({}): {short}", input.edits.join(", "));
+                            }
                             ui.selectable_value(&mut self.view.input, i, format!("{i}: {short}"));
                         }
                     });
@@ -200,12 +203,66 @@ impl HeadwiseApp {
             ui.small(format!("{} tokens", doc.tokens(self.view.input).len()));
             head::next_tokens(ui, &doc, self.view.input);
         }
+        self.edits_panel(ui);
         if let Some(error) = &self.messages.error {
             ui.separator();
             ui.colored_label(ui.visuals().error_fg_color, error);
             if self.doc.is_some() {
                 ui.small("The last good result stays on screen.");
             }
+        }
+    }
+
+    /// The edits the prompt runs with: each can be switched off or removed (the prompt runs
+    /// again); right-click a head in the overview to add one, or type one.
+    fn edits_panel(&mut self, ui: &mut egui::Ui) {
+        if self
+            .runs
+            .model
+            .as_ref()
+            .is_some_and(|m| m.model.takes_images())
+        {
+            return;
+        }
+        let mut changed = false;
+        ui.collapsing("Edits", |ui| {
+            let mut remove = None;
+            for (i, (spec, on)) in self.runs.edits.iter_mut().enumerate() {
+                ui.horizontal(|ui| {
+                    changed |= ui.checkbox(on, spec.as_str()).changed();
+                    if ui.small_button("×").on_hover_text("remove").clicked() {
+                        remove = Some(i);
+                    }
+                });
+            }
+            if let Some(i) = remove {
+                self.runs.edits.remove(i);
+                changed = true;
+            }
+            let id = ui.make_persistent_id("new edit");
+            let mut typed: String = ui.data_mut(|d| d.get_temp(id).unwrap_or_default());
+            let field = ui.add(
+                egui::TextEdit::singleline(&mut typed)
+                    .hint_text("ablate:L.H, ablate-mean:L.H, scale:L.H:K=F")
+                    .desired_width(200.0),
+            );
+            if field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter)) {
+                match typed.trim().parse::<headwise_engine::edits::Edit>() {
+                    Ok(edit) => {
+                        self.runs.edits.push((edit.to_string(), true));
+                        typed.clear();
+                        changed = true;
+                    }
+                    Err(e) => self.messages.error = Some(e),
+                }
+            }
+            ui.data_mut(|d| d.insert_temp(id, typed));
+            if self.runs.edits.is_empty() {
+                ui.small("right-click a head in the overview to knock it out or damp a sink");
+            }
+        });
+        if changed && self.runs.model.is_some() {
+            self.request_run();
         }
     }
 
@@ -376,6 +433,7 @@ impl HeadwiseApp {
                 self.view.line_heads.clear();
             }
             ViewAction::Project(action) => self.project(doc, action),
+            ViewAction::Edit(spec) => self.add_edit(spec),
         }
     }
 

@@ -61,6 +61,9 @@ pub(super) struct Runs {
     pub corpus_path: Option<PathBuf>,
     /// The run under way is a corpus (its result opens the query-key view).
     pub corpus_running: bool,
+    /// Edits on the prompt's run (spec, switched on): each run of the prompt is then made as it
+    /// is and again with the switched-on edits, the edited run shown beside its base.
+    pub edits: Vec<(String, bool)>,
 }
 
 impl Runs {
@@ -81,6 +84,7 @@ impl Runs {
             next_run: 0,
             corpus_path: None,
             corpus_running: false,
+            edits: Vec::new(),
         }
     }
 
@@ -209,6 +213,14 @@ impl HeadwiseApp {
         self.load_model(&spec, true);
     }
 
+    /// Adds an edit (switched on) and runs the prompt again with it.
+    pub(super) fn add_edit(&mut self, spec: String) {
+        if !self.runs.edits.iter().any(|(s, _)| *s == spec) {
+            self.runs.edits.push((spec, true));
+        }
+        self.request_run();
+    }
+
     /// Runs the prompt (or the picture, for an image model).
     pub(super) fn request_run(&mut self) {
         self.runs.sent_prompt = Some(self.runs.prompt.clone());
@@ -228,12 +240,22 @@ impl HeadwiseApp {
         } else {
             Inputs::Texts(vec![self.runs.prompt.clone()])
         };
+        let edits = if loaded.model.takes_images() {
+            Vec::new()
+        } else {
+            self.runs
+                .edits
+                .iter()
+                .filter(|(_, on)| *on)
+                .filter_map(|(spec, _)| spec.parse().ok())
+                .collect()
+        };
         let options = RunOptions {
             long: LongInput::Reject,
             pack_tokens: loaded.pack_tokens,
             keep_traces: true,
             capture: AttentionCapture::default(),
-            edits: Vec::new(),
+            edits,
             generate: None,
         };
         self.start_run(loaded, inputs, options, false);
@@ -415,6 +437,16 @@ impl HeadwiseApp {
         if ran.corpus {
             self.view.tab = Tab::Qk;
             self.view.input = 0;
+        } else if let Some(doc) = &self.doc
+            && let Some(edited) = doc
+                .session
+                .meta
+                .inputs
+                .iter()
+                .rposition(|i| i.base.is_some())
+        {
+            // An edited run opens on itself, compared with its base.
+            self.view.input = edited;
         }
         self.files.dirty = true;
         self.files.settings.last_prompt = Some(self.runs.prompt.clone());

@@ -43,6 +43,8 @@ pub enum ViewAction {
     Open { tab: Tab, layer: usize, head: usize },
     /// Lay out query-key embeddings.
     Project(qk::QkAction),
+    /// Run the prompt again with this edit too (`ablate:L.H`, `scale:L.H:K=F`, ...).
+    Edit(String),
 }
 
 /// What `headwise render` was asked besides the view, for views that use it.

@@ -410,6 +410,37 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Op
                         head,
                     });
                 }
+                // Right-click: knock the head out, or damp its attention to the first token.
+                if response.secondary_clicked() {
+                    state.layer = layer;
+                    state.head = head;
+                }
+            }
+            if doc.session.meta.inputs[input].kind == headwise_engine::session::InputKind::Text {
+                let (layer, head) = (state.layer, state.head);
+                response.context_menu(|ui| {
+                    ui.label(format!("layer {layer}, head {head}"));
+                    for (label, spec) in [
+                        ("ablate this head", format!("ablate:{layer}.{head}")),
+                        (
+                            "replace it by its mean",
+                            format!("ablate-mean:{layer}.{head}"),
+                        ),
+                        (
+                            "its attention to the first token × 0.1",
+                            format!("scale:{layer}.{head}:0=0.1"),
+                        ),
+                        (
+                            "every head's attention to the first token × 0.1",
+                            "scale:*.*:0=0.1".to_string(),
+                        ),
+                    ] {
+                        if ui.button(label).clicked() {
+                            action = Some(ViewAction::Edit(spec));
+                            ui.close();
+                        }
+                    }
+                });
             }
         });
     action
