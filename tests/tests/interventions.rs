@@ -310,7 +310,8 @@ fn the_change_of_each_head_against_its_base_follows_the_edit() {
         .pixels()
         .filter(|p| viridis.decode([p.0[0], p.0[1], p.0[2]]).1 <= 12)
         .count();
-    assert!(cells > 5_000, "{cells} pixels of coloured cells");
+    // Eight cells of 64 points and the legend: thousands of pixels of the map.
+    assert!(cells > 2_000, "{cells} pixels of coloured cells");
 }
 
 /// The head view's difference of an edited run from its base, drawn with the diverging map:
