@@ -182,6 +182,49 @@ impl Window {
         assert!(edited, "no edited run: {:?}", self.app.on_screen());
     }
 
+    /// In the head view, right-clicks the heatmap until a key's menu opens and halves every
+    /// query's attention to that key: the next run carries both edits.
+    fn scale_a_key_from_the_head_view(&mut self) {
+        let _ = self.frame(
+            vec![Event::Key {
+                key: Key::Num2,
+                physical_key: None,
+                pressed: true,
+                repeat: false,
+                modifiers: Modifiers::NONE,
+            }],
+            Vec::new(),
+        );
+        let _ = self.frame(Vec::new(), Vec::new());
+        let mut opened = None;
+        'search: for y in (250..850).step_by(50) {
+            for x in (450..1350).step_by(60) {
+                self.click(egui::pos2(x as f32, y as f32), PointerButton::Secondary);
+                let _ = self.frame(Vec::new(), Vec::new());
+                if let Some(at) = self.label("halve it") {
+                    opened = Some(at);
+                    break 'search;
+                }
+            }
+        }
+        let at = opened.expect("a right-click on the head view's heatmap opens a key's menu");
+        self.click(at, PointerButton::Primary);
+        let edited = self.until(Duration::from_secs(120), |app| {
+            app.document().is_some_and(|doc| {
+                let inputs = &doc.session.meta.inputs;
+                inputs.len() == 2
+                    && inputs[1].edits.len() == 2
+                    && inputs[1].edits[1].starts_with("scale:")
+                    && inputs[1].edits[1].ends_with("=0.5")
+            })
+        });
+        assert!(
+            edited,
+            "no run with the key scaled: {:?}",
+            self.app.on_screen()
+        );
+    }
+
     /// Answers "Discard" when the unsaved-results dialog asks (dropping a file on unsaved
     /// results asks first).
     fn idle_frame(&mut self) {
@@ -497,6 +540,7 @@ fn the_app_survives_restless_hands_over_every_view_and_keeps_the_last_good_resul
     );
     // Interventions from the window: right-click a head, ablate it, the edited run appears.
     window.ablate_a_head_from_the_overview();
+    window.scale_a_key_from_the_head_view();
     let slice = seconds / 4.0;
     window.restless(&mut rng, slice);
     window.drop_good(&corpus);

@@ -14,6 +14,7 @@ use crate::render::heatmap::{
 use eframe::egui;
 use headwise_engine::analysis::aggregate::Reduce;
 use headwise_engine::analysis::change::kl_divergence;
+use headwise_engine::session::InputKind;
 use std::sync::Arc;
 
 const AXIS: f32 = 90.0;
@@ -43,6 +44,7 @@ impl View for HeadView {
     fn ui(&self, ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Vec<ViewAction> {
         controls(ui, doc, state);
         ui.label(egui::RichText::new(title(state)).strong());
+        let mut action = None;
         if state.show_lines {
             lines::controls(ui, doc, state);
             egui::ScrollArea::vertical().show(ui, |ui| {
@@ -50,15 +52,15 @@ impl View for HeadView {
                     ui.vertical(|ui| {
                         ui.set_width(ui.available_width() * 0.55);
                         ui.set_height(ui.available_height().max(300.0));
-                        show(ui, doc, state);
+                        action = show(ui, doc, state);
                     });
                     ui.vertical(|ui| lines::show(ui, doc, state));
                 });
             });
         } else {
-            show(ui, doc, state);
+            action = show(ui, doc, state);
         }
-        Vec::new()
+        action.into_iter().collect()
     }
 
     fn title(&self, _doc: &Document, state: &ViewState) -> String {
@@ -245,8 +247,9 @@ pub fn visible(doc: &Document, state: &ViewState) -> Vec<usize> {
         .collect()
 }
 
-/// Draws the heatmap with its axes in the space left in `ui`.
-pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
+/// Draws the heatmap with its axes in the space left in `ui`; a right-click on a key offers to
+/// scale every query's attention to it in this head (an edit).
+pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Option<ViewAction> {
     if state.selection == Selection::Change
         && doc
             .session
@@ -264,13 +267,13 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
              are drawn here: the mean or max over heads needs every head's full matrix. Trace \
              with --attention full to have them.",
         );
-        return;
+        return None;
     }
     let visible = visible(doc, state);
     let n = visible.len() as f32;
     if visible.is_empty() {
         ui.label("Nothing to show: every token of this input is a special token.");
-        return;
+        return None;
     }
     let tokens = doc.tokens(state.input);
     let available = ui.available_size();
@@ -454,6 +457,40 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
         text,
     );
 
+    let mut action = None;
+    let menu_key = ui.make_persistent_id("head view key menu");
+    if response.secondary_clicked()
+        && let Some(pointer) = response.interact_pointer_pos()
+    {
+        let col = (window[0] + (pointer.x - plot.min.x) / side * window[2]) as usize;
+        if let Some(&key) = visible.get(col) {
+            ui.data_mut(|d| d.insert_temp(menu_key, key));
+        }
+    }
+    let text_input = doc.session.meta.inputs[state.input].kind == InputKind::Text;
+    if text_input && state.selection == Selection::Head {
+        let key: Option<usize> = ui.data(|d| d.get_temp(menu_key));
+        let (layer, head) = (state.layer, state.head);
+        response.context_menu(|ui| {
+            let Some(key) = key else { return };
+            ui.label(format!(
+                "key {key} {:?}, layer {layer}, head {head}",
+                tokens[key]
+            ));
+            for (label, factor) in [
+                ("block every query's attention to it", "0"),
+                ("halve it", "0.5"),
+                ("double it", "2"),
+            ] {
+                if ui.button(label).clicked() {
+                    action = Some(ViewAction::Edit(format!(
+                        "scale:{layer}.{head}:{key}={factor}"
+                    )));
+                    ui.close();
+                }
+            }
+        });
+    }
     if let Some(pointer) = response.hover_pos() {
         let u = (pointer - plot.min) / side;
         let col = (window[0] + u.x * window[2]) as usize;
@@ -477,6 +514,7 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
             });
         }
     }
+    action
 }
 
 /// Attention that is not materialised: the part of the head in `window` (token units), computed
