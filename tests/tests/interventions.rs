@@ -256,11 +256,12 @@ fn the_change_of_each_head_against_its_base_follows_the_edit() {
     for (edit, changes) in [("ablate:1.2", false), ("scale:*.*:0=0.5", true)] {
         let name = format!("{}.safetensors", edit.replace([':', '*', '.', '='], "_"));
         let path = trace_to(&dir, &folder, &["--text", text, "--edit", edit], &name);
-        let doc = Document::new(Session::open(&path).unwrap());
+        let doc = std::sync::Arc::new(Document::new(Session::open(&path).unwrap()));
+        let none = headwise::jobs::Repaint::none();
         let change = doc
             .caches
             .changes
-            .get(&doc, 1)
+            .get(&doc, 1, &none, true)
             .expect("input 1 is an edited run");
         for (l, heads) in change.iter().enumerate() {
             for (h, &c) in heads.iter().enumerate() {
@@ -272,7 +273,7 @@ fn the_change_of_each_head_against_its_base_follows_the_edit() {
             }
         }
         assert!(
-            doc.caches.changes.get(&doc, 0).is_none(),
+            doc.caches.changes.get(&doc, 0, &none, true).is_none(),
             "the base has no base"
         );
         let (before, after) = (

@@ -1,10 +1,11 @@
 //! How much each head's attention changed in an edited run against its base (the input its
 //! `base` names, with the same tokens), `[layer][head]`, for the overview's "change" colouring:
 //! from the matrices where both are materialised, else a row at a time from q, k and lse.
-//! Worked out once per input.
+//! Worked out once per input: at once where both are materialised, else in a job.
 
 use super::lock;
 use crate::document::Document;
+use crate::jobs::{Job, Repaint};
 use headwise_engine::analysis::change::{head_change, head_change_by_rows};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,16 +16,54 @@ pub type Changes = Vec<Vec<f32>>;
 #[derive(Default)]
 pub struct ChangeCache {
     by_input: Mutex<HashMap<usize, Option<Arc<Changes>>>>,
+    /// Inputs kept as q, k and lse: the change computed a row at a time, in a job.
+    jobs: Mutex<HashMap<usize, Job<Option<Changes>>>>,
 }
 
 impl ChangeCache {
     /// The changes of input `input` against its base; None when it has none (or their tokens
-    /// differ).
-    pub fn get(&self, doc: &Document, input: usize) -> Option<Arc<Changes>> {
-        lock(&self.by_input)
-            .entry(input)
-            .or_insert_with(|| changes(doc, input).map(Arc::new))
-            .clone()
+    /// differ), or while the job that computes them is under way (`inline`: compute here).
+    pub fn get(
+        &self,
+        doc: &Arc<Document>,
+        input: usize,
+        repaint: &Repaint,
+        inline: bool,
+    ) -> Option<Arc<Changes>> {
+        if let Some(done) = lock(&self.by_input).get(&input) {
+            return done.clone();
+        }
+        let base = doc.session.meta.inputs.get(input)?.base?;
+        let quick = doc.materialised(input) && doc.materialised(base);
+        if quick || inline {
+            let value = changes(doc, input).map(Arc::new);
+            lock(&self.by_input).insert(input, value.clone());
+            return value;
+        }
+        let mut jobs = lock(&self.jobs);
+        if let Some(job) = jobs.get(&input)
+            && let Some(value) = job.poll()
+        {
+            let value = value.map(Arc::new);
+            lock(&self.by_input).insert(input, value.clone());
+            jobs.remove(&input);
+            return value;
+        }
+        if !jobs.contains_key(&input) {
+            let held = doc.clone();
+            jobs.insert(
+                input,
+                Job::spawn("attention change", repaint.clone(), move |_| {
+                    changes(&held, input)
+                }),
+            );
+        }
+        None
+    }
+
+    /// Whether the change of `input` is being worked out in the background.
+    pub fn pending(&self, input: usize) -> bool {
+        lock(&self.jobs).contains_key(&input)
     }
 }
 

@@ -246,7 +246,12 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Op
         }
     }
     let change = match state.overview_mode {
-        OverviewMode::Change => doc.caches.changes.get(doc, input),
+        OverviewMode::Change => doc.caches.changes.get(
+            doc,
+            input,
+            &crate::jobs::Repaint::new(ui.ctx()),
+            crate::jobs::inline_work(ui.ctx()),
+        ),
         _ => None,
     };
     if state.overview_mode == OverviewMode::Change {
@@ -285,6 +290,9 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Op
                         }
                     }
                 });
+            }
+            _ if doc.caches.changes.pending(input) => {
+                ui.small("working out how much each head's attention changed…");
             }
             _ => {
                 ui.small("this input is not an edited run with its base in the session");
