@@ -31,20 +31,22 @@ impl TokenFigures {
 
 #[derive(Default)]
 pub struct TokenFiguresCache {
-    by_input: Mutex<HashMap<usize, Arc<TokenFigures>>>,
+    /// The figures of each input, and whether the metrics were in when they were read.
+    by_input: Mutex<HashMap<usize, (Arc<TokenFigures>, bool)>>,
 }
 
 impl TokenFiguresCache {
     /// The figures of `input`; the attention received is None until the metrics are in.
     pub fn get(&self, doc: &Document, input: usize) -> Option<Arc<TokenFigures>> {
         let mut cached = lock(&self.by_input);
-        if let Some(figures) = cached.get(&input)
-            && (figures.received.is_some() || doc.metrics().is_none())
+        let metrics_in = doc.metrics().is_some();
+        if let Some((figures, with_metrics)) = cached.get(&input)
+            && (*with_metrics || !metrics_in)
         {
             return Some(figures.clone());
         }
         let figures = Arc::new(figures_of(doc, input)?);
-        cached.insert(input, figures.clone());
+        cached.insert(input, (figures.clone(), metrics_in));
         Some(figures)
     }
 }

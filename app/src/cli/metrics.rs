@@ -4,7 +4,7 @@
 //! `--write-attention` writes the attention they were computed from, for other tools to check.
 
 use crate::document::Document;
-use crate::views::overview::METRIC_NAMES;
+use crate::views::overview::{METRIC_NAMES, ranking};
 use crate::views::shown_document;
 use crate::views::state::ViewState;
 use anyhow::{Context, Result, bail};
@@ -69,21 +69,10 @@ pub fn run(args: MetricsArgs) -> Result<()> {
             }
         );
         for metric in PRINTED {
-            let mut ranked: Vec<(usize, usize, f32)> = layers
-                .iter()
-                .enumerate()
-                .flat_map(|(l, heads)| {
-                    heads
-                        .iter()
-                        .enumerate()
-                        .map(move |(h, m)| (l, h, m.get(metric)))
-                })
-                .filter(|(_, _, v)| !v.is_nan())
-                .collect();
+            let ranked = ranking(&doc, i, metric);
             if ranked.is_empty() {
                 continue;
             }
-            ranked.sort_by(|a, b| b.2.total_cmp(&a.2));
             let best: Vec<String> = ranked
                 .iter()
                 .take(args.top)

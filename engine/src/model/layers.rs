@@ -170,7 +170,7 @@ pub fn merge_heads(x: Tensor<3>) -> Tensor<2> {
 }
 
 /// Repeats each kv head for the query heads of its group: query head h reads kv head h / group.
-fn expand_kv(x: Tensor<3>, heads: usize) -> Tensor<3> {
+pub(crate) fn expand_kv(x: Tensor<3>, heads: usize) -> Tensor<3> {
     let [kv_heads, t, d] = x.dims();
     if kv_heads == heads {
         return x;

@@ -9,7 +9,7 @@ use super::config::ModelConfig;
 use super::cpu_kernels::{MaskTile, attention_softmax};
 use super::key_mask::KeyMask;
 use super::layers::{
-    Linear, RmsNorm, attend, embed, expect_shape, merge_heads, split_heads, upload,
+    Linear, RmsNorm, attend, embed, expand_kv, expect_shape, merge_heads, split_heads, upload,
 };
 use super::llama_config::LlamaOptions;
 use super::packing::Packing;
@@ -175,18 +175,7 @@ impl Llama {
         for (index, (layer, attention)) in self.layers.iter().zip(&cfg.layer_attention).enumerate()
         {
             let mask = packing.mask(true, None, attention.window);
-            let h = layer.input_norm.forward(x.clone());
-            let mut q = split_heads(layer.attn.q.forward(h.clone()), cfg.heads);
-            let mut k = split_heads(layer.attn.k.forward(h.clone()), cfg.kv_heads);
-            let v = split_heads(layer.attn.v.forward(h), cfg.kv_heads);
-            if let Some((q_norm, k_norm)) = &layer.qk_norm {
-                q = per_head(q_norm, q);
-                k = per_head(k_norm, k);
-            }
-            if attention.rope {
-                q = rotate(q, &cos, &sin);
-                k = rotate(k, &cos, &sin);
-            }
+            let (q, k, v) = layer.qkv(x.clone(), cfg, attention.rope.then_some((&cos, &sin)));
             let (context, mut trace) = attend(
                 q,
                 k,
@@ -197,15 +186,44 @@ impl Llama {
                 packing.layer_edits(index, cfg.heads).as_ref(),
             );
             x = x + layer.o_proj.forward(context);
-            let h = layer.post_norm.forward(x.clone());
-            let gated =
-                activate(cfg.activation, layer.gate.forward(h.clone())) * layer.up.forward(h);
-            x = x + layer.down.forward(gated);
+            x = layer.feed_forward(x, cfg);
             trace.residual = residual_figures(&x, &packing.lengths)?;
             traces.push(trace);
         }
         let last = self.norm.forward(packing.last_rows(x, device));
         packing.split(traces, Some(last.matmul(self.lm_head.clone())))
+    }
+}
+
+impl LlamaLayer {
+    /// q, k and v of the normed input, [heads or kv_heads, T, d]: projected, per-head q/k
+    /// norms applied, rotated by `rope` (cos, sin) where the layer uses RoPE.
+    fn qkv(
+        &self,
+        x: Tensor<2>,
+        cfg: &ModelConfig,
+        rope: Option<(&Tensor<3>, &Tensor<3>)>,
+    ) -> (Tensor<3>, Tensor<3>, Tensor<3>) {
+        let h = self.input_norm.forward(x);
+        let mut q = split_heads(self.attn.q.forward(h.clone()), cfg.heads);
+        let mut k = split_heads(self.attn.k.forward(h.clone()), cfg.kv_heads);
+        let v = split_heads(self.attn.v.forward(h), cfg.kv_heads);
+        if let Some((q_norm, k_norm)) = &self.qk_norm {
+            q = per_head(q_norm, q);
+            k = per_head(k_norm, k);
+        }
+        if let Some((cos, sin)) = rope {
+            q = rotate(q, cos, sin);
+            k = rotate(k, cos, sin);
+        }
+        (q, k, v)
+    }
+
+    /// The residual stream after the gated feed-forward block.
+    fn feed_forward(&self, x: Tensor<2>, cfg: &ModelConfig) -> Tensor<2> {
+        let h = self.post_norm.forward(x.clone());
+        let gated = activate(cfg.activation, self.gate.forward(h.clone())) * self.up.forward(h);
+        x + self.down.forward(gated)
     }
 }
 
@@ -246,18 +264,7 @@ impl Llama {
         let mut x = embed(&self.embed_tokens, ids, device);
         for (index, (layer, attention)) in self.layers.iter().zip(&cfg.layer_attention).enumerate()
         {
-            let h = layer.input_norm.forward(x.clone());
-            let mut q = split_heads(layer.attn.q.forward(h.clone()), cfg.heads);
-            let mut k = split_heads(layer.attn.k.forward(h.clone()), cfg.kv_heads);
-            let v = split_heads(layer.attn.v.forward(h), cfg.kv_heads);
-            if let Some((q_norm, k_norm)) = &layer.qk_norm {
-                q = per_head(q_norm, q);
-                k = per_head(k_norm, k);
-            }
-            if attention.rope {
-                q = rotate(q, &cos, &sin);
-                k = rotate(k, &cos, &sin);
-            }
+            let (q, k, v) = layer.qkv(x.clone(), cfg, attention.rope.then_some((&cos, &sin)));
             let (keys, values) = match cache.layers.get(index) {
                 Some((ck, cv)) => (
                     Tensor::cat(vec![ck.clone(), k], 1),
@@ -273,10 +280,7 @@ impl Llama {
             let mask = KeyMask::new(&[total], true, None, attention.window);
             let context = attend_rows(q, keys, values, &mask, start..total, attention);
             x = x + layer.o_proj.forward(context);
-            let h = layer.post_norm.forward(x.clone());
-            let gated =
-                activate(cfg.activation, layer.gate.forward(h.clone())) * layer.up.forward(h);
-            x = x + layer.down.forward(gated);
+            x = layer.feed_forward(x, cfg);
         }
         let last = self.norm.forward(x.slice([n - 1..n, 0..cfg.hidden]));
         Ok(last.matmul(self.lm_head.clone()).reshape([cfg.vocab]))
@@ -293,18 +297,9 @@ fn attend_rows(
     rows: std::ops::Range<usize>,
     attention: &crate::trace::LayerAttention,
 ) -> Tensor<2> {
-    let [heads, _, _] = q.dims();
-    let [kv_heads, total, _] = keys.dims();
-    let group = heads / kv_heads.max(1);
-    let expand = |x: Tensor<3>| -> Tensor<3> {
-        if group == 1 {
-            return x;
-        }
-        let [kv, t, d] = x.dims();
-        x.unsqueeze_dim::<4>(1)
-            .expand([kv, group, t, d])
-            .reshape([kv * group, t, d])
-    };
+    let heads = q.dims()[0];
+    let total = keys.dims()[1];
+    let expand = |x: Tensor<3>| expand_kv(x, heads);
     let logits = q.matmul(expand(keys).swap_dims(1, 2));
     let tile = MaskTile::of(mask, rows, 0..total);
     let (p, _) = attention_softmax(logits, attention.scale, attention.softcap, tile.as_ref());
