@@ -7,6 +7,7 @@ pub mod change;
 pub mod flow;
 pub mod metrics;
 pub mod projection;
+pub mod relevance;
 pub mod retrieval;
 pub mod rollout;
 pub mod rollout_device;

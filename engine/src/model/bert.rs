@@ -327,6 +327,9 @@ impl Bert {
             x = x + embed(types, type_ids, device);
         }
         let mut x = self.embed_norm.forward(x);
+        if let Some(tape) = &packing.tape {
+            tape.record_embedded(&x);
+        }
         let mask = packing.mask(false, input.key_valid.as_deref(), None);
         let heads = self.config.heads;
         let mut traces = Vec::with_capacity(self.layers.len());
@@ -347,6 +350,7 @@ impl Bert {
                 attention,
                 packing.keep_attention,
                 packing.layer_edits(index, self.config.heads).as_ref(),
+                packing.tape.as_ref(),
             );
             x = layer.attn_norm.forward(layer.attn_out.forward(context) + x);
             let hidden = activate(
@@ -356,6 +360,9 @@ impl Bert {
             x = layer.out_norm.forward(layer.output.forward(hidden) + x);
             trace.residual = residual_figures(&x, &packing.lengths)?;
             traces.push(trace);
+        }
+        if let Some(tape) = &packing.tape {
+            tape.record_hidden(&x);
         }
         packing.split(traces, None)
     }

@@ -27,6 +27,11 @@ fn with_flex_values<const D: usize, R>(
     tensor: &Tensor<D>,
     f: impl FnOnce(&[f32]) -> R,
 ) -> Option<R> {
+    // A tensor in an autodiff graph must stay in it: burn's own operations record their
+    // backward steps, these kernels would not.
+    if tensor.is_autodiff() {
+        return None;
+    }
     let flex = tensor.clone().try_into_primitive::<Flex>().ok()?;
     if flex.dtype() != DType::F32 {
         return None;

@@ -824,6 +824,7 @@ impl Gemma {
                 attention,
                 packing.keep_attention,
                 packing.layer_edits(i, cfg.heads).as_ref(),
+                packing.tape.as_ref(),
             );
             let mut out = layer.o_proj.forward(context);
             if let Some(norm) = &layer.post_attention_norm {

@@ -123,6 +123,7 @@ impl Gpt2 {
                 attention,
                 packing.keep_attention,
                 packing.layer_edits(index, self.config.heads).as_ref(),
+                packing.tape.as_ref(),
             );
             x = x + layer.proj.forward(context);
             let h = layer.ln_2.forward(x.clone());

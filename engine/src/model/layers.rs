@@ -1,6 +1,7 @@
 //! Building blocks shared by the architectures: linear layers, norms, and attention with capture.
 
 use super::cpu_kernels::{MaskTile, attention_softmax};
+use super::gradient_tape::GradientTape;
 use super::key_mask::KeyMask;
 use super::weights::WeightSource;
 use crate::edits::LayerEdits;
@@ -190,6 +191,8 @@ pub(crate) fn expand_kv(x: Tensor<3>, heads: usize) -> Tensor<3> {
 /// trace; without, it is computed a tile of query rows at a time over only the keys those rows
 /// can see, never more than [`ATTENTION_TILE_BYTES`] of logits at once, and only q, k and the
 /// rows' logsumexp are kept. Both give the same context and lse, to rounding.
+/// With a gradient `tape` (which needs `keep_attention`), the attention and each head's output
+/// pass through the tape's leaves of ones (see [`GradientTape`]).
 /// Returns the merged context [T, heads·d] and the layer's trace.
 #[allow(clippy::too_many_arguments)]
 pub fn attend(
@@ -200,6 +203,7 @@ pub fn attend(
     attention: &LayerAttention,
     keep_attention: bool,
     edits: Option<&LayerEdits>,
+    tape: Option<&GradientTape>,
 ) -> (Tensor<2>, LayerTrace) {
     let [heads, t, d] = q.dims();
     let kv_heads = v.dims()[0];
@@ -224,11 +228,16 @@ pub fn attend(
                 attention_softmax(z, 1.0, None, tile)
             }
         };
-    let (attn, context, lse) = if keep_attention {
+    let leaves = tape.map(|tape| tape.layer_leaves(heads, t, &device));
+    let (attn, context, lse) = if keep_attention || leaves.is_some() {
         let logits = q.clone().matmul(keys.swap_dims(1, 2));
         let tile = MaskTile::of(mask, 0..t, 0..t);
         let (attn, lse) = softmax(logits, 0..t, tile.as_ref());
-        let context = attn.clone().matmul(values);
+        let weighing = match &leaves {
+            Some((multiplier, _)) => attn.clone() * multiplier.clone(),
+            None => attn.clone(),
+        };
+        let context = weighing.matmul(values);
         (Some(attn), context, lse)
     } else {
         let rows_per_tile = tile_rows(heads, t);
@@ -261,6 +270,10 @@ pub fn attend(
     };
     let context = match edits {
         Some(e) => ablate(context, e),
+        None => context,
+    };
+    let context = match leaves {
+        Some((_, gate)) => context * gate,
         None => context,
     };
     let trace = LayerTrace {

@@ -184,6 +184,7 @@ impl Llama {
                 attention,
                 packing.keep_attention,
                 packing.layer_edits(index, cfg.heads).as_ref(),
+                packing.tape.as_ref(),
             );
             x = x + layer.o_proj.forward(context);
             x = layer.feed_forward(x, cfg);

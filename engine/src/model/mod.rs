@@ -6,6 +6,8 @@ pub mod config;
 pub mod cpu_kernels;
 pub mod gemma;
 pub mod generation;
+pub mod gradient_tape;
+pub mod gradients;
 pub mod gguf_file;
 pub mod gpt2;
 pub mod key_mask;
@@ -397,6 +399,7 @@ impl Model {
             lengths: vec![input.ids.len()],
             keep_attention: self.keeps_attention(capture, input.ids.len()),
             edits: edits.to_vec(),
+            tape: None,
         };
         let mut traces = self.forward_packed(input, &packing)?;
         Ok(traces.remove(0))
@@ -454,6 +457,7 @@ impl Model {
             let packing = packing::Packing {
                 keep_attention: lengths.iter().all(|&t| self.keeps_attention(capture, t)),
                 edits: Vec::new(),
+                tape: None,
                 lengths,
             };
             if let [single] = group {

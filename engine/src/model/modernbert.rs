@@ -239,6 +239,8 @@ pub struct ModernBert {
     embed_tokens: Tensor<2>,
     embed_norm: Norm,
     layers: Vec<ModernBertLayer>,
+    /// Only what a gradient target reads (`last_hidden_state`); attention never sees it.
+    final_norm: Option<Norm>,
 }
 
 /// `ModernBertForMaskedLM` and friends put the encoder under `model.`.
@@ -295,6 +297,11 @@ impl ModernBert {
             ),
             embed_norm: norm("embeddings.norm")?,
             layers,
+            final_norm: if w.contains(&format!("{p}final_norm.weight")) {
+                Some(norm("final_norm")?)
+            } else {
+                None
+            },
         })
     }
 
@@ -336,6 +343,9 @@ impl ModernBert {
         let mut x = self
             .embed_norm
             .forward(embed(&self.embed_tokens, &input.ids, device));
+        if let Some(tape) = &packing.tape {
+            tape.record_embedded(&x);
+        }
         let mut traces = Vec::with_capacity(self.layers.len());
         for (index, (layer, attention)) in self.layers.iter().zip(&cfg.layer_attention).enumerate()
         {
@@ -363,6 +373,7 @@ impl ModernBert {
                 attention,
                 packing.keep_attention,
                 packing.layer_edits(index, cfg.heads).as_ref(),
+                packing.tape.as_ref(),
             );
             x = x + layer.out.forward(context);
             let h = layer.wi.forward(layer.mlp_norm.forward(x.clone()));
@@ -372,6 +383,13 @@ impl ModernBert {
             x = x + layer.wo.forward(gated);
             trace.residual = residual_figures(&x, &packing.lengths)?;
             traces.push(trace);
+        }
+        if let Some(tape) = &packing.tape {
+            let hidden = match &self.final_norm {
+                Some(norm) => norm.forward(x),
+                None => x,
+            };
+            tape.record_hidden(&hidden);
         }
         packing.split(traces, None)
     }

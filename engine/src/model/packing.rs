@@ -4,6 +4,7 @@
 //! into one trace per input. On a GPU one pass of many short inputs is far cheaper than many
 //! passes; this is how corpus runs are batched.
 
+use super::gradient_tape::GradientTape;
 use super::key_mask::KeyMask;
 use crate::edits::{Edit, LayerEdits};
 use crate::error::Result;
@@ -20,6 +21,8 @@ pub struct Packing {
     pub keep_attention: bool,
     /// Edits on the pass (one input only: a mean over tokens and key positions are per input).
     pub edits: Vec<Edit>,
+    /// A gradient pass's tape (one input only; attention is then kept whole).
+    pub tape: Option<GradientTape>,
 }
 
 impl Packing {
@@ -29,6 +32,7 @@ impl Packing {
             lengths: vec![t],
             keep_attention: true,
             edits: Vec::new(),
+            tape: None,
         }
     }
 
@@ -83,6 +87,9 @@ impl Packing {
     /// Cuts a packed pass's layers (and the next-token distributions of each input's last
     /// token, [inputs, vocab], for decoders) into one trace per input.
     pub fn split(&self, layers: Vec<LayerTrace>, next: Option<Tensor<2>>) -> Result<Vec<Trace>> {
+        if let (Some(tape), Some(logits)) = (&self.tape, &next) {
+            tape.record_logits(logits);
+        }
         let probs = match next {
             Some(p) => {
                 let [_, vocab] = p.dims();
@@ -140,6 +147,7 @@ mod tests {
             lengths: vec![3, 2],
             keep_attention: true,
             edits: Vec::new(),
+            tape: None,
         };
         assert_eq!(p.positions(), vec![0, 1, 2, 0, 1]);
         assert_eq!(p.starts(), vec![0, 3]);

@@ -259,7 +259,7 @@ impl VisionTower {
             let q = split_heads(layer.query.forward(h.clone()), heads);
             let k = split_heads(layer.key.forward(h.clone()), heads);
             let v = split_heads(layer.value.forward(h), heads);
-            let (context, mut trace) = attend(q, k, v, &open, attention, true, None);
+            let (context, mut trace) = attend(q, k, v, &open, attention, true, None, None);
             x = x + layer.out.forward(context);
             let h = layer.norm2.forward(x.clone());
             let h = activate(self.config.activation, layer.fc1.forward(h));

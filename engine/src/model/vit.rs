@@ -2,6 +2,7 @@
 //! patches, with CLS (and distillation or register) tokens in front.
 
 use super::config::{ModelConfig, VisionConfig};
+use super::gradient_tape::GradientTape;
 use super::key_mask::KeyMask;
 use super::layers::{LayerNorm, Linear, attend, split_heads, upload};
 use super::residual::residual_figures;
@@ -214,7 +215,23 @@ impl Vit {
         ]
     }
 
+    /// Whether the model ends in a classifier (gradient targets are then classes).
+    pub fn has_classifier(&self) -> bool {
+        self.classifier.is_some()
+    }
+
     pub fn forward(&self, input: &PixelInput, device: &Device) -> Result<Trace> {
+        self.forward_taped(input, device, None)
+    }
+
+    /// As [`Vit::forward`], recording into a gradient `tape` when given: the input to the first
+    /// layer, the final normed hidden states and the class logits.
+    pub fn forward_taped(
+        &self,
+        input: &PixelInput,
+        device: &Device,
+        tape: Option<&GradientTape>,
+    ) -> Result<Trace> {
         let [rows, cols] = self.grid(input.height, input.width);
         if rows == 0 || cols == 0 {
             return Err(EngineError::BadInput {
@@ -245,6 +262,9 @@ impl Vit {
             }
             None => x,
         };
+        if let Some(tape) = tape {
+            tape.record_embedded(&x);
+        }
         let heads = self.config.heads;
         let mut traces = Vec::with_capacity(self.layers.len());
         // Every patch sees every patch, and a picture's attention is always kept: rollout and
@@ -255,7 +275,7 @@ impl Vit {
             let q = split_heads(layer.query.forward(h.clone()), heads);
             let k = split_heads(layer.key.forward(h.clone()), heads);
             let v = split_heads(layer.value.forward(h), heads);
-            let (context, mut trace) = attend(q, k, v, &open, attention, true, None);
+            let (context, mut trace) = attend(q, k, v, &open, attention, true, None, tape);
             x = x + scaled(layer.attn_out.forward(context), &layer.scale_attn);
             let h = layer.norm_after.forward(x.clone());
             let h = activate(self.config.activation, layer.fc1.forward(h));
@@ -264,8 +284,19 @@ impl Vit {
             trace.residual = residual_figures(&x, &[t])?;
             traces.push(trace);
         }
-        let next_token_probs = match &self.classifier {
-            Some(classifier) => Some(self.class_probs(classifier, x)?),
+        let normed = self.final_norm.forward(x);
+        let logits = self
+            .classifier
+            .as_ref()
+            .map(|classifier| self.class_logits(classifier, normed.clone()));
+        if let Some(tape) = tape {
+            tape.record_hidden(&normed);
+            if let Some(logits) = &logits {
+                tape.record_logits(logits);
+            }
+        }
+        let next_token_probs = match logits {
+            Some(logits) => Some(to_vec(softmax(logits, 1))?),
             None => None,
         };
         Ok(Trace {
@@ -274,10 +305,10 @@ impl Vit {
         })
     }
 
-    fn class_probs(&self, classifier: &Classifier, x: Tensor<2>) -> Result<Vec<f32>> {
-        let x = self.final_norm.forward(x);
+    /// The class logits [1, classes] of the final normed hidden states `x`.
+    fn class_logits(&self, classifier: &Classifier, x: Tensor<2>) -> Tensor<2> {
         let t = x.dims()[0];
-        let logits = match classifier {
+        match classifier {
             Classifier::Cls(head) => head.forward(x.slice(0..1)),
             Classifier::ClsAndDistillation(heads) => {
                 let (cls, dist) = heads.as_ref();
@@ -287,8 +318,7 @@ impl Vit {
                 let patches = x.clone().slice(self.vision.prefix_tokens()..t).mean_dim(0);
                 head.forward(Tensor::cat(vec![x.slice(0..1), patches], 1))
             }
-        };
-        to_vec(softmax(logits, 1))
+        }
     }
 
     /// The position embeddings for a patch grid: as trained, or the patch part resized with

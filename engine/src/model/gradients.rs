@@ -1,0 +1,297 @@
+//! Gradients of one target with respect to attention (DESIGN.md, "Gradients"): each head's
+//! importance |∂target/∂ξ_h| (Michel et al.), ∂target/∂A ⊙ A for every layer and head, and the
+//! relevance of each token to the target (Chefer et al.'s rule,
+//! [`crate::analysis::relevance`]), from one pass and one backward pass through burn's autodiff.
+//!
+//! The target is, by what the model has:
+//! - decoders: the log-probability of a token at the last position (`token`);
+//! - image classifiers: the log-probability of a class (`class`);
+//! - encoders and vision backbones without a head: the dot product of the first token's final
+//!   hidden state (the pooled output: BERT's `[CLS]`, a ViT's CLS after its final norm) with the
+//!   input embedding (the first layer's input, a constant) of the token at position `id`
+//!   (`embedding`), as BertViz-style tools use for models without an output layer.
+//!
+//! Every layer's attention is kept whole with its gradient, so memory grows with
+//! layers · heads · T²: runs past [`GRADIENT_BUDGET_BYTES`] are refused, by size.
+
+use super::gradient_tape::GradientTape;
+use super::packing::Packing;
+use super::{Model, Network, PixelInput, TokenInput, to_vec};
+use crate::analysis::relevance::chefer_relevance;
+use crate::edits::Edit;
+use crate::error::{EngineError, Result};
+use crate::trace::Trace;
+use burn::tensor::Tensor;
+use burn::tensor::activation::log_softmax;
+use serde::{Deserialize, Serialize};
+
+/// What the target of a gradient run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// log p(token) at the last position (decoders).
+    Token,
+    /// log p(class) (image classifiers).
+    Class,
+    /// pooled output · the input embedding of the token at position `id` (no output layer).
+    Embedding,
+}
+
+/// Which target a run asks for: the model's most likely one, or one by its number (a token id,
+/// a class index, or a token position for `embedding` targets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TargetChoice {
+    #[default]
+    Top,
+    Id(usize),
+}
+
+/// The target a gradient run differentiated, as sessions store it (`inputs[i].target`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    pub kind: TargetKind,
+    pub id: usize,
+    /// The target's value in the run (a log-probability, or the dot product).
+    #[serde(default)]
+    pub value: f32,
+    /// The token whose row of the relevance map is kept: the last for `token` targets, the
+    /// first (the pooled token) otherwise.
+    #[serde(default)]
+    pub row: usize,
+}
+
+/// What a gradient run gives for one input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GradientFigures {
+    pub target: Target,
+    pub layers: usize,
+    pub heads: usize,
+    pub tokens: usize,
+    /// |∂target/∂ξ_h| per layer and head, [layers × heads] row-major.
+    pub importance: Vec<f32>,
+    /// Per layer, ∂target/∂A ⊙ A as [heads × T × T] row-major.
+    pub grad_attn: Vec<Vec<f32>>,
+    /// Each token's relevance to the target, [T] (Chefer et al.).
+    pub relevance: Vec<f32>,
+}
+
+/// The most a gradient run may hold of attention, products and their gradients:
+/// 4 GiB, counted as eight f32 copies of every layer's [heads, T, T] attention.
+pub const GRADIENT_BUDGET_BYTES: u64 = 4 << 30;
+
+/// The bytes [`GRADIENT_BUDGET_BYTES`] counts for a run of `tokens` tokens.
+pub fn gradient_bytes(layers: usize, heads: usize, tokens: usize) -> u64 {
+    8 * 4 * (layers * heads) as u64 * (tokens as u64).pow(2)
+}
+
+impl Model {
+    /// Which kind of target this model's gradient runs differentiate; an error naming the
+    /// model where there is none.
+    pub fn target_kind(&self) -> Result<TargetKind> {
+        match &self.network {
+            Network::Llama(_) | Network::Gemma(_) | Network::Gpt2(_) => Ok(TargetKind::Token),
+            Network::Bert(_) | Network::ModernBert(_) => Ok(TargetKind::Embedding),
+            Network::Vit(vit) if vit.has_classifier() => Ok(TargetKind::Class),
+            Network::Vit(_) => Ok(TargetKind::Embedding),
+            Network::VisionTower(_) => Err(EngineError::Compute(format!(
+                "gradients are not available for {} ({}): a vision tower has no class head or \
+                 pooled token headwise differentiates yet",
+                self.source.display(),
+                self.config.model_type
+            ))),
+        }
+    }
+
+    fn check_gradient_size(&self, tokens: usize) -> Result<()> {
+        let (layers, heads) = (self.config.layers, self.config.heads);
+        let bytes = gradient_bytes(layers, heads, tokens);
+        if bytes > GRADIENT_BUDGET_BYTES {
+            return Err(EngineError::BadInput {
+                index: 0,
+                reason: format!(
+                    "gradients keep every layer's attention and its gradient: {tokens} tokens \
+                     × {layers} layers × {heads} heads need about {:.1} GiB, more than the \
+                     {:.0} GiB allowed; use a shorter input",
+                    bytes as f64 / f64::from(1u32 << 30),
+                    GRADIENT_BUDGET_BYTES as f64 / f64::from(1u32 << 30)
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// One text input's trace and gradients with respect to `choice`, with `edits` on the pass.
+    pub fn text_gradients(
+        &self,
+        input: &TokenInput,
+        edits: &[Edit],
+        choice: TargetChoice,
+    ) -> Result<(Trace, GradientFigures)> {
+        let kind = self.target_kind()?;
+        self.check(0, input)?;
+        let t = input.ids.len();
+        for edit in edits {
+            edit.check(self.config.layers, self.config.heads, t)?;
+        }
+        self.check_gradient_size(t)?;
+        let tape = GradientTape::default();
+        let packing = Packing {
+            lengths: vec![t],
+            keep_attention: true,
+            edits: edits.to_vec(),
+            tape: Some(tape.clone()),
+        };
+        let trace = self.forward_packed(input, &packing)?.remove(0);
+        let figures = self.differentiate(&tape, kind, choice, t)?;
+        Ok((trace, figures))
+    }
+
+    /// One picture's trace and gradients with respect to `choice`.
+    pub fn image_gradients(
+        &self,
+        input: &PixelInput,
+        choice: TargetChoice,
+    ) -> Result<(Trace, GradientFigures)> {
+        let kind = self.target_kind()?;
+        let Network::Vit(vit) = &self.network else {
+            return Err(EngineError::BadInput {
+                index: 0,
+                reason: format!(
+                    "{} is a text model ({}): give it text, not an image",
+                    self.source.display(),
+                    self.config.model_type
+                ),
+            });
+        };
+        if let Some(([rows, cols], prefix)) = self.patch_layout(input.height, input.width) {
+            self.check_gradient_size(rows * cols + prefix)?;
+        }
+        let tape = GradientTape::default();
+        let trace = vit.forward_taped(input, &self.device, Some(&tape))?;
+        let t = trace.layers.first().map_or(0, |l| l.q.dims()[1]);
+        let figures = self.differentiate(&tape, kind, choice, t)?;
+        Ok((trace, figures))
+    }
+
+    /// The target from what the pass recorded, its backward pass, and the figures.
+    fn differentiate(
+        &self,
+        tape: &GradientTape,
+        kind: TargetKind,
+        choice: TargetChoice,
+        tokens: usize,
+    ) -> Result<GradientFigures> {
+        let missing = |what: &str| {
+            EngineError::Compute(format!("the gradient pass recorded no {what} to differentiate"))
+        };
+        let (scores, row) = match kind {
+            TargetKind::Token | TargetKind::Class => {
+                let logits = tape.logits().ok_or_else(|| missing("logits"))?;
+                let row = if kind == TargetKind::Token {
+                    tokens - 1
+                } else {
+                    0
+                };
+                (log_softmax(logits, 1), row)
+            }
+            TargetKind::Embedding => {
+                let hidden = tape.hidden().ok_or_else(|| missing("hidden states"))?;
+                let embedded = tape.embedded().ok_or_else(|| missing("input embeddings"))?;
+                let pooled = hidden.slice(0..1);
+                (pooled.matmul(embedded.detach().transpose()), 0)
+            }
+        };
+        let [_, width] = scores.dims();
+        let id = match choice {
+            TargetChoice::Id(id) => id,
+            TargetChoice::Top => {
+                let values = to_vec(scores.clone().inner())?;
+                // An embedding target never picks the pooled token itself.
+                let skip = usize::from(kind == TargetKind::Embedding);
+                top_index(&values, skip).ok_or_else(|| EngineError::BadInput {
+                    index: 0,
+                    reason: "a pooled-output target needs at least two tokens".into(),
+                })?
+            }
+        };
+        if id >= width {
+            let what = match kind {
+                TargetKind::Token => format!("token id {id} is outside the vocabulary of {width}"),
+                TargetKind::Class => format!("class {id} is outside the model's {width} classes"),
+                TargetKind::Embedding => {
+                    format!("token position {id} is outside the input's {width} tokens")
+                }
+            };
+            return Err(EngineError::BadInput {
+                index: 0,
+                reason: what,
+            });
+        }
+        let target: Tensor<1> = scores.slice([0..1, id..id + 1]).reshape([1]);
+        let value = to_vec(target.clone().inner())?[0];
+        let gradients = target.backward();
+        let leaves = tape.leaves();
+        let heads = self.config.heads;
+        let mut importance = Vec::with_capacity(leaves.len() * heads);
+        let mut grad_attn = Vec::with_capacity(leaves.len());
+        for (multiplier, gate) in &leaves {
+            // A leaf the target does not depend on has no gradient: zero.
+            grad_attn.push(match multiplier.grad(&gradients) {
+                Some(g) => to_vec(g)?,
+                None => vec![0.0; heads * tokens * tokens],
+            });
+            match gate.grad(&gradients) {
+                Some(g) => importance.extend(to_vec(g)?.into_iter().map(f32::abs)),
+                None => importance.extend(std::iter::repeat_n(0.0, heads)),
+            }
+        }
+        let relevance = chefer_relevance(&grad_attn, heads, tokens, row);
+        Ok(GradientFigures {
+            target: Target {
+                kind,
+                id,
+                value,
+                row,
+            },
+            layers: leaves.len(),
+            heads,
+            tokens,
+            importance,
+            grad_attn,
+            relevance,
+        })
+    }
+}
+
+/// The index of the largest value from `skip` on (the first of equals); None when there is
+/// none.
+fn top_index(values: &[f32], skip: usize) -> Option<usize> {
+    values
+        .iter()
+        .enumerate()
+        .skip(skip)
+        .fold(None, |best: Option<(usize, f32)>, (i, &v)| match best {
+            Some((_, b)) if b >= v => best,
+            _ => Some((i, v)),
+        })
+        .map(|(i, _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_top_target_is_the_first_of_the_largest_after_the_skipped() {
+        assert_eq!(top_index(&[9.0, 1.0, 3.0, 3.0], 1), Some(2));
+        assert_eq!(top_index(&[9.0, 1.0, 3.0, 3.0], 0), Some(0));
+        assert_eq!(top_index(&[9.0], 1), None);
+    }
+
+    #[test]
+    fn the_budget_refuses_what_would_not_fit_and_passes_a_prompt() {
+        // SmolLM2: 30 layers × 9 heads.
+        assert!(gradient_bytes(30, 9, 128) < GRADIENT_BUDGET_BYTES);
+        assert!(gradient_bytes(30, 9, 4096) > GRADIENT_BUDGET_BYTES);
+    }
+}
