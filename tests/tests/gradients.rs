@@ -10,7 +10,8 @@ use headwise_engine::{Model, PixelInput, TokenInput};
 use headwise_tests::*;
 use std::path::Path;
 
-const RTOL: f32 = 1e-4;
+/// Importance and ∇A ⊙ A to 1e-4 relative, relevance to 1e-5 (the bars).
+const CPU_RTOL: [f32; 2] = [1e-4, 1e-5];
 
 /// What gradients.safetensors holds: the tensors, the target, and the input's token ids (none
 /// for pictures: those are expected.safetensors' `pixels`).
@@ -83,8 +84,14 @@ fn gradients(model: &Model, folder: &Path, reference: &Reference) -> GradientFig
     figures.1
 }
 
-/// Compares to `rtol` relative (relevance to a tenth of it).
-fn check(what: &str, ours: &GradientFigures, reference: &Reference, rtol: f32) {
+/// Compares the target, importance and ∇A ⊙ A to `rtol` relative, the relevance map to
+/// `relevance_rtol`.
+fn check(
+    what: &str,
+    ours: &GradientFigures,
+    reference: &Reference,
+    [rtol, relevance_rtol]: [f32; 2],
+) {
     let kind = match ours.target.kind {
         TargetKind::Token => "token",
         TargetKind::Class => "class",
@@ -141,7 +148,7 @@ fn check(what: &str, ours: &GradientFigures, reference: &Reference, rtol: f32) {
         &relevance,
         reference.tensors.get("relevance"),
         0.0,
-        rtol / 10.0,
+        relevance_rtol,
     );
 }
 
@@ -159,7 +166,7 @@ fn every_model_fixture_with_a_target_has_the_head_importance_gradient_times_atte
         let name = folder.file_name().unwrap().to_string_lossy().to_string();
         let reference = reference(&folder);
         let model = load(&folder, DeviceChoice::Cpu);
-        check(&name, &gradients(&model, &folder, &reference), &reference, RTOL);
+        check(&name, &gradients(&model, &folder, &reference), &reference, CPU_RTOL);
         checked.push(name);
     }
     assert!(checked.len() >= 24, "only {checked:?}");
@@ -174,12 +181,13 @@ fn the_real_models_have_the_gradients_of_pytorch_autograd() {
         let folder = fixture(&format!("real/{name}"));
         let reference = reference(&folder);
         let model = load(&path, DeviceChoice::Cpu);
-        check(name, &gradients(&model, &folder, &reference), &reference, RTOL);
+        check(name, &gradients(&model, &folder, &reference), &reference, CPU_RTOL);
     }
 }
 
 /// wgpu sums in another order than the CPU, and a backward pass through every layer carries
-/// that rounding further than the forward: 1e-3 relative there (measured: 2e-4 on tiny-bert).
+/// that rounding further than the forward: 1e-3 relative there, 2e-3 for relevance, which
+/// sums every layer's (measured on lavapipe: 2e-4 and 9e-4 on tiny-bert).
 #[test]
 fn gradients_are_the_same_on_wgpu() {
     let Some(device) = wgpu_device() else {
@@ -189,7 +197,7 @@ fn gradients_are_the_same_on_wgpu() {
         let folder = fixture(name);
         let reference = reference(&folder);
         let model = Model::load(&folder, &device.device, &|_| {}).expect("load");
-        check(name, &gradients(&model, &folder, &reference), &reference, 1e-3);
+        check(name, &gradients(&model, &folder, &reference), &reference, [1e-3, 2e-3]);
     }
 }
 
