@@ -13,7 +13,7 @@ on
       (target: the CLS output's dot product with its most similar first-layer input).
 Each side: the median of --runs warm runs after one warm-up. headwise is run as
 `HEADWISE bench gradients --model smollm2 --device cpu --tokens 128 --runs R` and
-`HEADWISE bench gradients --model dinov2-s --device cpu --image assets/chelsea.png --runs R`,
+`HEADWISE bench gradients --model dinov2-s --device cpu --image-size 224 --runs R`,
 each printing one JSON object with at least {"seconds": median seconds, "tokens": T}.
 The summary (JSON on stdout) gives per model torch_seconds, headwise_seconds and
 headwise_speedup_over_torch = torch_seconds / headwise_seconds (above 1: headwise is faster),
@@ -117,7 +117,7 @@ def main():
     runs = str(args.runs)
     cases = [
         ("smollm2", smollm2, TOKEN, ["--model", "smollm2", "--device", "cpu", "--tokens", str(TOKENS), "--runs", runs]),
-        ("dinov2-s", dinov2, EMBEDDING, ["--model", "dinov2-s", "--device", "cpu", "--image", str(IMAGE),
+        ("dinov2-s", dinov2, EMBEDDING, ["--model", "dinov2-s", "--device", "cpu", "--image-size", "224",
                                          "--runs", runs]),
     ]
     summary = {"torch": torch.__version__, "torch_threads": torch.get_num_threads(), "runs": args.runs}

@@ -185,8 +185,39 @@ impl Document {
                 );
                 Some(a.get(row * t + col)? - b.get(row * t + col)?)
             }
+            Matrix::Gradient { layer, head, .. } => {
+                let grad = self.session.gradient_attention(input, layer)?;
+                grad.get((head * t + row) * t + col).copied()
+            }
             _ => self.reduced(input, matrix)?.get(row * t + col).copied(),
         }
+    }
+
+    /// One head's ∂target/∂A ⊙ A scaled by its largest magnitude: (g/m + 1) / 2 when
+    /// `signed` (diverging map), else max(g, 0)/m.
+    fn gradient_matrix(
+        &self,
+        input: usize,
+        layer: usize,
+        head: usize,
+        signed: bool,
+    ) -> Option<Vec<f32>> {
+        let t = self.tokens(input).len();
+        let grad = self.session.gradient_attention(input, layer)?;
+        let values = grad.get(head * t * t..(head + 1) * t * t)?;
+        let largest = values.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE);
+        Some(
+            values
+                .iter()
+                .map(|g| {
+                    if signed {
+                        (g / largest + 1.0) / 2.0
+                    } else {
+                        g.max(0.0) / largest
+                    }
+                })
+                .collect(),
+        )
     }
 
     /// An edited run's head minus its base's, [T, T], mapped to (Δ + 1) / 2 for the diverging
@@ -206,6 +237,11 @@ impl Document {
         match matrix {
             Matrix::Head { layer, head } => Some((t, self.head(input, layer, head)?.to_vec())),
             Matrix::Change { layer, head } => Some((t, self.change_matrix(input, layer, head)?)),
+            Matrix::Gradient {
+                layer,
+                head,
+                signed,
+            } => Some((t, self.gradient_matrix(input, layer, head, signed)?)),
             _ => Some((t, self.reduced(input, matrix)?.to_vec())),
         }
     }

@@ -3,6 +3,7 @@
 //! the same inputs give the same session wherever they are run.
 
 use crate::edits::Edit;
+use crate::model::gradients::TargetChoice;
 use crate::error::EngineError;
 use crate::imaging::load_image;
 use crate::model::generation::Sampling;
@@ -49,6 +50,9 @@ pub struct RunOptions {
     pub edits: Vec<Edit>,
     /// Continue each text by this many tokens first (decoders; DESIGN.md `generated`).
     pub generate: Option<Generation>,
+    /// Differentiate this target for every input (base and edited runs alike) and store the
+    /// gradients (DESIGN.md, "Gradients").
+    pub gradients: Option<TargetChoice>,
 }
 
 /// What `--generate N [--temperature T --seed S]` asks.
@@ -67,6 +71,7 @@ impl Default for RunOptions {
             capture: AttentionCapture::default(),
             edits: Vec::new(),
             generate: None,
+            gradients: None,
         }
     }
 }
@@ -337,6 +342,10 @@ fn run_texts(
             .last_mut()
             .expect("just pushed")
             .generated = generated;
+        if let Some(choice) = options.gradients {
+            let (_, figures) = model.text_gradients(&TokenInput::from(encoded), &[], choice)?;
+            session.set_gradients(session.meta.inputs.len() - 1, &figures);
+        }
         if !options.edits.is_empty() {
             let base = session.meta.inputs.len() - 1;
             if let Some(probs) = &trace.next_token_probs {
@@ -355,6 +364,11 @@ fn run_texts(
             info.edits = options.edits.iter().map(|e| e.to_string()).collect();
             info.base = Some(base);
             info.generated = generated;
+            if let Some(choice) = options.gradients {
+                let (_, figures) =
+                    model.text_gradients(&TokenInput::from(encoded), &options.edits, choice)?;
+                session.set_gradients(base + 1, &figures);
+            }
         }
     }
     Ok(Run {
@@ -392,6 +406,12 @@ fn run_images(
             |n| n.to_string_lossy().into(),
         );
         session.push_image(model, &name, &prepared, &trace)?;
+        if let Some(choice) = options.gradients {
+            let (_, figures) = model
+                .image_gradients(&PixelInput::from(&prepared), choice)
+                .map_err(in_picture)?;
+            session.set_gradients(index, &figures);
+        }
         if options.keep_traces {
             traces.push(trace);
         }

@@ -8,6 +8,7 @@ use crate::error::{EngineError, Result};
 use crate::host::{Floats, HostTensor};
 use crate::imaging::{PreparedImage, RgbImage};
 use crate::model::safetensors_file::decode_floats;
+use crate::model::gradients::{GradientFigures, Target};
 use crate::model::{Model, to_vec};
 use crate::rebuild::{QkAttention, looks_causal, rebuild_attention};
 use crate::tokenizer::Encoded;
@@ -106,6 +107,9 @@ pub struct InputInfo {
     /// How many of the input's last tokens the model generated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generated: Option<usize>,
+    /// What the stored gradients (`importance/`, `grad_attn/`, `relevance/`) differentiate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Target>,
 }
 
 impl InputInfo {
@@ -171,6 +175,7 @@ mod patch_geometry {
             edits: Vec::new(),
             base: None,
             generated: None,
+            target: None,
         }
     }
 
@@ -393,6 +398,7 @@ impl Session {
             edits: Vec::new(),
             base: None,
             generated: None,
+            target: None,
         });
         self.push_layers(trace)
     }
@@ -496,6 +502,7 @@ impl Session {
             edits: Vec::new(),
             base: None,
             generated: None,
+            target: None,
         });
         self.extras.insert(
             format!("image/{index}"),
@@ -637,6 +644,44 @@ impl Session {
     /// Each token's hidden-state norm after layer `layer` (`norms/{input}/{layer}`).
     pub fn token_norms(&self, index: usize, layer: usize) -> Option<Vec<f32>> {
         let extra = self.extras.get(&format!("norms/{index}/{layer}"))?;
+        decode_floats(extra.dtype, &extra.bytes).ok()
+    }
+
+    /// Stores a gradient run's figures for input `index` (DESIGN.md, "Gradients"):
+    /// `grad_attn/{input}/{layer}` [heads, T, T], `importance/{input}` [layers, heads],
+    /// `relevance/{input}` [T], and the target in the input's metadata.
+    pub fn set_gradients(&mut self, index: usize, figures: &GradientFigures) {
+        let (heads, t) = (figures.heads, figures.tokens);
+        for (l, grad) in figures.grad_attn.iter().enumerate() {
+            self.insert_f32(format!("grad_attn/{index}/{l}"), vec![heads, t, t], grad);
+        }
+        self.insert_f32(
+            format!("importance/{index}"),
+            vec![figures.layers, heads],
+            &figures.importance,
+        );
+        self.insert_f32(format!("relevance/{index}"), vec![t], &figures.relevance);
+        if let Some(info) = self.meta.inputs.get_mut(index) {
+            info.target = Some(figures.target);
+        }
+    }
+
+    /// Each head's importance |∂target/∂ξ_h| for input `index`, [layers × heads] row-major;
+    /// None without gradients.
+    pub fn importance(&self, index: usize) -> Option<Vec<f32>> {
+        let extra = self.extras.get(&format!("importance/{index}"))?;
+        decode_floats(extra.dtype, &extra.bytes).ok()
+    }
+
+    /// ∂target/∂A ⊙ A of one layer for input `index`, [heads × T × T] row-major.
+    pub fn gradient_attention(&self, index: usize, layer: usize) -> Option<Vec<f32>> {
+        let extra = self.extras.get(&format!("grad_attn/{index}/{layer}"))?;
+        decode_floats(extra.dtype, &extra.bytes).ok()
+    }
+
+    /// Each token's relevance to the target for input `index` (Chefer et al.), [T].
+    pub fn relevance(&self, index: usize) -> Option<Vec<f32>> {
+        let extra = self.extras.get(&format!("relevance/{index}"))?;
         decode_floats(extra.dtype, &extra.bytes).ok()
     }
 
@@ -957,6 +1002,20 @@ impl Session {
                     input.generated.unwrap_or(0)
                 )));
             }
+            for (name, expected) in [
+                (format!("importance/{i}"), vec![m.layers, m.heads]),
+                (format!("relevance/{i}"), vec![t]),
+            ] {
+                if let Some(info) = metadata.info(&name)
+                    && (info.shape != expected || info.dtype != Dtype::F32)
+                {
+                    return Err(bad(format!(
+                        "tensor {name} has shape {:?} ({:?}), the metadata says {expected:?} \
+                         (F32)",
+                        info.shape, info.dtype
+                    )));
+                }
+            }
             let mut per_layer = Vec::with_capacity(m.layers);
             for l in 0..m.layers {
                 // What a `scale` edit added to this layer's logits: q, k and lse alone do not
@@ -994,6 +1053,7 @@ impl Session {
                     ("norms", vec![t]),
                     ("vnorm", vec![m.kv_heads, t]),
                     ("massive", vec![MASSIVE_ROWS, 3]),
+                    ("grad_attn", vec![m.heads, t, t]),
                 ] {
                     let name = format!("{prefix}/{i}/{l}");
                     if let Some(info) = metadata.info(&name)

@@ -227,6 +227,16 @@ impl TextTokenizer {
         self.inner.decode(ids, false).unwrap_or_default()
     }
 
+    /// The id of a text that is exactly one token without special tokens added (" Paris"
+    /// with its leading space, as a next token is spelled); None when it is not one token.
+    pub fn single_token_id(&self, text: &str) -> Option<u32> {
+        let encoding = self.inner.encode(text, false).ok()?;
+        match encoding.get_ids() {
+            [id] => Some(*id),
+            _ => None,
+        }
+    }
+
     /// Whether an id is one of the tokenizer's special tokens ([CLS], [SEP], BOS, ...).
     pub fn is_special(&self, id: u32) -> bool {
         self.inner

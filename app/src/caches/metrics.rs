@@ -150,6 +150,10 @@ fn all_metrics(session: &Session, special: &[Vec<bool>]) -> Summaries {
     let retrieval: Vec<Option<Vec<Vec<f32>>>> = (0..session.layers.len())
         .map(|i| retrieval_scores(session, i))
         .collect();
+    let heads = session.meta.model.heads;
+    let importance: Vec<Option<Vec<f32>>> = (0..session.layers.len())
+        .map(|i| session.importance(i))
+        .collect();
     let metrics = session
         .layers
         .iter()
@@ -168,6 +172,11 @@ fn all_metrics(session: &Session, special: &[Vec<bool>]) -> Summaries {
                     if let Some(scores) = retrieval[i].as_ref().and_then(|s| s.get(l)) {
                         for (m, &score) in metrics.iter_mut().zip(scores) {
                             m.set(HeadMetric::Retrieval, score);
+                        }
+                    }
+                    if let Some(layer) = importance[i].as_ref().and_then(|v| v.get(l * heads..)) {
+                        for (m, &value) in metrics.iter_mut().zip(layer) {
+                            m.set(HeadMetric::Importance, value);
                         }
                     }
                     Some(metrics)

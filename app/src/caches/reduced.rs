@@ -21,7 +21,7 @@ impl ReducedCache {
         }
         let layers = session.layers.get(input)?;
         let values = match matrix {
-            Matrix::Head { .. } | Matrix::Change { .. } => return None,
+            Matrix::Head { .. } | Matrix::Change { .. } | Matrix::Gradient { .. } => return None,
             // Needs every head's full matrix: none for inputs kept as q, k and lse.
             Matrix::Layer { layer, reduce } => {
                 reduce_heads([layers.get(layer)?.attn.as_ref()?], reduce)

@@ -26,6 +26,24 @@ pub enum BenchCommand {
     Project(super::bench_project::ProjectBench),
     /// Greedy generation speed in new tokens per second (decoders).
     Generate(GenerateBench),
+    /// Time for one gradient run: head importance, ∂target/∂A ⊙ A and the relevance map.
+    Gradients(GradientsBench),
+}
+
+#[derive(Args)]
+pub struct GradientsBench {
+    #[arg(long)]
+    pub model: String,
+    /// Text models: the number of tokens.
+    #[arg(long, default_value_t = 128)]
+    pub tokens: usize,
+    /// Image models: the side of the square picture in pixels (a sample photograph resized).
+    #[arg(long, default_value_t = 224)]
+    pub image_size: usize,
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
 }
 
 #[derive(Args)]
@@ -84,7 +102,47 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Open(args) => super::bench_views::open(args),
         BenchCommand::Project(args) => super::bench_project::project(args),
         BenchCommand::Generate(args) => generate(args),
+        BenchCommand::Gradients(args) => gradients(args),
     }
+}
+
+/// Gradient runs for the most likely target, warm, timed: the median's seconds.
+fn gradients(args: GradientsBench) -> Result<()> {
+    if args.tokens == 0 || args.runs == 0 {
+        bail!("--tokens and --runs must be at least 1");
+    }
+    let device = create_device(args.device)?;
+    let model = load_model(&args.model, &device)?;
+    let input = if model.takes_images() {
+        bench_picture(&model, args.image_size)?
+    } else {
+        text_input(&model, args.tokens)?
+    };
+    let choice = headwise_engine::model::gradients::TargetChoice::Top;
+    let once = || -> Result<f64> {
+        let start = Instant::now();
+        match &input {
+            BenchInput::Tokens(tokens) => model.text_gradients(tokens, &[], choice)?,
+            BenchInput::Pixels(pixels) => model.image_gradients(pixels, choice)?,
+        };
+        Ok(start.elapsed().as_secs_f64())
+    };
+    once()?;
+    let mut times = (0..args.runs)
+        .map(|_| once())
+        .collect::<Result<Vec<_>>>()?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "gradients",
+            "model": args.model,
+            "device": device.description,
+            "tokens": input.tokens(&model),
+            "runs": times.len(),
+            "seconds": median(&mut times),
+        })
+    );
+    Ok(())
 }
 
 /// Greedy continuations of the prompt, warm, timed: the median run's new tokens per second.

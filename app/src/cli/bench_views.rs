@@ -121,6 +121,7 @@ pub fn synthetic_session(layers: usize, heads: usize, tokens: usize, head_dim: u
                 edits: Vec::new(),
                 base: None,
                 generated: None,
+                target: None,
             }],
             view: serde_json::Value::Null,
             projections: BTreeMap::new(),

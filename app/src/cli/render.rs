@@ -7,7 +7,7 @@ use crate::render::colormap::ColorMap;
 use crate::render::offscreen::Offscreen;
 use crate::render::png::save_png;
 use crate::views::overview;
-use crate::views::state::{OverviewMode, Selection, ViewState};
+use crate::views::state::{OverviewMode, PatchSource, Selection, ViewState};
 use crate::views::{self, RenderOptions};
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -56,10 +56,15 @@ pub struct RenderArgs {
     #[arg(long)]
     pub value_weighted: bool,
     /// overview: colour each head by this metric (entropy, distance, previous, sink, self,
-    /// special, secondary-sink, dormancy, streaming, retrieval) instead of its thumbnail, or by
-    /// `change` (an edited run against its base).
+    /// special, secondary-sink, dormancy, streaming, retrieval, importance) instead of its
+    /// thumbnail, or by `change` (an edited run against its base).
     #[arg(long)]
     pub metric: Option<String>,
+    /// Draw what a gradient run gave (a session traced with --gradients): the overview's cells
+    /// sized by importance, the head view's ∂target/∂A ⊙ A (signed), the image view's
+    /// relevance map.
+    #[arg(long)]
+    pub gradients: bool,
 }
 
 pub fn run(args: RenderArgs) -> Result<()> {
@@ -118,6 +123,18 @@ pub fn run(args: RenderArgs) -> Result<()> {
     }
     if args.value_weighted {
         state.value_weighted = true;
+    }
+    if args.gradients {
+        if doc.session.meta.inputs.get(state.input).is_none_or(|i| i.target.is_none()) {
+            bail!(
+                "--gradients: input {} of {} has no gradients (trace it with --gradients)",
+                state.input,
+                args.session.display()
+            );
+        }
+        state.size_by_importance = true;
+        state.selection = Selection::Gradient { signed: true };
+        state.image.source = PatchSource::Relevance;
     }
     if args.metric.as_deref() == Some("change") {
         // The overview by change, the head view as a difference.

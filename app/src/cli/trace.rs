@@ -6,6 +6,7 @@ use clap::Args;
 use headwise_engine::device::{DeviceChoice, create_device};
 use headwise_engine::edits::Edit;
 use headwise_engine::model::generation::Sampling;
+use headwise_engine::model::gradients::TargetChoice;
 use headwise_engine::pipeline::{
     self, Finished, Generation, Inputs, RunOptions, default_pack_tokens, images_in, text_lines,
 };
@@ -74,6 +75,16 @@ pub struct TraceArgs {
     /// With --generate and a temperature: the sampler's seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Also compute gradients for every input (and edited run): each head's importance,
+    /// ∂target/∂A ⊙ A for every head and the relevance map, stored with the target.
+    #[arg(long)]
+    pub gradients: bool,
+    /// With --gradients: the target. Decoders: a token (its id, or a text that is exactly one
+    /// token such as " Paris"); classifiers: a class (index or label); models without an
+    /// output layer: the position of the token whose embedding the pooled output is dotted
+    /// with. Default: the most likely token or class, the closest embedding.
+    #[arg(long, requires = "gradients")]
+    pub target: Option<String>,
 }
 
 /// Above this many inputs a progress bar replaces the line per input.
@@ -158,6 +169,13 @@ pub fn run(args: TraceArgs) -> Result<()> {
     let inputs = inputs(&args)?;
     let device = create_device(args.device)?;
     let model = load_model(&args.model, &device)?;
+    let gradients = match (&args.gradients, &args.target) {
+        (false, _) => None,
+        (true, None) => Some(TargetChoice::Top),
+        (true, Some(spec)) => {
+            Some(model.target_choice(spec).with_context(|| format!("--target {spec}"))?)
+        }
+    };
     let options = RunOptions {
         long: if args.truncate {
             LongInput::Truncate
@@ -177,6 +195,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
                 seed: args.seed,
             },
         }),
+        gradients,
     };
     let progress = InputProgress::new(inputs.len());
     let run = pipeline::run(&model, &args.model, &inputs, &options, &mut |f| {

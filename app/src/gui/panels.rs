@@ -204,6 +204,7 @@ impl HeadwiseApp {
             head::next_tokens(ui, &doc, self.view.input);
         }
         self.edits_panel(ui);
+        self.gradients_panel(ui);
         if let Some(error) = &self.messages.error {
             ui.separator();
             ui.colored_label(ui.visuals().error_fg_color, error);
@@ -259,6 +260,69 @@ impl HeadwiseApp {
             ui.data_mut(|d| d.insert_temp(id, typed));
             if self.runs.edits.is_empty() {
                 ui.small("right-click a head in the overview to knock it out or damp a sink");
+            }
+        });
+        if changed && self.runs.model.is_some() {
+            self.request_run();
+        }
+    }
+
+    /// Gradients on each run: switched on, every run also gives each head's importance,
+    /// ∂target/∂A ⊙ A and the relevance map for a target picked among the most likely next
+    /// tokens (or classes) or typed.
+    fn gradients_panel(&mut self, ui: &mut egui::Ui) {
+        let mut changed = false;
+        ui.collapsing("Gradients", |ui| {
+            let mut on = self.runs.gradients.is_some();
+            if ui
+                .checkbox(&mut on, "compute gradients on each run")
+                .on_hover_text(
+                    "head importance |∂target/∂ξ_h|, ∂target/∂A ⊙ A per head (head view) and \
+                     the relevance map (image view, token panel)",
+                )
+                .changed()
+            {
+                self.runs.gradients = on.then(String::new);
+                changed = true;
+            }
+            let Some(spec) = self.runs.gradients.as_mut() else {
+                return;
+            };
+            if let Some(doc) = &self.doc {
+                let input = self.view.input.min(doc.session.meta.inputs.len().saturating_sub(1));
+                if let Some(info) = doc.session.meta.inputs.get(input) {
+                    if info.target.is_some() {
+                        ui.small(format!(
+                            "target: {}",
+                            crate::views::image::target_label(doc, input)
+                        ));
+                    }
+                    ui.horizontal_wrapped(|ui| {
+                        ui.small("target:");
+                        if ui.selectable_label(spec.is_empty(), "most likely").clicked() {
+                            spec.clear();
+                            changed = true;
+                        }
+                        for next in info.next_tokens.iter().take(5) {
+                            let id = next.id.to_string();
+                            if ui
+                                .selectable_label(*spec == id, format!("{:?}", next.token))
+                                .clicked()
+                            {
+                                *spec = id;
+                                changed = true;
+                            }
+                        }
+                    });
+                }
+            }
+            let field = ui.add(
+                egui::TextEdit::singleline(spec)
+                    .hint_text("a token, an id, a class or a position")
+                    .desired_width(200.0),
+            );
+            if field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter)) {
+                changed = true;
             }
         });
         if changed && self.runs.model.is_some() {

@@ -12,6 +12,7 @@ use crate::model_source::resolve_model;
 use crate::views::state::Tab;
 use eframe::egui;
 use headwise_engine::device::{Device, DeviceChoice, create_device};
+use headwise_engine::model::gradients::TargetChoice;
 use headwise_engine::pipeline::{self, Inputs, RunOptions, default_pack_tokens};
 use headwise_engine::session::Session;
 use headwise_engine::{AttentionCapture, LongInput, Model};
@@ -64,6 +65,9 @@ pub(super) struct Runs {
     /// Edits on the prompt's run (spec, switched on): each run of the prompt is then made as it
     /// is and again with the switched-on edits, the edited run shown beside its base.
     pub edits: Vec<(String, bool)>,
+    /// Gradients on each run of the prompt or picture, for this target (`--target`'s forms;
+    /// empty: the most likely); None: off.
+    pub gradients: Option<String>,
 }
 
 impl Runs {
@@ -85,6 +89,7 @@ impl Runs {
             corpus_path: None,
             corpus_running: false,
             edits: Vec::new(),
+            gradients: None,
         }
     }
 
@@ -250,6 +255,17 @@ impl HeadwiseApp {
                 .filter_map(|(spec, _)| spec.parse().ok())
                 .collect()
         };
+        let gradients = match self.runs.gradients.as_deref().map(str::trim) {
+            None => None,
+            Some("") => Some(TargetChoice::Top),
+            Some(spec) => match loaded.model.target_choice(spec) {
+                Ok(choice) => Some(choice),
+                Err(e) => {
+                    self.messages.error = Some(format!("gradient target {spec:?}: {e}"));
+                    return;
+                }
+            },
+        };
         let options = RunOptions {
             long: LongInput::Reject,
             pack_tokens: loaded.pack_tokens,
@@ -257,6 +273,7 @@ impl HeadwiseApp {
             capture: AttentionCapture::default(),
             edits,
             generate: None,
+            gradients,
         };
         self.start_run(loaded, inputs, options, false);
     }
@@ -493,6 +510,7 @@ pub fn corpus_options(pack_tokens: usize) -> RunOptions {
         capture: AttentionCapture::default(),
         edits: Vec::new(),
         generate: None,
+        gradients: None,
     }
 }
 

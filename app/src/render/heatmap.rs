@@ -43,6 +43,13 @@ pub enum Matrix {
         layer: usize,
         head: usize,
     },
+    /// ∂target/∂A ⊙ A of one head (a gradient run), over its largest magnitude: signed as
+    /// (g/max + 1) / 2 for the diverging map, or its positive part as g⁺/max.
+    Gradient {
+        layer: usize,
+        head: usize,
+        signed: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -128,6 +128,12 @@ pub fn controls(ui: &mut egui::Ui, doc: &Document, state: &mut ViewState) {
                         selection_label(Selection::Change),
                     );
                 }
+                if doc.session.meta.inputs[state.input].target.is_some() {
+                    for signed in [true, false] {
+                        let s = Selection::Gradient { signed };
+                        ui.selectable_value(&mut state.selection, s, selection_label(s));
+                    }
+                }
             });
         ui.separator();
         ui.selectable_value(&mut state.style.log_scale, false, "linear");
@@ -216,6 +222,8 @@ pub fn selection_label(s: Selection) -> &'static str {
         Selection::Model(Reduce::Mean) => "mean of all heads",
         Selection::Model(Reduce::Max) => "max of all heads",
         Selection::Change => "difference from the unedited run",
+        Selection::Gradient { signed: true } => "gradient × attention (signed)",
+        Selection::Gradient { signed: false } => "gradient × attention (positive part)",
     }
 }
 
@@ -232,6 +240,12 @@ pub fn title(state: &ViewState) -> String {
         Selection::Change => format!(
             "layer {}, head {}: edited minus unedited",
             state.layer, state.head
+        ),
+        Selection::Gradient { signed } => format!(
+            "layer {}, head {}: ∂target/∂A ⊙ A{}",
+            state.layer,
+            state.head,
+            if signed { "" } else { ", positive part" }
         ),
     }
 }
@@ -250,14 +264,13 @@ pub fn visible(doc: &Document, state: &ViewState) -> Vec<usize> {
 /// Draws the heatmap with its axes in the space left in `ui`; a right-click on a key offers to
 /// scale every query's attention to it in this head (an edit).
 pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Option<ViewAction> {
-    if state.selection == Selection::Change
-        && doc
-            .session
-            .meta
-            .inputs
-            .get(state.input)
-            .is_none_or(|i| i.base.is_none())
-    {
+    let info = doc.session.meta.inputs.get(state.input);
+    let stale = match state.selection {
+        Selection::Change => info.is_none_or(|i| i.base.is_none()),
+        Selection::Gradient { .. } => info.is_none_or(|i| i.target.is_none()),
+        _ => false,
+    };
+    if stale {
         state.selection = Selection::Head;
     }
     let materialised = doc.materialised(state.input);
@@ -320,7 +333,10 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Op
     if materialised {
         let key = MatrixKey::full(state.input, state.matrix());
         // A difference is signed: the diverging map, linear, ±1 at its ends.
-        let style = if state.selection == Selection::Change {
+        let style = if matches!(
+            state.selection,
+            Selection::Change | Selection::Gradient { signed: true }
+        ) {
             HeatmapStyle {
                 colormap: ColorMap::Diverging,
                 log_scale: false,

@@ -140,6 +140,42 @@ pub fn title(doc: &Document, state: &ViewState) -> String {
                 r.start_layer
             )
         }
+        PatchSource::Relevance => format!(
+            "relevance to the target {} (Chefer et al.)",
+            target_label(doc, state.input)
+        ),
+    }
+}
+
+/// The gradient run's target as a person reads it: the token or class, and its value.
+pub fn target_label(doc: &Document, input: usize) -> String {
+    use headwise_engine::model::gradients::TargetKind;
+    let info = &doc.session.meta.inputs[input];
+    let Some(target) = info.target else {
+        return "(none: no gradients)".into();
+    };
+    match target.kind {
+        TargetKind::Token => format!(
+            "log p(token {}) = {:.3}",
+            info.next_tokens
+                .iter()
+                .find(|n| n.id as usize == target.id)
+                .map_or_else(|| target.id.to_string(), |n| format!("{:?}", n.token)),
+            target.value
+        ),
+        TargetKind::Class => format!(
+            "log p({}) = {:.3}",
+            info.next_tokens
+                .iter()
+                .find(|n| n.id as usize == target.id)
+                .map_or_else(|| format!("class {}", target.id), |n| n.token.clone()),
+            target.value
+        ),
+        TargetKind::Embedding => format!(
+            "pooled output · embedding of {} = {:.3}",
+            query_label(doc, input, target.id),
+            target.value
+        ),
     }
 }
 
@@ -183,8 +219,18 @@ pub fn controls(ui: &mut egui::Ui, doc: &Document, state: &mut ViewState) {
         ui.selectable_value(&mut s.source, PatchSource::Layer(Reduce::Max), "layer max");
         ui.selectable_value(&mut s.source, PatchSource::Rollout, "rollout");
         ui.selectable_value(&mut s.source, PatchSource::Flow, "flow");
+        if doc.session.relevance(state.input).is_some() {
+            ui.selectable_value(&mut s.source, PatchSource::Relevance, "relevance")
+                .on_hover_text(
+                    "Chefer et al.: R ← R + mean over heads of ReLU(∂target/∂A ⊙ A)·R through \
+                     the layers, the target's row",
+                );
+        }
         ui.separator();
-        if !matches!(s.source, PatchSource::Rollout | PatchSource::Flow) {
+        if !matches!(
+            s.source,
+            PatchSource::Rollout | PatchSource::Flow | PatchSource::Relevance
+        ) {
             ui.add(
                 egui::DragValue::new(&mut state.layer)
                     .range(0..=doc.layers() - 1)
@@ -297,6 +343,7 @@ pub fn patch_values(
             .result?
             .as_ref()
             .clone(),
+        PatchSource::Relevance => doc.session.relevance(input)?,
     };
     row.get(prefix..prefix + rows * cols).map(<[f32]>::to_vec)
 }

@@ -86,6 +86,13 @@ pub fn controls(ui: &mut egui::Ui, doc: &Document, state: &mut ViewState) {
             .on_hover_text(format!("{}: {}", metric.label(), metric.definition()));
         }
         ui.separator();
+        if doc.session.importance(state.input).is_some() {
+            ui.checkbox(&mut state.size_by_importance, "size by importance")
+                .on_hover_text(
+                    "each head's cell is drawn with its area in proportion to the head's \
+                     importance |∂target/∂ξ_h| (Dodrio)",
+                );
+        }
         egui::ComboBox::from_id_salt("sort heads")
             .selected_text(match state.sort_by {
                 None => "heads in order".to_string(),
@@ -112,6 +119,7 @@ pub fn short_label(metric: HeadMetric) -> &'static str {
         HeadMetric::Dormancy => "dormancy",
         HeadMetric::Streaming => "streaming",
         HeadMetric::Retrieval => "retrieval",
+        HeadMetric::Importance => "importance",
     }
 }
 
@@ -125,7 +133,7 @@ pub fn base_of(doc: &Document, input: usize) -> Option<usize> {
 }
 
 /// What the command line calls each metric (`headwise render --metric`).
-pub const METRIC_NAMES: [(&str, HeadMetric); 10] = [
+pub const METRIC_NAMES: [(&str, HeadMetric); 11] = [
     ("entropy", HeadMetric::Entropy),
     ("distance", HeadMetric::MeanDistance),
     ("previous", HeadMetric::PreviousToken),
@@ -136,6 +144,7 @@ pub const METRIC_NAMES: [(&str, HeadMetric); 10] = [
     ("dormancy", HeadMetric::Dormancy),
     ("streaming", HeadMetric::Streaming),
     ("retrieval", HeadMetric::Retrieval),
+    ("importance", HeadMetric::Importance),
 ];
 
 pub fn metric_named(name: &str) -> Option<HeadMetric> {
@@ -241,6 +250,10 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Op
                                            (headwise probe retrieval)"
                 }
                 HeadMetric::Dormancy => "no value norms in this session: trace it again",
+                HeadMetric::Importance => {
+                    "no gradients for this input: switch them on under Gradients, or trace \
+                     with --gradients"
+                }
                 _ => "undefined on this input (too short)",
             });
         }
@@ -314,6 +327,11 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Op
             });
         });
     }
+    let importance = state
+        .size_by_importance
+        .then(|| doc.session.importance(input))
+        .flatten()
+        .filter(|v| v.len() == layers * heads);
     let cell = cell_size(ui.available_size(), layers, heads);
     let size = grid::grid_size(cell, layers, heads);
     let mut action = None;
@@ -337,10 +355,14 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Op
             let mut hovered = None;
             for (layer, row) in order.iter().enumerate() {
                 for (column, &head) in row.iter().enumerate() {
-                    let cell_rect = grid::cell_rect(rect, cell, layer, column);
-                    if !clip.intersects(cell_rect) {
+                    let whole_cell = grid::cell_rect(rect, cell, layer, column);
+                    if !clip.intersects(whole_cell) {
                         continue;
                     }
+                    let cell_rect = match &importance {
+                        Some(values) => importance_cell(whole_cell, values, layer * heads + head),
+                        None => whole_cell,
+                    };
                     if let Some(change) = &change {
                         let hi = change
                             .iter()
@@ -389,9 +411,9 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Op
                         }
                     }
                     if (layer, head) == (state.layer, state.head) {
-                        grid::mark_selected(ui, &painter, cell_rect);
+                        grid::mark_selected(ui, &painter, whole_cell);
                     }
-                    if response.hover_pos().is_some_and(|p| cell_rect.contains(p)) {
+                    if response.hover_pos().is_some_and(|p| whole_cell.contains(p)) {
                         hovered = Some((layer, head));
                     }
                 }
@@ -452,6 +474,21 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Op
             }
         });
     action
+}
+
+/// A head's cell shrunk about its centre so that its area is in proportion to the head's
+/// importance over the largest (Dodrio's sizing); never below a fifth of the side, so the
+/// least important heads stay visible and clickable.
+fn importance_cell(cell: egui::Rect, importance: &[f32], at: usize) -> egui::Rect {
+    let largest = importance
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold(0.0f32, |m, &v| m.max(v));
+    let share = match importance.get(at) {
+        Some(&v) if largest > 0.0 && v.is_finite() => (v / largest).sqrt(),
+        _ => 0.0,
+    };
+    egui::Rect::from_center_size(cell.center(), cell.size() * share.clamp(0.2, 1.0))
 }
 
 /// The heads ranked by a metric over the whole model, highest first: (layer, head, value).

@@ -153,6 +153,9 @@ pub enum PatchSource {
     Rollout,
     /// Attention flow (maximum flows through the layers), computed in the background.
     Flow,
+    /// The relevance of each patch to the gradient run's target (Chefer et al.), stored with
+    /// the session.
+    Relevance,
 }
 
 /// The small overlays under the picture: every head of the layer, or every layer for the head.
@@ -212,6 +215,8 @@ pub enum Selection {
     Model(Reduce),
     /// An edited run: this head's attention minus the unedited run's.
     Change,
+    /// ∂target/∂A ⊙ A of this head from a gradient run: signed, or its positive part.
+    Gradient { signed: bool },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -229,6 +234,9 @@ pub struct ViewState {
     /// Every attention view shows value-weighted attention, ‖α_ij v_j‖ renormalised per row,
     /// instead of the raw weights α_ij.
     pub value_weighted: bool,
+    /// The overview draws each head's cell sized by its importance (Dodrio), where the input
+    /// has gradients.
+    pub size_by_importance: bool,
     /// The head view's zoom: first column, first row, columns, rows (None: everything).
     pub window: Option<[f32; 4]>,
     /// Attention computed from q, k and lse (long inputs): what a pixel covering many cells
@@ -257,6 +265,7 @@ impl Default for ViewState {
             selection: Selection::Head,
             hide_special: false,
             value_weighted: false,
+            size_by_importance: false,
             window: None,
             region_reduce: Reduce::Max,
             find: String::new(),
@@ -286,6 +295,11 @@ impl ViewState {
             Selection::Change => Matrix::Change {
                 layer: self.layer,
                 head: self.head,
+            },
+            Selection::Gradient { signed } => Matrix::Gradient {
+                layer: self.layer,
+                head: self.head,
+                signed,
             },
         }
     }

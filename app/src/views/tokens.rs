@@ -217,6 +217,52 @@ fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState, interacti
         }
     }
     massive(ui, doc, state);
+    relevance(ui, doc, state);
+}
+
+/// Each token's relevance to the gradient run's target (Chefer et al.), as the tokens' text on
+/// a background from the colour map: the target row's own token (relevant to itself through
+/// the identity) is left out of the scale so that the others show.
+fn relevance(ui: &mut egui::Ui, doc: &Document, state: &ViewState) {
+    let input = state.input;
+    let (Some(values), Some(target)) = (
+        doc.session.relevance(input),
+        doc.session.meta.inputs[input].target,
+    ) else {
+        return;
+    };
+    let tokens = doc.tokens(input);
+    let largest = values
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != target.row)
+        .fold(0.0f32, |m, (_, &v)| m.max(v))
+        .max(f32::MIN_POSITIVE);
+    ui.add_space(6.0);
+    ui.strong(format!(
+        "relevance to the target {} (Chefer et al.; scaled to the largest other than token #{})",
+        super::image::target_label(doc, input),
+        target.row
+    ));
+    ui.horizontal_wrapped(|ui| {
+        ui.spacing_mut().item_spacing.x = 1.0;
+        for (i, (token, &value)) in tokens.iter().zip(&values).enumerate() {
+            let share = if i == target.row { 1.0 } else { value / largest };
+            let background = legend::colour(state.style.colormap, share.clamp(0.0, 1.0));
+            let text = if share > 0.6 {
+                egui::Color32::BLACK
+            } else {
+                egui::Color32::WHITE
+            };
+            ui.label(
+                egui::RichText::new(token.as_str())
+                    .monospace()
+                    .background_color(background)
+                    .color(text),
+            )
+            .on_hover_text(format!("#{i}: relevance {value:.4}"));
+        }
+    });
 }
 
 fn plot(

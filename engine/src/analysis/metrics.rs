@@ -36,6 +36,9 @@ pub enum HeadMetric {
     /// tokens whose strongest attention lands on the same token inside the needle; NaN where
     /// the input is not a probe.
     Retrieval,
+    /// |∂target/∂ξ_h| (Michel et al.) from a gradient run, stored with the session; NaN
+    /// without gradients.
+    Importance,
 }
 
 /// The attention a head must put on a token, on average over queries, for the token to count as
@@ -46,7 +49,7 @@ pub const STREAMING_SINK_TOKENS: usize = 4;
 pub const STREAMING_RECENT_TOKENS: usize = 64;
 
 impl HeadMetric {
-    pub const ALL: [HeadMetric; 10] = [
+    pub const ALL: [HeadMetric; 11] = [
         HeadMetric::Entropy,
         HeadMetric::MeanDistance,
         HeadMetric::PreviousToken,
@@ -57,6 +60,7 @@ impl HeadMetric {
         HeadMetric::Dormancy,
         HeadMetric::Streaming,
         HeadMetric::Retrieval,
+        HeadMetric::Importance,
     ];
 
     pub fn label(self) -> &'static str {
@@ -71,6 +75,7 @@ impl HeadMetric {
             HeadMetric::Dormancy => "dormancy (value-weighted)",
             HeadMetric::Streaming => "streaming share (4 sink + 64 recent)",
             HeadMetric::Retrieval => "retrieval score (needle probe)",
+            HeadMetric::Importance => "importance |∂target/∂ξ| (gradients)",
         }
     }
 
@@ -99,18 +104,26 @@ impl HeadMetric {
             HeadMetric::Retrieval => {
                 "share of answer tokens whose strongest attention is the same token in the needle"
             }
+            HeadMetric::Importance => {
+                "|∂target/∂ξ_h| with a gate ξ_h = 1 on the head's output (Michel et al.); the \
+                 target is the session's (a next token's log-probability, a class, or the pooled \
+                 output · a token's embedding)"
+            }
         }
     }
 
     /// Shares live in [0, 1]; entropy and distance grow with the input's length.
     pub fn is_share(self) -> bool {
-        !matches!(self, HeadMetric::Entropy | HeadMetric::MeanDistance)
+        !matches!(
+            self,
+            HeadMetric::Entropy | HeadMetric::MeanDistance | HeadMetric::Importance
+        )
     }
 }
 
 /// All metrics of one head, indexed like [`HeadMetric::ALL`].
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct HeadMetrics(pub [f32; 10]);
+pub struct HeadMetrics(pub [f32; 11]);
 
 impl HeadMetrics {
     pub fn get(&self, metric: HeadMetric) -> f32 {
@@ -304,6 +317,8 @@ impl MetricSums {
             secondary as f32,
             dormancy,
             streaming,
+            // Retrieval and importance come from elsewhere (a probe's layout, a gradient run).
+            f32::NAN,
             f32::NAN,
         ])
     }

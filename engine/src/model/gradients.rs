@@ -102,6 +102,38 @@ impl Model {
         }
     }
 
+    /// The target `spec` names (`--target`): a number (token id, class index or token
+    /// position), a text that is one token (decoders), or a class label (classifiers).
+    pub fn target_choice(&self, spec: &str) -> Result<TargetChoice> {
+        if let Ok(id) = spec.trim().parse::<usize>() {
+            return Ok(TargetChoice::Id(id));
+        }
+        let bad = |reason: String| EngineError::BadInput { index: 0, reason };
+        match self.target_kind()? {
+            TargetKind::Token => self
+                .tokenizer()?
+                .single_token_id(spec)
+                .map(|id| TargetChoice::Id(id as usize))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "target {spec:?} is not one token of this model's vocabulary (give its \
+                         id, or a text that is exactly one token, e.g. \" Paris\")"
+                    ))
+                }),
+            TargetKind::Class => self
+                .config
+                .vision
+                .as_ref()
+                .and_then(|v| v.labels.iter().position(|l| l == spec))
+                .map(TargetChoice::Id)
+                .ok_or_else(|| bad(format!("target {spec:?} is not one of the model's classes"))),
+            TargetKind::Embedding => Err(bad(format!(
+                "target {spec:?}: this model has no output layer, so its target is the pooled \
+                 output's dot product with a token's embedding: give the token's position"
+            ))),
+        }
+    }
+
     fn check_gradient_size(&self, tokens: usize) -> Result<()> {
         let (layers, heads) = (self.config.layers, self.config.heads);
         let bytes = gradient_bytes(layers, heads, tokens);
