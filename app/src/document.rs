@@ -205,7 +205,10 @@ impl Document {
         let t = self.tokens(input).len();
         let grad = self.session.gradient_attention(input, layer)?;
         let values = grad.get(head * t * t..(head + 1) * t * t)?;
-        let largest = values.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE);
+        let largest = values
+            .iter()
+            .fold(0.0f32, |m, v| m.max(v.abs()))
+            .max(f32::MIN_POSITIVE);
         Some(
             values
                 .iter()

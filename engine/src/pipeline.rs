@@ -3,10 +3,10 @@
 //! the same inputs give the same session wherever they are run.
 
 use crate::edits::Edit;
-use crate::model::gradients::TargetChoice;
 use crate::error::EngineError;
 use crate::imaging::load_image;
 use crate::model::generation::Sampling;
+use crate::model::gradients::TargetChoice;
 use crate::model::{LongInput, Model, PixelInput, TokenInput};
 use crate::session::Session;
 use crate::trace::{AttentionCapture, Trace};

@@ -38,11 +38,9 @@ fn reference(folder: &Path) -> Reference {
     let metadata = header.metadata().as_ref().expect("metadata");
     let target: serde_json::Value = serde_json::from_str(&metadata["gradients"]).expect("JSON");
     let fixture: serde_json::Value = serde_json::from_str(&metadata["fixture"]).expect("JSON");
-    let ids = fixture["token_ids"].as_array().map(|ids| {
-        ids.iter()
-            .map(|i| i.as_u64().expect("id") as u32)
-            .collect()
-    });
+    let ids = fixture["token_ids"]
+        .as_array()
+        .map(|ids| ids.iter().map(|i| i.as_u64().expect("id") as u32).collect());
     Reference {
         tensors: Expected {
             tensors,
@@ -132,15 +130,18 @@ fn check(
     assert!(!stored.is_empty(), "{what}: no layer stored");
     for l in stored {
         let key = format!("grad_attn/{l}");
-        let grad = HostTensor::new(
-            vec![ours.heads, t, t],
-            ours.grad_attn[l as usize].clone(),
-        );
+        let grad = HostTensor::new(vec![ours.heads, t, t], ours.grad_attn[l as usize].clone());
         let expected = reference.tensors.get(&key);
         // Entries near zero carry the rounding of the whole backward pass: measured against
         // the layer's largest entry.
         let scale = expected.data.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        assert_allclose(&format!("{what} {key}"), &grad, expected, rtol * scale, rtol);
+        assert_allclose(
+            &format!("{what} {key}"),
+            &grad,
+            expected,
+            rtol * scale,
+            rtol,
+        );
     }
     let relevance = HostTensor::new(vec![t], ours.relevance.clone());
     assert_allclose(
@@ -166,7 +167,12 @@ fn every_model_fixture_with_a_target_has_the_head_importance_gradient_times_atte
         let name = folder.file_name().unwrap().to_string_lossy().to_string();
         let reference = reference(&folder);
         let model = load(&folder, DeviceChoice::Cpu);
-        check(&name, &gradients(&model, &folder, &reference), &reference, CPU_RTOL);
+        check(
+            &name,
+            &gradients(&model, &folder, &reference),
+            &reference,
+            CPU_RTOL,
+        );
         checked.push(name);
     }
     assert!(checked.len() >= 24, "only {checked:?}");
@@ -181,7 +187,12 @@ fn the_real_models_have_the_gradients_of_pytorch_autograd() {
         let folder = fixture(&format!("real/{name}"));
         let reference = reference(&folder);
         let model = load(&path, DeviceChoice::Cpu);
-        check(name, &gradients(&model, &folder, &reference), &reference, CPU_RTOL);
+        check(
+            name,
+            &gradients(&model, &folder, &reference),
+            &reference,
+            CPU_RTOL,
+        );
     }
 }
 
@@ -197,7 +208,12 @@ fn gradients_are_the_same_on_wgpu() {
         let folder = fixture(name);
         let reference = reference(&folder);
         let model = Model::load(&folder, &device.device, &|_| {}).expect("load");
-        check(name, &gradients(&model, &folder, &reference), &reference, [1e-3, 2e-3]);
+        check(
+            name,
+            &gradients(&model, &folder, &reference),
+            &reference,
+            [1e-3, 2e-3],
+        );
     }
 }
 
@@ -218,7 +234,10 @@ fn a_chosen_target_is_differentiated_and_one_outside_the_vocabulary_is_refused_b
         .text_gradients(&input, &[], TargetChoice::Id(other))
         .expect("chosen");
     assert_eq!(chosen.target.id, other);
-    assert!(chosen.target.value < top.target.value, "the top token is the most likely");
+    assert!(
+        chosen.target.value < top.target.value,
+        "the top token is the most likely"
+    );
     assert_ne!(chosen.importance, top.importance);
     let err = model
         .text_gradients(&input, &[], TargetChoice::Id(1 << 30))
@@ -250,4 +269,211 @@ fn a_vision_tower_without_a_pooled_token_says_gradients_are_not_available() {
     let model = load(&fixture("tiny-siglip-vision"), DeviceChoice::Cpu);
     let err = model.target_kind().unwrap_err().to_string();
     assert!(err.contains("gradients are not available"), "{err}");
+}
+
+/// Runs `headwise render` with extra flags and returns the picture.
+fn render_with(dir: &Path, session: &Path, args: &[&str], name: &str) -> image::RgbaImage {
+    let png = dir.join(name);
+    let mut all = vec!["render", session.to_str().unwrap()];
+    all.extend_from_slice(args);
+    all.extend(["--out", png.to_str().unwrap()]);
+    assert_success(&headwise(&all, dir));
+    image::open(&png).expect("a PNG").to_rgba8()
+}
+
+#[test]
+fn trace_with_gradients_stores_what_the_engine_computes_with_its_target_and_reopens_without_the_model()
+ {
+    use headwise_engine::session::Session;
+    let dir = scratch("gradients-session");
+    let text = "the quick brown fox jumps";
+    let session = trace_to(
+        &dir,
+        &fixture("tiny-llama"),
+        &["--text", text, "--gradients", "--edit", "ablate:0.1"],
+        "grad.safetensors",
+    );
+    let opened = Session::open(&session).expect("opens");
+    let model = load(&fixture("tiny-llama"), DeviceChoice::Cpu);
+    let encoded = model
+        .encode(0, text, headwise_engine::LongInput::Reject)
+        .unwrap();
+    let input = TokenInput::from(&encoded);
+    for (index, edits) in [(0, vec![]), (1, vec!["ablate:0.1".to_string()])] {
+        let edits = headwise_engine::edits::parse_all(&edits).unwrap();
+        let (_, figures) = model
+            .text_gradients(&input, &edits, TargetChoice::Top)
+            .unwrap();
+        let info = &opened.meta.inputs[index];
+        let target = info.target.expect("the target is stored");
+        assert_eq!(
+            (target.kind, target.id),
+            (TargetKind::Token, figures.target.id)
+        );
+        assert_eq!(target.row, encoded.ids.len() - 1);
+        assert_eq!(opened.importance(index).unwrap(), figures.importance);
+        assert_eq!(opened.relevance(index).unwrap(), figures.relevance);
+        for (l, grad) in figures.grad_attn.iter().enumerate() {
+            assert_eq!(&opened.gradient_attention(index, l).unwrap(), grad);
+        }
+    }
+    // The ablated head of the edited run has no importance; in the base run it has some.
+    let heads = opened.meta.model.heads;
+    assert_eq!(opened.importance(1).unwrap()[1], 0.0);
+    assert!(opened.importance(0).unwrap()[1] > 0.0);
+    assert!(heads > 1);
+}
+
+#[test]
+fn a_target_given_as_a_token_text_is_that_token_and_one_that_is_not_a_token_is_refused() {
+    let dir = scratch("gradients-target");
+    let model = load(&fixture("tiny-gpt2"), DeviceChoice::Cpu);
+    let tokenizer = model.tokenizer().unwrap();
+    // A token of the vocabulary whose text the tokenizer gives back as that one token.
+    let id = (260u32..400)
+        .find(|&id| tokenizer.single_token_id(&tokenizer.decode(&[id])) == Some(id))
+        .expect("a token that round-trips");
+    let spelled = tokenizer.decode(&[id]);
+    let session = trace_to(
+        &dir,
+        &fixture("tiny-gpt2"),
+        &["--text", "hello world", "--gradients", "--target", &spelled],
+        "chosen.safetensors",
+    );
+    let opened = headwise_engine::session::Session::open(&session).unwrap();
+    assert_eq!(opened.meta.inputs[0].target.unwrap().id, id as usize);
+    let out = headwise(
+        &[
+            "trace",
+            "--model",
+            fixture("tiny-gpt2").to_str().unwrap(),
+            "--text",
+            "hello world",
+            "--gradients",
+            "--target",
+            "no such token at all in one piece",
+            "--device",
+            "cpu",
+            "--out",
+            dir.join("never.safetensors").to_str().unwrap(),
+        ],
+        &dir,
+    );
+    assert_clean_failure(&out, &["--target", "is not one token"]);
+}
+
+#[test]
+fn the_overview_sized_by_importance_leaves_the_unimportant_heads_small_and_the_head_view_draws_the_gradient()
+ {
+    let dir = scratch("gradients-render");
+    let session = trace_to(
+        &dir,
+        &fixture("tiny-llama"),
+        &["--text", "one two three four five six seven", "--gradients"],
+        "grad.safetensors",
+    );
+    let plain = render_with(
+        &dir,
+        &session,
+        &["--view", "overview", "--metric", "importance"],
+        "a.png",
+    );
+    let sized = render_with(
+        &dir,
+        &session,
+        &[
+            "--view",
+            "overview",
+            "--metric",
+            "importance",
+            "--gradients",
+        ],
+        "b.png",
+    );
+    assert_eq!(plain.dimensions(), sized.dimensions());
+    // Shrunk cells show the background where full cells were coloured.
+    let background = sized.get_pixel(sized.width() - 1, sized.height() - 1).0;
+    let count = |img: &image::RgbaImage| img.pixels().filter(|p| p.0 == background).count();
+    assert!(
+        count(&sized) > count(&plain) + 1000,
+        "sized {} vs plain {} background pixels",
+        count(&sized),
+        count(&plain)
+    );
+    let attention = render_with(&dir, &session, &["--view", "head:1.0"], "c.png");
+    let gradient = render_with(
+        &dir,
+        &session,
+        &["--view", "head:1.0", "--gradients"],
+        "d.png",
+    );
+    assert_ne!(
+        attention, gradient,
+        "the head view draws ∂target/∂A ⊙ A, not attention"
+    );
+    assert!(distinct_colours(&gradient) > 20);
+}
+
+#[test]
+fn render_with_gradients_of_a_session_without_them_says_so() {
+    let dir = scratch("gradients-none");
+    let session = traced_session(
+        &dir,
+        "tiny-llama",
+        &["no gradients here"],
+        "plain.safetensors",
+    );
+    let png = dir.join("x.png");
+    let out = headwise(
+        &[
+            "render",
+            session.to_str().unwrap(),
+            "--view",
+            "overview",
+            "--gradients",
+            "--out",
+            png.to_str().unwrap(),
+        ],
+        &dir,
+    );
+    assert_clean_failure(&out, &["--gradients", "has no gradients"]);
+}
+
+#[test]
+fn a_session_whose_importance_has_the_wrong_shape_is_refused_by_name() {
+    use headwise_engine::session::Session;
+    let dir = scratch("gradients-hostile");
+    let session = trace_to(
+        &dir,
+        &fixture("tiny-llama"),
+        &["--text", "a b c", "--gradients"],
+        "grad.safetensors",
+    );
+    let bytes = std::fs::read(&session).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut tensors: Vec<(String, Vec<u8>, Vec<usize>, safetensors::Dtype)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.data().to_vec(), v.shape().to_vec(), v.dtype()))
+        .collect();
+    for t in &mut tensors {
+        if t.0 == "importance/0" {
+            // Same bytes, one layer × all: no longer [layers, heads].
+            t.2 = vec![t.2.iter().product()];
+        }
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, d, s, dt)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*dt, s.clone(), d).unwrap(),
+            )
+        })
+        .collect();
+    let broken = dir.join("broken.safetensors");
+    safetensors::serialize_to_file(views, header.metadata().clone(), &broken).unwrap();
+    let err = Session::open(&broken).err().expect("refused").to_string();
+    assert!(err.contains("importance/0"), "{err}");
 }

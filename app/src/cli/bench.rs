@@ -128,9 +128,7 @@ fn gradients(args: GradientsBench) -> Result<()> {
         Ok(start.elapsed().as_secs_f64())
     };
     once()?;
-    let mut times = (0..args.runs)
-        .map(|_| once())
-        .collect::<Result<Vec<_>>>()?;
+    let mut times = (0..args.runs).map(|_| once()).collect::<Result<Vec<_>>>()?;
     println!(
         "{}",
         serde_json::json!({

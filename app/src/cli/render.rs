@@ -125,7 +125,13 @@ pub fn run(args: RenderArgs) -> Result<()> {
         state.value_weighted = true;
     }
     if args.gradients {
-        if doc.session.meta.inputs.get(state.input).is_none_or(|i| i.target.is_none()) {
+        if doc
+            .session
+            .meta
+            .inputs
+            .get(state.input)
+            .is_none_or(|i| i.target.is_none())
+        {
             bail!(
                 "--gradients: input {} of {} has no gradients (trace it with --gradients)",
                 state.input,

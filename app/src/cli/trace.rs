@@ -172,9 +172,11 @@ pub fn run(args: TraceArgs) -> Result<()> {
     let gradients = match (&args.gradients, &args.target) {
         (false, _) => None,
         (true, None) => Some(TargetChoice::Top),
-        (true, Some(spec)) => {
-            Some(model.target_choice(spec).with_context(|| format!("--target {spec}"))?)
-        }
+        (true, Some(spec)) => Some(
+            model
+                .target_choice(spec)
+                .with_context(|| format!("--target {spec}"))?,
+        ),
     };
     let options = RunOptions {
         long: if args.truncate {

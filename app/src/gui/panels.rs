@@ -289,7 +289,10 @@ impl HeadwiseApp {
                 return;
             };
             if let Some(doc) = &self.doc {
-                let input = self.view.input.min(doc.session.meta.inputs.len().saturating_sub(1));
+                let input = self
+                    .view
+                    .input
+                    .min(doc.session.meta.inputs.len().saturating_sub(1));
                 if let Some(info) = doc.session.meta.inputs.get(input) {
                     if info.target.is_some() {
                         ui.small(format!(
@@ -299,7 +302,10 @@ impl HeadwiseApp {
                     }
                     ui.horizontal_wrapped(|ui| {
                         ui.small("target:");
-                        if ui.selectable_label(spec.is_empty(), "most likely").clicked() {
+                        if ui
+                            .selectable_label(spec.is_empty(), "most likely")
+                            .clicked()
+                        {
                             spec.clear();
                             changed = true;
                         }

@@ -216,7 +216,9 @@ pub enum Selection {
     /// An edited run: this head's attention minus the unedited run's.
     Change,
     /// ∂target/∂A ⊙ A of this head from a gradient run: signed, or its positive part.
-    Gradient { signed: bool },
+    Gradient {
+        signed: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

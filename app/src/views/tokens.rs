@@ -247,7 +247,11 @@ fn relevance(ui: &mut egui::Ui, doc: &Document, state: &ViewState) {
     ui.horizontal_wrapped(|ui| {
         ui.spacing_mut().item_spacing.x = 1.0;
         for (i, (token, &value)) in tokens.iter().zip(&values).enumerate() {
-            let share = if i == target.row { 1.0 } else { value / largest };
+            let share = if i == target.row {
+                1.0
+            } else {
+                value / largest
+            };
             let background = legend::colour(state.style.colormap, share.clamp(0.0, 1.0));
             let text = if share > 0.6 {
                 egui::Color32::BLACK

@@ -7,7 +7,12 @@
 /// ([heads × T × T] row-major, layers in order). Only that row is carried, from the last layer
 /// down: eᵀ·(I + Ā_{L−1})···(I + Ā_0) is the same product as the whole R's row, in O(T) memory
 /// besides the layers. Sums run in f64.
-pub fn chefer_relevance(grad_attn: &[Vec<f32>], heads: usize, tokens: usize, row: usize) -> Vec<f32> {
+pub fn chefer_relevance(
+    grad_attn: &[Vec<f32>],
+    heads: usize,
+    tokens: usize,
+    row: usize,
+) -> Vec<f32> {
     let mut relevance = vec![0.0f64; tokens];
     if row >= tokens || heads == 0 {
         return Vec::new();
@@ -89,7 +94,10 @@ mod tests {
         for row in [0, t - 1] {
             let carried = chefer_relevance(&layers, heads, t, row);
             for (a, b) in carried.iter().zip(&whole[row]) {
-                assert!((f64::from(*a) - b).abs() < 1e-6 * b.abs().max(1.0), "{a} vs {b}");
+                assert!(
+                    (f64::from(*a) - b).abs() < 1e-6 * b.abs().max(1.0),
+                    "{a} vs {b}"
+                );
             }
         }
     }

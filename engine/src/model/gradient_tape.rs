@@ -55,9 +55,7 @@ impl GradientTape {
         let tracked = device.clone().autodiff();
         let multiplier = Tensor::<3>::ones([heads, t, t], &tracked).require_grad();
         let gate = Tensor::<3>::ones([heads, 1, 1], &tracked).require_grad();
-        self.lock()
-            .layers
-            .push((multiplier.clone(), gate.clone()));
+        self.lock().layers.push((multiplier.clone(), gate.clone()));
         (multiplier, gate)
     }
 

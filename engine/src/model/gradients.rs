@@ -214,7 +214,9 @@ impl Model {
         tokens: usize,
     ) -> Result<GradientFigures> {
         let missing = |what: &str| {
-            EngineError::Compute(format!("the gradient pass recorded no {what} to differentiate"))
+            EngineError::Compute(format!(
+                "the gradient pass recorded no {what} to differentiate"
+            ))
         };
         let (scores, row) = match kind {
             TargetKind::Token | TargetKind::Class => {
