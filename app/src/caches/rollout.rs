@@ -54,6 +54,7 @@ impl RolloutCache {
         query: usize,
         r: &RolloutSettings,
         repaint: &Repaint,
+        inline: bool,
     ) -> Option<Vec<f32>> {
         let key: BuildKey = (
             input,
@@ -74,7 +75,8 @@ impl RolloutCache {
             .as_ref()
             .filter(|(k, _)| *k == key)
             .map(|(_, (_, matrices))| matrices.clone());
-        let long = session.meta.inputs.get(input)?.tokens.len() > IN_BACKGROUND_ABOVE;
+        // A picture drawn once (offscreen) computes it now: there is no next frame.
+        let long = session.meta.inputs.get(input)?.tokens.len() > IN_BACKGROUND_ABOVE && !inline;
         let matrices = match ready {
             Some(matrices) => matrices,
             None if long && state.building.key() == Some(&key) => {

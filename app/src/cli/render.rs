@@ -65,6 +65,10 @@ pub struct RenderArgs {
     /// relevance map.
     #[arg(long)]
     pub gradients: bool,
+    /// image view: what lies over the picture instead of the head's attention: `rollout`,
+    /// `flow` or `relevance` (a session traced with --gradients).
+    #[arg(long)]
+    pub overlay: Option<String>,
 }
 
 pub fn run(args: RenderArgs) -> Result<()> {
@@ -141,6 +145,14 @@ pub fn run(args: RenderArgs) -> Result<()> {
         state.size_by_importance = true;
         state.selection = Selection::Gradient { signed: true };
         state.image.source = PatchSource::Relevance;
+    }
+    if let Some(name) = &args.overlay {
+        state.image.source = match name.as_str() {
+            "rollout" => PatchSource::Rollout,
+            "flow" => PatchSource::Flow,
+            "relevance" => PatchSource::Relevance,
+            other => bail!("--overlay {other}: rollout, flow or relevance"),
+        };
     }
     if args.metric.as_deref() == Some("change") {
         // The overview by change, the head view as a difference.

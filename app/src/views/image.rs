@@ -329,6 +329,7 @@ pub fn patch_values(
             query,
             &settings.rollout,
             &Repaint::new(ctx),
+            crate::jobs::inline_work(ctx),
         )?,
         PatchSource::Flow => doc
             .caches
