@@ -717,6 +717,8 @@ fn rendering_a_session_whose_picture_is_wider_than_the_gpu_texture_limit_does_no
         dims: None,
         value_weighted: false,
         metric: None,
+        gradients: false,
+        overlay: None,
     };
     match catch_unwind(AssertUnwindSafe(|| headwise::cli::render::run(args))) {
         Err(panic) => panic!("render panicked: {}", panic_message(&panic)),
