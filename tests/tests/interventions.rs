@@ -4,6 +4,10 @@
 //! two edits at once give the same attention, q, k, lse and next-token probabilities, on the
 //! tiny Llama and GPT-2 and on SmolLM2.
 
+// Gradients live in this test binary rather than one of their own: each test binary links
+// about 2 GB of dependency debug info into the shared target directory.
+mod gradient_checks;
+
 use headwise_engine::device::DeviceChoice;
 use headwise_engine::edits::{Edit, parse_all};
 use headwise_engine::host::HostTensor;
