@@ -673,6 +673,12 @@ impl Session {
         decode_floats(extra.dtype, &extra.bytes).ok()
     }
 
+    /// Whether input `index` keeps ∂target/∂A ⊙ A (a gradient run over a long input keeps only
+    /// importance and relevance).
+    pub fn has_gradient_attention(&self, index: usize) -> bool {
+        self.extras.contains_key(&format!("grad_attn/{index}/0"))
+    }
+
     /// ∂target/∂A ⊙ A of one layer for input `index`, [heads × T × T] row-major.
     pub fn gradient_attention(&self, index: usize, layer: usize) -> Option<Vec<f32>> {
         let extra = self.extras.get(&format!("grad_attn/{index}/{layer}"))?;

@@ -57,7 +57,8 @@ pub struct RenderArgs {
     pub value_weighted: bool,
     /// overview: colour each head by this metric (entropy, distance, previous, sink, self,
     /// special, secondary-sink, dormancy, streaming, retrieval, importance) instead of its
-    /// thumbnail, or by `change` (an edited run against its base).
+    /// thumbnail, or by `change` (an edited run against its base), or draw each head's
+    /// ∂target/∂A ⊙ A with `gradient` (a session traced with --gradients).
     #[arg(long)]
     pub metric: Option<String>,
     /// Draw what a gradient run gave (a session traced with --gradients): the overview's cells
@@ -143,7 +144,9 @@ pub fn run(args: RenderArgs) -> Result<()> {
             );
         }
         state.size_by_importance = true;
-        state.selection = Selection::Gradient { signed: true };
+        if doc.session.has_gradient_attention(state.input) {
+            state.selection = Selection::Gradient { signed: true };
+        }
         state.image.source = PatchSource::Relevance;
     }
     if let Some(name) = &args.overlay {
@@ -154,7 +157,11 @@ pub fn run(args: RenderArgs) -> Result<()> {
             other => bail!("--overlay {other}: rollout, flow or relevance"),
         };
     }
-    if args.metric.as_deref() == Some("change") {
+    if args.metric.as_deref() == Some("gradient") {
+        // The overview's cells and the head view as ∂target/∂A ⊙ A.
+        state.overview_mode = OverviewMode::Gradient;
+        state.selection = Selection::Gradient { signed: false };
+    } else if args.metric.as_deref() == Some("change") {
         // The overview by change, the head view as a difference.
         state.overview_mode = OverviewMode::Change;
         state.selection = Selection::Change;

@@ -9,6 +9,7 @@ use crate::document::Document;
 use crate::views::{VIEWS, ViewAction, head, view};
 use eframe::egui;
 use headwise_engine::locate::{KNOWN_MODELS, fetched_path};
+use headwise_engine::pipeline::Generation;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -204,6 +205,7 @@ impl HeadwiseApp {
             head::next_tokens(ui, &doc, self.view.input);
         }
         self.edits_panel(ui);
+        self.generation_panel(ui);
         self.gradients_panel(ui);
         if let Some(error) = &self.messages.error {
             ui.separator();
@@ -260,6 +262,61 @@ impl HeadwiseApp {
             ui.data_mut(|d| d.insert_temp(id, typed));
             if self.runs.edits.is_empty() {
                 ui.small("right-click a head in the overview to knock it out or damp a sink");
+            }
+        });
+        if changed && self.runs.model.is_some() {
+            self.request_run();
+        }
+    }
+
+    /// Decoders: continue the prompt by some tokens (greedy, or sampled with a temperature and a
+    /// seed) before each run; the trace covers prompt and continuation, generated tokens green.
+    fn generation_panel(&mut self, ui: &mut egui::Ui) {
+        if !self
+            .runs
+            .model
+            .as_ref()
+            .is_some_and(|m| m.model.is_decoder())
+        {
+            return;
+        }
+        let mut changed = false;
+        ui.collapsing("Continue the text", |ui| {
+            let mut on = self.runs.generate.is_some();
+            if ui.checkbox(&mut on, "generate before each run").changed() {
+                self.runs.generate = on.then(|| Generation {
+                    new_tokens: 20,
+                    sampling: headwise_engine::model::generation::Sampling::default(),
+                });
+                changed = true;
+            }
+            if let Some(generation) = self.runs.generate.as_mut() {
+                // A value takes effect when the drag or the typing ends, not on every step.
+                let done = |r: egui::Response| r.drag_stopped() || r.lost_focus();
+                ui.horizontal(|ui| {
+                    changed |= done(
+                        ui.add(
+                            egui::DragValue::new(&mut generation.new_tokens)
+                                .range(1..=512)
+                                .suffix(" tokens"),
+                        ),
+                    );
+                    changed |= done(
+                        ui.add(
+                            egui::DragValue::new(&mut generation.sampling.temperature)
+                                .range(0.0..=2.0)
+                                .speed(0.05)
+                                .prefix("temperature "),
+                        )
+                        .on_hover_text("0: the most likely token each time (greedy)"),
+                    );
+                    if generation.sampling.temperature > 0.0 {
+                        changed |= done(ui.add(
+                            egui::DragValue::new(&mut generation.sampling.seed).prefix("seed "),
+                        ));
+                    }
+                });
+                ui.small("stops at the model's end-of-text token; generated tokens are green");
             }
         });
         if changed && self.runs.model.is_some() {

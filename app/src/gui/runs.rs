@@ -13,7 +13,7 @@ use crate::views::state::Tab;
 use eframe::egui;
 use headwise_engine::device::{Device, DeviceChoice, create_device};
 use headwise_engine::model::gradients::TargetChoice;
-use headwise_engine::pipeline::{self, Inputs, RunOptions, default_pack_tokens};
+use headwise_engine::pipeline::{self, Generation, Inputs, RunOptions, default_pack_tokens};
 use headwise_engine::session::Session;
 use headwise_engine::{AttentionCapture, LongInput, Model};
 use std::path::PathBuf;
@@ -68,6 +68,8 @@ pub(super) struct Runs {
     /// Gradients on each run of the prompt or picture, for this target (`--target`'s forms;
     /// empty: the most likely); None: off.
     pub gradients: Option<String>,
+    /// Decoders: continue the prompt by this many tokens before each run (None: off).
+    pub generate: Option<Generation>,
 }
 
 impl Runs {
@@ -90,6 +92,7 @@ impl Runs {
             corpus_running: false,
             edits: Vec::new(),
             gradients: None,
+            generate: None,
         }
     }
 
@@ -272,7 +275,10 @@ impl HeadwiseApp {
             keep_traces: true,
             capture: AttentionCapture::default(),
             edits,
-            generate: None,
+            generate: self
+                .runs
+                .generate
+                .filter(|_| loaded.model.is_decoder() && !loaded.model.takes_images()),
             gradients,
         };
         self.start_run(loaded, inputs, options, false);

@@ -128,7 +128,7 @@ pub fn controls(ui: &mut egui::Ui, doc: &Document, state: &mut ViewState) {
                         selection_label(Selection::Change),
                     );
                 }
-                if doc.session.meta.inputs[state.input].target.is_some() {
+                if doc.session.has_gradient_attention(state.input) {
                     for signed in [true, false] {
                         let s = Selection::Gradient { signed };
                         ui.selectable_value(&mut state.selection, s, selection_label(s));
@@ -267,7 +267,7 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Op
     let info = doc.session.meta.inputs.get(state.input);
     let stale = match state.selection {
         Selection::Change => info.is_none_or(|i| i.base.is_none()),
-        Selection::Gradient { .. } => info.is_none_or(|i| i.target.is_none()),
+        Selection::Gradient { .. } => !doc.session.has_gradient_attention(state.input),
         _ => false,
     };
     if stale {

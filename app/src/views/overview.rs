@@ -77,6 +77,16 @@ pub fn controls(ui: &mut egui::Ui, doc: &Document, state: &mut ViewState) {
             ui.selectable_value(&mut state.overview_mode, OverviewMode::Change, "change")
                 .on_hover_text(CHANGE_DEFINITION);
         }
+        if doc.session.has_gradient_attention(state.input) {
+            ui.selectable_value(
+                &mut state.overview_mode,
+                OverviewMode::Gradient,
+                "gradient × attention",
+            )
+            .on_hover_text(
+                "each head's ∂target/∂A ⊙ A, its positive part, scaled to the head's largest",
+            );
+        }
         for metric in HeadMetric::ALL {
             ui.selectable_value(
                 &mut state.overview_mode,
@@ -213,6 +223,9 @@ pub fn cell_size(available: egui::Vec2, layers: usize, heads: usize) -> f32 {
 pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Option<ViewAction> {
     let (layers, heads) = (doc.layers(), doc.heads());
     let input = state.input;
+    if state.overview_mode == OverviewMode::Gradient && !doc.session.has_gradient_attention(input) {
+        state.overview_mode = OverviewMode::Thumbnails;
+    }
     let metrics = doc.metrics().and_then(|m| m.get(input));
     if metrics.is_none() {
         // A large session's metrics come from a thread of their own; the grid draws meanwhile.
@@ -382,7 +395,15 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Op
                     } else {
                         match range {
                             None => {
-                                let matrix = Matrix::Head { layer, head };
+                                let matrix = if state.overview_mode == OverviewMode::Gradient {
+                                    Matrix::Gradient {
+                                        layer,
+                                        head,
+                                        signed: false,
+                                    }
+                                } else {
+                                    Matrix::Head { layer, head }
+                                };
                                 // The window is in the drawn matrix's units: a thumbnail's
                                 // pixels, so that it fills its cell at any length.
                                 let (key, side) = thumbnail_key(doc, input, matrix);

@@ -204,6 +204,8 @@ pub enum OverviewMode {
     Metric(HeadMetric),
     /// An edited run: how much each head's attention changed against its base.
     Change,
+    /// Each head's ∂target/∂A ⊙ A (positive part) from a gradient run, as thumbnails.
+    Gradient,
 }
 
 /// What the head view draws: one head, or an aggregate over heads.

@@ -13,33 +13,63 @@ pub fn chefer_relevance(
     tokens: usize,
     row: usize,
 ) -> Vec<f32> {
-    let mut relevance = vec![0.0f64; tokens];
-    if row >= tokens || heads == 0 {
-        return Vec::new();
-    }
-    relevance[row] = 1.0;
-    let mut added = vec![0.0f64; tokens];
+    let mut carried = RelevanceRow::new(tokens, row);
     for layer in grad_attn.iter().rev() {
-        if layer.len() != heads * tokens * tokens {
-            continue;
+        carried.add_layer(layer, heads);
+    }
+    carried.finish()
+}
+
+/// Chefer et al.'s relevance row, fed one layer at a time from the last down (the order a
+/// layer-by-layer backward pass produces them in).
+#[derive(Debug, Clone)]
+pub struct RelevanceRow {
+    relevance: Vec<f64>,
+    added: Vec<f64>,
+    tokens: usize,
+}
+
+impl RelevanceRow {
+    /// eᵀ of token `row`: each token relevant only to itself (empty when `row` is past the end).
+    pub fn new(tokens: usize, row: usize) -> Self {
+        let mut relevance = vec![0.0f64; if row < tokens { tokens } else { 0 }];
+        if let Some(r) = relevance.get_mut(row) {
+            *r = 1.0;
         }
-        added.iter_mut().for_each(|a| *a = 0.0);
-        for head in layer.chunks_exact(tokens * tokens) {
-            for (i, query) in head.chunks_exact(tokens).enumerate() {
-                let weight = relevance[i];
+        Self {
+            added: vec![0.0; relevance.len()],
+            tokens: relevance.len(),
+            relevance,
+        }
+    }
+
+    /// v ← v + v·Ā for one layer's ∂target/∂A ⊙ A [heads × T × T]; a layer of another size is
+    /// skipped.
+    pub fn add_layer(&mut self, layer: &[f32], heads: usize) {
+        let t = self.tokens;
+        if heads == 0 || t == 0 || layer.len() != heads * t * t {
+            return;
+        }
+        self.added.iter_mut().for_each(|a| *a = 0.0);
+        for head in layer.chunks_exact(t * t) {
+            for (i, query) in head.chunks_exact(t).enumerate() {
+                let weight = self.relevance[i];
                 if weight == 0.0 {
                     continue;
                 }
-                for (a, &g) in added.iter_mut().zip(query) {
+                for (a, &g) in self.added.iter_mut().zip(query) {
                     *a += weight * f64::from(g.max(0.0));
                 }
             }
         }
-        for (r, a) in relevance.iter_mut().zip(&added) {
+        for (r, a) in self.relevance.iter_mut().zip(&self.added) {
             *r += a / heads as f64;
         }
     }
-    relevance.into_iter().map(|r| r as f32).collect()
+
+    pub fn finish(self) -> Vec<f32> {
+        self.relevance.into_iter().map(|r| r as f32).collect()
+    }
 }
 
 #[cfg(test)]

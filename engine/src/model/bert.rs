@@ -339,6 +339,9 @@ impl Bert {
             .zip(&self.config.layer_attention)
             .enumerate()
         {
+            if !packing.enters_layer(index, &mut x) {
+                continue;
+            }
             let q = split_heads(layer.query.forward(x.clone()), heads);
             let k = split_heads(layer.key.forward(x.clone()), heads);
             let v = split_heads(layer.value.forward(x.clone()), heads);
@@ -360,6 +363,9 @@ impl Bert {
             x = layer.out_norm.forward(layer.output.forward(hidden) + x);
             trace.residual = residual_figures(&x, &packing.lengths)?;
             traces.push(trace);
+        }
+        if packing.stops_early(self.layers.len(), &x) {
+            return packing.split(traces, None);
         }
         if let Some(tape) = &packing.tape {
             tape.record_hidden(&x);

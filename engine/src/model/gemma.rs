@@ -801,6 +801,9 @@ impl Gemma {
             embed(&self.embed_tokens, &input.ids, device) * f64::from(self.gemma.embed_scale);
         let mut traces = Vec::with_capacity(self.layers.len());
         for (i, (layer, attention)) in self.layers.iter().zip(&cfg.layer_attention).enumerate() {
+            if !packing.enters_layer(i, &mut x) {
+                continue;
+            }
             let mask = packing.mask(true, None, attention.window);
             let tables = match &local {
                 Some(local) if self.gemma.rope_of_layer(i) == self.gemma.local_rope => local,
@@ -841,6 +844,9 @@ impl Gemma {
             x = x + out;
             trace.residual = residual_figures(&x, &packing.lengths)?;
             traces.push(trace);
+        }
+        if packing.stops_early(self.layers.len(), &x) {
+            return packing.split(traces, None);
         }
         let last = self.norm.forward(packing.last_rows(x, device));
         let mut logits = last.matmul(self.lm_head.clone());

@@ -111,6 +111,9 @@ impl Gpt2 {
             .zip(&self.config.layer_attention)
             .enumerate()
         {
+            if !packing.enters_layer(index, &mut x) {
+                continue;
+            }
             let h = layer.ln_1.forward(x.clone());
             let q = split_heads(layer.query.forward(h.clone()), heads);
             let k = split_heads(layer.key.forward(h.clone()), heads);
@@ -132,6 +135,9 @@ impl Gpt2 {
                 .forward(activate(self.config.activation, layer.fc.forward(h)));
             trace.residual = residual_figures(&x, &packing.lengths)?;
             traces.push(trace);
+        }
+        if packing.stops_early(self.layers.len(), &x) {
+            return packing.split(traces, None);
         }
         let last = self.ln_f.forward(packing.last_rows(x, device));
         packing.split(traces, Some(last.matmul(self.lm_head.clone())))

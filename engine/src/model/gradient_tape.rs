@@ -19,6 +19,13 @@ pub struct GradientTape {
 
 #[derive(Default)]
 struct Recorded {
+    /// Only record each layer's input (the checkpoints of a layer-by-layer backward pass):
+    /// no leaves, nothing tracked.
+    checkpoints_only: bool,
+    /// Each layer's input, by layer, when `checkpoints_only`.
+    layer_inputs: Vec<Option<Tensor<2>>>,
+    /// The stream after the last layer of a pass over some layers only.
+    span_output: Option<Tensor<2>>,
     /// Per layer, in the order the pass runs them: (M, ξ).
     layers: Vec<(Tensor<3>, Tensor<3>)>,
     /// The input to the first layer, [T, hidden], as a constant.
@@ -47,6 +54,43 @@ impl GradientTape {
     fn lock(&self) -> MutexGuard<'_, Recorded> {
         // A poisoned tape only means a pass panicked half-way; what it recorded is still whole.
         self.recorded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A tape that records only each layer's input, for the first pass of a layer-by-layer
+    /// backward ([`GradientTape::layer_inputs`]); `attend` makes no leaves for it.
+    pub fn checkpoints() -> Self {
+        let tape = Self::default();
+        tape.lock().checkpoints_only = true;
+        tape
+    }
+
+    /// Whether `attend` gives each layer its leaves (not for a checkpoint pass).
+    pub fn makes_leaves(&self) -> bool {
+        !self.lock().checkpoints_only
+    }
+
+    /// Keeps layer `index`'s input when this is a checkpoint tape.
+    pub fn record_layer_input(&self, index: usize, x: &Tensor<2>) {
+        let mut recorded = self.lock();
+        if recorded.checkpoints_only {
+            if recorded.layer_inputs.len() <= index {
+                recorded.layer_inputs.resize(index + 1, None);
+            }
+            recorded.layer_inputs[index] = Some(x.clone());
+        }
+    }
+
+    /// Each layer's input, by layer, from a checkpoint pass.
+    pub fn layer_inputs(&self) -> Vec<Option<Tensor<2>>> {
+        self.lock().layer_inputs.clone()
+    }
+
+    pub fn record_span_output(&self, x: &Tensor<2>) {
+        self.lock().span_output = Some(x.clone());
+    }
+
+    pub fn span_output(&self) -> Option<Tensor<2>> {
+        self.lock().span_output.clone()
     }
 
     /// The next layer's leaves: the attention multiplier M [heads, t, t] and the head gate ξ

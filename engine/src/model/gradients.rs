@@ -11,15 +11,21 @@
 //!   input embedding (the first layer's input, a constant) of the token at position `id`
 //!   (`embedding`), as BertViz-style tools use for models without an output layer.
 //!
-//! Every layer's attention is kept whole with its gradient, so memory grows with
-//! layers · heads · T²: runs past [`GRADIENT_BUDGET_BYTES`] are refused, by size.
+//! Two ways, one result: a short input runs one pass and one backward pass through every layer
+//! (its graph holds every layer's attention: layers · heads · T²). Past
+//! [`GRADIENT_BUDGET_BYTES`] of that, a checkpoint pass keeps only each layer's input stream
+//! (T · hidden per layer), then each layer is run again on its own from the top down and
+//! differentiated against the gradient arriving from the layer above, so only one layer's
+//! attention is in memory at a time; ∂target/∂A ⊙ A is then kept only while every layer's fits
+//! [`GRADIENT_KEEP_BYTES`] (importance and relevance always are).
 
 use super::gradient_tape::GradientTape;
-use super::packing::Packing;
+use super::packing::{LayerSpan, Packing};
 use super::{Model, Network, PixelInput, TokenInput, to_vec};
-use crate::analysis::relevance::chefer_relevance;
+use crate::analysis::relevance::{RelevanceRow, chefer_relevance};
 use crate::edits::Edit;
 use crate::error::{EngineError, Result};
+use crate::trace::AttentionCapture;
 use crate::trace::Trace;
 use burn::tensor::Tensor;
 use burn::tensor::activation::log_softmax;
@@ -84,6 +90,22 @@ pub fn gradient_bytes(layers: usize, heads: usize, tokens: usize) -> u64 {
     8 * 4 * (layers * heads) as u64 * (tokens as u64).pow(2)
 }
 
+/// The most ∂target/∂A ⊙ A a layer-by-layer run keeps for the session (every layer's, f32):
+/// 256 MiB, as `--attention auto` keeps attention.
+pub const GRADIENT_KEEP_BYTES: u64 = 256 << 20;
+
+/// How a gradient run holds the model's graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GradientPass {
+    /// Whole while it fits [`GRADIENT_BUDGET_BYTES`], else layer by layer.
+    #[default]
+    Auto,
+    /// One graph through every layer.
+    Whole,
+    /// A checkpoint pass, then one layer at a time from the top.
+    LayerByLayer,
+}
+
 impl Model {
     /// Which kind of target this model's gradient runs differentiate; an error naming the
     /// model where there is none.
@@ -134,16 +156,22 @@ impl Model {
         }
     }
 
-    fn check_gradient_size(&self, tokens: usize) -> Result<()> {
-        let (layers, heads) = (self.config.layers, self.config.heads);
+    /// An error when even one layer's share of a gradient run would not fit the budget.
+    fn check_gradient_size(&self, tokens: usize, layers: usize) -> Result<()> {
+        let heads = self.config.heads;
         let bytes = gradient_bytes(layers, heads, tokens);
         if bytes > GRADIENT_BUDGET_BYTES {
             return Err(EngineError::BadInput {
                 index: 0,
                 reason: format!(
-                    "gradients keep every layer's attention and its gradient: {tokens} tokens \
-                     × {layers} layers × {heads} heads need about {:.1} GiB, more than the \
-                     {:.0} GiB allowed; use a shorter input",
+                    "gradients keep {} attention and its gradient: {tokens} tokens × {heads} \
+                     heads need about {:.1} GiB, more than the {:.0} GiB allowed; use a shorter \
+                     input",
+                    if layers == 1 {
+                        "one layer's"
+                    } else {
+                        "every layer's"
+                    },
                     bytes as f64 / f64::from(1u32 << 30),
                     GRADIENT_BUDGET_BYTES as f64 / f64::from(1u32 << 30)
                 ),
@@ -159,23 +187,154 @@ impl Model {
         edits: &[Edit],
         choice: TargetChoice,
     ) -> Result<(Trace, GradientFigures)> {
+        self.text_gradients_with(input, edits, choice, GradientPass::Auto)
+    }
+
+    /// As [`Model::text_gradients`], holding the graph as `pass` says.
+    pub fn text_gradients_with(
+        &self,
+        input: &TokenInput,
+        edits: &[Edit],
+        choice: TargetChoice,
+        pass: GradientPass,
+    ) -> Result<(Trace, GradientFigures)> {
         let kind = self.target_kind()?;
         self.check(0, input)?;
         let t = input.ids.len();
+        let (layers, heads) = (self.config.layers, self.config.heads);
         for edit in edits {
-            edit.check(self.config.layers, self.config.heads, t)?;
+            edit.check(layers, heads, t)?;
         }
-        self.check_gradient_size(t)?;
+        let whole = match pass {
+            GradientPass::Auto => gradient_bytes(layers, heads, t) <= GRADIENT_BUDGET_BYTES,
+            GradientPass::Whole => true,
+            GradientPass::LayerByLayer => false,
+        };
+        if !whole {
+            self.check_gradient_size(t, 1)?;
+            return self.text_gradients_by_layer(input, edits, choice, kind);
+        }
+        self.check_gradient_size(t, layers)?;
         let tape = GradientTape::default();
         let packing = Packing {
             lengths: vec![t],
             keep_attention: true,
             edits: edits.to_vec(),
             tape: Some(tape.clone()),
+            span: None,
         };
         let trace = self.forward_packed(input, &packing)?.remove(0);
         let figures = self.differentiate(&tape, kind, choice, t)?;
         Ok((trace, figures))
+    }
+
+    /// A checkpoint pass, then each layer again from the top, differentiated against the
+    /// gradient of the stream it hands on (see the module's documentation).
+    fn text_gradients_by_layer(
+        &self,
+        input: &TokenInput,
+        edits: &[Edit],
+        choice: TargetChoice,
+        kind: TargetKind,
+    ) -> Result<(Trace, GradientFigures)> {
+        let t = input.ids.len();
+        let (layers, heads) = (self.config.layers, self.config.heads);
+        let checkpoints = GradientTape::checkpoints();
+        let packing = Packing {
+            lengths: vec![t],
+            keep_attention: AttentionCapture::default().keeps(layers, heads, t),
+            edits: edits.to_vec(),
+            tape: Some(checkpoints.clone()),
+            span: None,
+        };
+        let trace = self.forward_packed(input, &packing)?.remove(0);
+        let streams = checkpoints.layer_inputs();
+        let keep = 4 * (layers * heads) as u64 * (t as u64).pow(2) <= GRADIENT_KEEP_BYTES;
+        let mut importance = vec![0.0f32; layers * heads];
+        let mut grad_attn = vec![Vec::new(); if keep { layers } else { 0 }];
+        let mut target: Option<Target> = None;
+        let mut relevance: Option<RelevanceRow> = None;
+        // ∂target/∂(the stream leaving the layer), from the layer above.
+        let mut upstream: Option<Tensor<2>> = None;
+        for layer in (0..layers).rev() {
+            let stream = streams
+                .get(layer)
+                .cloned()
+                .flatten()
+                .ok_or_else(|| {
+                    EngineError::Compute(format!(
+                        "the checkpoint pass kept no input of layer {layer}"
+                    ))
+                })?
+                .inner()
+                .autodiff()
+                .require_grad();
+            let tape = GradientTape::default();
+            let packing = Packing {
+                lengths: vec![t],
+                keep_attention: true,
+                edits: edits.to_vec(),
+                tape: Some(tape.clone()),
+                span: Some(LayerSpan {
+                    start: layer,
+                    end: layer + 1,
+                    input: stream.clone(),
+                }),
+            };
+            self.forward_packed(input, &packing)?;
+            let objective = match &upstream {
+                None => {
+                    let (objective, chosen) = self.target_of(&tape, kind, choice, t)?;
+                    relevance = Some(RelevanceRow::new(t, chosen.row));
+                    target = Some(chosen);
+                    objective
+                }
+                Some(gradient) => {
+                    let output = tape.span_output().ok_or_else(|| {
+                        EngineError::Compute(format!("layer {layer} handed on no stream"))
+                    })?;
+                    (output * gradient.clone()).sum()
+                }
+            };
+            let gradients = objective.backward();
+            let (multiplier, gate) = tape.leaves().into_iter().next().ok_or_else(|| {
+                EngineError::Compute(format!("layer {layer} recorded no gradient leaves"))
+            })?;
+            let grad = match multiplier.grad(&gradients) {
+                Some(g) => to_vec(g)?,
+                None => vec![0.0; heads * t * t],
+            };
+            if let Some(g) = gate.grad(&gradients) {
+                for (slot, value) in importance[layer * heads..(layer + 1) * heads]
+                    .iter_mut()
+                    .zip(to_vec(g)?)
+                {
+                    *slot = value.abs();
+                }
+            }
+            if let Some(row) = relevance.as_mut() {
+                row.add_layer(&grad, heads);
+            }
+            if keep {
+                grad_attn[layer] = grad;
+            }
+            upstream = stream.grad(&gradients);
+        }
+        let (Some(target), Some(relevance)) = (target, relevance) else {
+            return Err(EngineError::Compute("a model without layers".into()));
+        };
+        Ok((
+            trace,
+            GradientFigures {
+                target,
+                layers,
+                heads,
+                tokens: t,
+                importance,
+                grad_attn,
+                relevance: relevance.finish(),
+            },
+        ))
     }
 
     /// One picture's trace and gradients with respect to `choice`.
@@ -196,7 +355,7 @@ impl Model {
             });
         };
         if let Some(([rows, cols], prefix)) = self.patch_layout(input.height, input.width) {
-            self.check_gradient_size(rows * cols + prefix)?;
+            self.check_gradient_size(rows * cols + prefix, self.config.layers)?;
         }
         let tape = GradientTape::default();
         let trace = vit.forward_taped(input, &self.device, Some(&tape))?;
@@ -213,6 +372,43 @@ impl Model {
         choice: TargetChoice,
         tokens: usize,
     ) -> Result<GradientFigures> {
+        let (objective, target) = self.target_of(tape, kind, choice, tokens)?;
+        let gradients = objective.backward();
+        let leaves = tape.leaves();
+        let heads = self.config.heads;
+        let mut importance = Vec::with_capacity(leaves.len() * heads);
+        let mut grad_attn = Vec::with_capacity(leaves.len());
+        for (multiplier, gate) in &leaves {
+            // A leaf the target does not depend on has no gradient: zero.
+            grad_attn.push(match multiplier.grad(&gradients) {
+                Some(g) => to_vec(g)?,
+                None => vec![0.0; heads * tokens * tokens],
+            });
+            match gate.grad(&gradients) {
+                Some(g) => importance.extend(to_vec(g)?.into_iter().map(f32::abs)),
+                None => importance.extend(std::iter::repeat_n(0.0, heads)),
+            }
+        }
+        let relevance = chefer_relevance(&grad_attn, heads, tokens, target.row);
+        Ok(GradientFigures {
+            target,
+            layers: leaves.len(),
+            heads,
+            tokens,
+            importance,
+            grad_attn,
+            relevance,
+        })
+    }
+
+    /// The target as a tracked scalar from what a pass recorded, with its description.
+    fn target_of(
+        &self,
+        tape: &GradientTape,
+        kind: TargetKind,
+        choice: TargetChoice,
+        tokens: usize,
+    ) -> Result<(Tensor<1>, Target)> {
         let missing = |what: &str| {
             EngineError::Compute(format!(
                 "the gradient pass recorded no {what} to differentiate"
@@ -261,39 +457,17 @@ impl Model {
                 reason: what,
             });
         }
-        let target: Tensor<1> = scores.slice([0..1, id..id + 1]).reshape([1]);
-        let value = to_vec(target.clone().inner())?[0];
-        let gradients = target.backward();
-        let leaves = tape.leaves();
-        let heads = self.config.heads;
-        let mut importance = Vec::with_capacity(leaves.len() * heads);
-        let mut grad_attn = Vec::with_capacity(leaves.len());
-        for (multiplier, gate) in &leaves {
-            // A leaf the target does not depend on has no gradient: zero.
-            grad_attn.push(match multiplier.grad(&gradients) {
-                Some(g) => to_vec(g)?,
-                None => vec![0.0; heads * tokens * tokens],
-            });
-            match gate.grad(&gradients) {
-                Some(g) => importance.extend(to_vec(g)?.into_iter().map(f32::abs)),
-                None => importance.extend(std::iter::repeat_n(0.0, heads)),
-            }
-        }
-        let relevance = chefer_relevance(&grad_attn, heads, tokens, row);
-        Ok(GradientFigures {
-            target: Target {
+        let objective: Tensor<1> = scores.slice([0..1, id..id + 1]).reshape([1]);
+        let value = to_vec(objective.clone().inner())?[0];
+        Ok((
+            objective,
+            Target {
                 kind,
                 id,
                 value,
                 row,
             },
-            layers: leaves.len(),
-            heads,
-            tokens,
-            importance,
-            grad_attn,
-            relevance,
-        })
+        ))
     }
 }
 

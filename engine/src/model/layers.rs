@@ -228,7 +228,9 @@ pub fn attend(
                 attention_softmax(z, 1.0, None, tile)
             }
         };
-    let leaves = tape.map(|tape| tape.layer_leaves(heads, t, &device));
+    let leaves = tape
+        .filter(|tape| tape.makes_leaves())
+        .map(|tape| tape.layer_leaves(heads, t, &device));
     let (attn, context, lse) = if keep_attention || leaves.is_some() {
         let logits = q.clone().matmul(keys.swap_dims(1, 2));
         let tile = MaskTile::of(mask, 0..t, 0..t);

@@ -174,6 +174,9 @@ impl Llama {
         let mut traces = Vec::with_capacity(self.layers.len());
         for (index, (layer, attention)) in self.layers.iter().zip(&cfg.layer_attention).enumerate()
         {
+            if !packing.enters_layer(index, &mut x) {
+                continue;
+            }
             let mask = packing.mask(true, None, attention.window);
             let (q, k, v) = layer.qkv(x.clone(), cfg, attention.rope.then_some((&cos, &sin)));
             let (context, mut trace) = attend(
@@ -190,6 +193,9 @@ impl Llama {
             x = layer.feed_forward(x, cfg);
             trace.residual = residual_figures(&x, &packing.lengths)?;
             traces.push(trace);
+        }
+        if packing.stops_early(self.layers.len(), &x) {
+            return packing.split(traces, None);
         }
         let last = self.norm.forward(packing.last_rows(x, device));
         packing.split(traces, Some(last.matmul(self.lm_head.clone())))

@@ -400,6 +400,7 @@ impl Model {
             keep_attention: self.keeps_attention(capture, input.ids.len()),
             edits: edits.to_vec(),
             tape: None,
+            span: None,
         };
         let mut traces = self.forward_packed(input, &packing)?;
         Ok(traces.remove(0))
@@ -458,6 +459,7 @@ impl Model {
                 keep_attention: lengths.iter().all(|&t| self.keeps_attention(capture, t)),
                 edits: Vec::new(),
                 tape: None,
+                span: None,
                 lengths,
             };
             if let [single] = group {

@@ -349,6 +349,9 @@ impl ModernBert {
         let mut traces = Vec::with_capacity(self.layers.len());
         for (index, (layer, attention)) in self.layers.iter().zip(&cfg.layer_attention).enumerate()
         {
+            if !packing.enters_layer(index, &mut x) {
+                continue;
+            }
             let a = layer.attention;
             let (cos, sin) = &tables
                 .iter()
@@ -383,6 +386,9 @@ impl ModernBert {
             x = x + layer.wo.forward(gated);
             trace.residual = residual_figures(&x, &packing.lengths)?;
             traces.push(trace);
+        }
+        if packing.stops_early(self.layers.len(), &x) {
+            return packing.split(traces, None);
         }
         if let Some(tape) = &packing.tape {
             let hidden = match &self.final_norm {

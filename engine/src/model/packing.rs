@@ -23,6 +23,24 @@ pub struct Packing {
     pub edits: Vec<Edit>,
     /// A gradient pass's tape (one input only; attention is then kept whole).
     pub tape: Option<GradientTape>,
+    /// A pass over some layers only, from a given stream (layer-by-layer gradients).
+    pub span: Option<LayerSpan>,
+}
+
+/// Layers `start..end` run on `input` as the stream entering layer `start`; a span that ends
+/// before the last layer stops there (no output layer) and records the stream in the tape.
+#[derive(Debug, Clone)]
+pub struct LayerSpan {
+    pub start: usize,
+    pub end: usize,
+    pub input: Tensor<2>,
+}
+
+/// Spans are equal when they cover the same layers (tensors have no equality).
+impl PartialEq for LayerSpan {
+    fn eq(&self, other: &Self) -> bool {
+        (self.start, self.end) == (other.start, other.end)
+    }
 }
 
 impl Packing {
@@ -33,6 +51,38 @@ impl Packing {
             keep_attention: true,
             edits: Vec::new(),
             tape: None,
+            span: None,
+        }
+    }
+
+    /// Whether the pass runs layer `index`, the stream `x` entering it: a span skips the
+    /// layers outside it and replaces the stream where it starts; a checkpoint tape keeps the
+    /// stream.
+    pub fn enters_layer(&self, index: usize, x: &mut Tensor<2>) -> bool {
+        if let Some(span) = &self.span {
+            if index < span.start || index >= span.end {
+                return false;
+            }
+            if index == span.start {
+                *x = span.input.clone();
+            }
+        }
+        if let Some(tape) = &self.tape {
+            tape.record_layer_input(index, x);
+        }
+        true
+    }
+
+    /// Whether the pass stops after its span's last layer, short of the model's output
+    /// (`layers` layers in all); the stream `x` is then recorded as the span's output.
+    pub fn stops_early(&self, layers: usize, x: &Tensor<2>) -> bool {
+        match (&self.span, &self.tape) {
+            (Some(span), Some(tape)) if span.end < layers => {
+                tape.record_span_output(x);
+                true
+            }
+            (Some(span), None) => span.end < layers,
+            _ => false,
         }
     }
 
@@ -148,6 +198,7 @@ mod tests {
             keep_attention: true,
             edits: Vec::new(),
             tape: None,
+            span: None,
         };
         assert_eq!(p.positions(), vec![0, 1, 2, 0, 1]);
         assert_eq!(p.starts(), vec![0, 3]);

@@ -477,3 +477,74 @@ fn a_session_whose_importance_has_the_wrong_shape_is_refused_by_name() {
     let err = Session::open(&broken).err().expect("refused").to_string();
     assert!(err.contains("importance/0"), "{err}");
 }
+
+/// The layer-by-layer pass (a checkpoint pass, then one layer at a time from the top, as long
+/// inputs run) gives PyTorch's figures too, on every text family's fixture.
+#[test]
+fn gradients_layer_by_layer_equal_pytorch_autograd_on_the_text_families() {
+    use headwise_engine::model::gradients::GradientPass;
+    for name in [
+        "tiny-llama",
+        "tiny-gpt2",
+        "tiny-bert",
+        "tiny-modernbert",
+        "tiny-gemma2",
+        "tiny-qwen2-window",
+    ] {
+        let folder = fixture(name);
+        let reference = reference(&folder);
+        let model = load(&folder, DeviceChoice::Cpu);
+        let ids = reference.ids.clone().expect("a text fixture");
+        let input = TokenInput {
+            type_ids: vec![0; ids.len()],
+            ids,
+            key_valid: None,
+        };
+        let (_, figures) = model
+            .text_gradients_with(&input, &[], TargetChoice::Top, GradientPass::LayerByLayer)
+            .expect("gradients");
+        check(
+            &format!("{name} layer by layer"),
+            &figures,
+            &reference,
+            CPU_RTOL,
+        );
+    }
+}
+
+#[test]
+fn an_edited_run_has_the_same_gradients_whole_or_layer_by_layer() {
+    use headwise_engine::model::gradients::GradientPass;
+    let model = load(&fixture("tiny-llama"), DeviceChoice::Cpu);
+    let input = TokenInput {
+        ids: vec![1, 310, 373, 334, 368, 358, 370, 89],
+        type_ids: vec![0; 8],
+        key_valid: None,
+    };
+    let edits = headwise_engine::edits::parse_all(&[
+        "ablate-mean:0.1".to_string(),
+        "scale:1.*:0=0.2".to_string(),
+    ])
+    .unwrap();
+    let run = |pass| {
+        model
+            .text_gradients_with(&input, &edits, TargetChoice::Top, pass)
+            .expect("gradients")
+            .1
+    };
+    let whole = run(GradientPass::Whole);
+    let by_layer = run(GradientPass::LayerByLayer);
+    assert_eq!(whole.target.id, by_layer.target.id);
+    let close = |what: &str, a: &[f32], b: &[f32]| {
+        let scale = a.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() <= 1e-5 * scale, "{what}: {x} vs {y}");
+        }
+        assert_eq!(a.len(), b.len(), "{what}: lengths");
+    };
+    close("importance", &whole.importance, &by_layer.importance);
+    close("relevance", &whole.relevance, &by_layer.relevance);
+    for (l, (a, b)) in whole.grad_attn.iter().zip(&by_layer.grad_attn).enumerate() {
+        close(&format!("grad_attn/{l}"), a, b);
+    }
+}
