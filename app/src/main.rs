@@ -52,6 +52,10 @@ enum Command {
         #[command(subcommand)]
         command: cli::probe::ProbeCommand,
     },
+    /// Two models of the same shape on the same texts in one session: the second model's runs
+    /// compared with the first's (each head's change, the head view's difference, the
+    /// next-token KL).
+    Compare(cli::compare::CompareArgs),
     /// Add joint query-key projections (PCA, UMAP, t-SNE) of a session's corpus to it.
     Project(cli::project::ProjectArgs),
     /// Measure performance; prints JSON.
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
         Some(Command::Trace(a)) => cli::trace::run(a),
         Some(Command::Render(a)) => cli::render::run(a),
         Some(Command::Project(a)) => cli::project::run(a),
+        Some(Command::Compare(a)) => cli::compare::run(a),
         Some(Command::Metrics(a)) => cli::metrics::run(a),
         Some(Command::Probe { command }) => cli::probe::run(command),
         Some(Command::Models { command }) => cli::models::run(command),

@@ -13,6 +13,7 @@ pub mod host;
 pub mod imaging;
 pub mod locate;
 pub mod model;
+pub mod model_comparison;
 pub mod pipeline;
 pub mod rebuild;
 pub mod session;

@@ -263,6 +263,9 @@ pub fn run(
     }
 }
 
+/// Up to this many text inputs, a run keeps each one's whole next-token distribution.
+pub const WHOLE_DISTRIBUTIONS_UP_TO: usize = 8;
+
 fn run_texts(
     model: &Model,
     source: &str,
@@ -346,11 +349,15 @@ fn run_texts(
             let (_, figures) = model.text_gradients(&TokenInput::from(encoded), &[], choice)?;
             session.set_gradients(session.meta.inputs.len() - 1, &figures);
         }
+        // A few prompts (not a corpus) keep their whole next-token distribution, so that an
+        // edited run or another model's run (`headwise compare`) can be compared with it.
+        if (total <= WHOLE_DISTRIBUTIONS_UP_TO || !options.edits.is_empty())
+            && let Some(probs) = &trace.next_token_probs
+        {
+            session.set_next_token_probs(session.meta.inputs.len() - 1, probs);
+        }
         if !options.edits.is_empty() {
             let base = session.meta.inputs.len() - 1;
-            if let Some(probs) = &trace.next_token_probs {
-                session.set_next_token_probs(base, probs);
-            }
             let edited = model.forward_edited(
                 &TokenInput::from(encoded),
                 options.capture,

@@ -110,6 +110,10 @@ pub struct InputInfo {
     /// What the stored gradients (`importance/`, `grad_attn/`, `relevance/`) differentiate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<Target>,
+    /// The model that made this run, when it is not the session's (`headwise compare`: a
+    /// second model of the same shape; `base` then points at the first model's run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 impl InputInfo {
@@ -176,6 +180,7 @@ mod patch_geometry {
             base: None,
             generated: None,
             target: None,
+            model: None,
         }
     }
 
@@ -399,6 +404,7 @@ impl Session {
             base: None,
             generated: None,
             target: None,
+            model: None,
         });
         self.push_layers(trace)
     }
@@ -503,6 +509,7 @@ impl Session {
             base: None,
             generated: None,
             target: None,
+            model: None,
         });
         self.extras.insert(
             format!("image/{index}"),

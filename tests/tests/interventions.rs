@@ -382,3 +382,67 @@ fn the_difference_view_draws_less_attention_blue_and_more_red() {
         "ablate: {shares:?}"
     );
 }
+
+/// `headwise compare`: a second model of the same shape on the same text (here the tiny Llama
+/// and its copy with linear RoPE scaling) joins the first's session as runs compared with the
+/// first model's, with its own attention and next-token distribution; other shapes are refused.
+#[test]
+fn two_models_of_the_same_shape_compare_in_one_session_and_other_shapes_are_refused() {
+    use headwise_engine::session::Session;
+    let dir = scratch("compare-models");
+    let text = "the quick brown fox jumps over the lazy dog";
+    let first = traced_session(&dir, "tiny-llama", &[text], "first.safetensors");
+    let second = traced_session(&dir, "tiny-llama-linear", &[text], "second.safetensors");
+    let out = dir.join("both.safetensors");
+    let run = |a: &std::path::Path, b: &std::path::Path, out: &std::path::Path| {
+        headwise(
+            &[
+                "compare",
+                a.to_str().unwrap(),
+                b.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &dir,
+        )
+    };
+    assert_success(&run(&first, &second, &out));
+    let both = Session::open(&out).expect("opens");
+    let alone = Session::open(&second).unwrap();
+    assert_eq!(both.meta.inputs.len(), 2);
+    let info = &both.meta.inputs[1];
+    assert_eq!(info.base, Some(0));
+    assert_eq!(
+        info.model.as_deref(),
+        Some(alone.meta.model.source.as_str())
+    );
+    let (a, b) = (both.layers[1][1].full(), alone.layers[0][1].full());
+    assert_eq!(a.data, b.data, "the second model's attention, unchanged");
+    let (p, q) = (
+        both.next_token_probs(0)
+            .expect("the first model's distribution"),
+        both.next_token_probs(1)
+            .expect("the second model's distribution"),
+    );
+    assert_ne!(p, q, "two different models predict differently");
+    // The comparison views draw: the overview by change.
+    let png = dir.join("change.png");
+    assert_success(&headwise(
+        &[
+            "render",
+            out.to_str().unwrap(),
+            "--view",
+            "overview",
+            "--metric",
+            "change",
+            "--input",
+            "1",
+            "--out",
+            png.to_str().unwrap(),
+        ],
+        &dir,
+    ));
+    let other_shape = traced_session(&dir, "tiny-gpt2", &[text], "gpt2.safetensors");
+    let refused = run(&first, &other_shape, &dir.join("never.safetensors"));
+    assert_clean_failure(&refused, &["is not the shape of"]);
+}

@@ -42,6 +42,13 @@ fn check_family(name: &str, device: DeviceChoice) {
     let expected = Expected::load(&folder);
     let causal = !matches!(name, "tiny-bert" | "tiny-modernbert");
     let tol = tolerance(device);
+    // How close the tiled and the whole pass stay (absolute, relative). On wgpu the kernels
+    // autotune picks sum in an order that varies from run to run, and the difference of a tile's
+    // context feeds every later layer: 1.9e-5 was seen on tiny-smollm3's layer 3 on lavapipe.
+    let same = match device {
+        DeviceChoice::Gpu => (1e-4, 1e-5),
+        _ => (1e-5, 1e-6),
+    };
     for (p, prompt) in expected.prompts().iter().enumerate() {
         let encoded = model.encode(p, prompt, Default::default()).expect("encode");
         let input = TokenInput::from(&encoded);
@@ -58,9 +65,15 @@ fn check_family(name: &str, device: DeviceChoice) {
                 LayerTensors::from_trace(a).unwrap(),
                 LayerTensors::from_trace(b).unwrap(),
             );
-            assert_allclose(&format!("{what} q"), &fb.q, &fa.q, 1e-5, 1e-6);
-            assert_allclose(&format!("{what} k"), &fb.k, &fa.k, 1e-5, 1e-6);
-            assert_allclose(&format!("{what} lse"), &lse_of(b), &lse_of(a), 1e-5, 1e-6);
+            assert_allclose(&format!("{what} q"), &fb.q, &fa.q, same.0, same.1);
+            assert_allclose(&format!("{what} k"), &fb.k, &fa.k, same.0, same.1);
+            assert_allclose(
+                &format!("{what} lse"),
+                &lse_of(b),
+                &lse_of(a),
+                same.0,
+                same.1,
+            );
             // Rebuilt from the tiled pass's own q, k and lse: the attention transformers
             // computed, and the one the full pass materialised.
             let lse = lse_of(b).data.into_vec();

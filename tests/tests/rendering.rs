@@ -226,3 +226,49 @@ fn heads_drawn_in_place_from_a_gpu_run_equal_heads_drawn_from_the_session_copy()
         }
     }
 }
+
+/// The comparison view draws the same head of two prompts side by side (both halves show a
+/// heatmap) and the per-head metric differences below; a session of one input is refused.
+#[test]
+fn the_comparison_view_draws_two_prompts_side_by_side_and_refuses_a_single_input() {
+    let dir = scratch("render-compare");
+    let two = traced_session(
+        &dir,
+        "tiny-llama",
+        &[
+            PROMPT,
+            "the quick brown cat sleeps under the warm sun today",
+        ],
+        "two.safetensors",
+    );
+    let img = render(&dir, &two, "compare:1.0", "compare.png");
+    let background = img.get_pixel(img.width() - 1, img.height() - 1).0;
+    let (w, h) = (img.width(), img.height());
+    // The heatmaps' band: below the title and the labels, above the metric grid.
+    let coloured = |x0: u32, x1: u32| {
+        (x0..x1)
+            .flat_map(|x| (h / 8..h / 2).map(move |y| (x, y)))
+            .filter(|&(x, y)| img.get_pixel(x, y).0 != background)
+            .count()
+    };
+    let (left, right) = (coloured(0, w / 2), coloured(w / 2, w));
+    assert!(
+        left > 20_000 && right > 20_000,
+        "left {left}, right {right}"
+    );
+    assert!(headwise_tests::distinct_colours(&img) > 50);
+    let one = traced_session(&dir, "tiny-llama", &[PROMPT], "one.safetensors");
+    let png = dir.join("never.png");
+    let out = headwise(
+        &[
+            "render",
+            one.to_str().unwrap(),
+            "--view",
+            "compare:1.0",
+            "--out",
+            png.to_str().unwrap(),
+        ],
+        &dir,
+    );
+    assert_clean_failure(&out, &["two inputs"]);
+}

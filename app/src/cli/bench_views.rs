@@ -122,6 +122,7 @@ pub fn synthetic_session(layers: usize, heads: usize, tokens: usize, head_dim: u
                 base: None,
                 generated: None,
                 target: None,
+                model: None,
             }],
             view: serde_json::Value::Null,
             projections: BTreeMap::new(),

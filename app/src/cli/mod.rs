@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_project;
 pub mod bench_views;
+pub mod compare;
 pub mod metrics;
 pub mod models;
 pub mod probe;

@@ -197,6 +197,9 @@ impl HeadwiseApp {
                             if !input.edits.is_empty() {
                                 short = format!("edited ({}): {short}", input.edits.join(", "));
                             }
+                            if let Some(model) = &input.model {
+                                short = format!("{model}: {short}");
+                            }
                             ui.selectable_value(&mut self.view.input, i, format!("{i}: {short}"));
                         }
                     });
@@ -205,6 +208,7 @@ impl HeadwiseApp {
             head::next_tokens(ui, &doc, self.view.input);
         }
         self.edits_panel(ui);
+        self.compare_panel(ui);
         self.generation_panel(ui);
         self.gradients_panel(ui);
         if let Some(error) = &self.messages.error {
@@ -262,6 +266,43 @@ impl HeadwiseApp {
             ui.data_mut(|d| d.insert_temp(id, typed));
             if self.runs.edits.is_empty() {
                 ui.small("right-click a head in the overview to knock it out or damp a sink");
+            }
+        });
+        if changed && self.runs.model.is_some() {
+            self.request_run();
+        }
+    }
+
+    /// A second prompt run beside the first (the comparison view shows them side by side).
+    fn compare_panel(&mut self, ui: &mut egui::Ui) {
+        if self
+            .runs
+            .model
+            .as_ref()
+            .is_none_or(|m| m.model.takes_images())
+        {
+            return;
+        }
+        let mut changed = false;
+        ui.collapsing("Compare with", |ui| {
+            let mut on = self.runs.compare_prompt.is_some();
+            if ui
+                .checkbox(&mut on, "a second prompt, side by side")
+                .changed()
+            {
+                self.runs.compare_prompt = on.then(|| self.runs.prompt.clone());
+                changed = true;
+            }
+            if let Some(second) = self.runs.compare_prompt.as_mut() {
+                let field = ui.add(
+                    egui::TextEdit::multiline(second)
+                        .desired_rows(2)
+                        .desired_width(f32::INFINITY),
+                );
+                if field.lost_focus() {
+                    changed = true;
+                }
+                ui.small("runs when the field loses focus; the Compare tab shows both");
             }
         });
         if changed && self.runs.model.is_some() {

@@ -70,6 +70,8 @@ pub(super) struct Runs {
     pub gradients: Option<String>,
     /// Decoders: continue the prompt by this many tokens before each run (None: off).
     pub generate: Option<Generation>,
+    /// A second prompt run beside the first, for the comparison view (None: off).
+    pub compare_prompt: Option<String>,
 }
 
 impl Runs {
@@ -93,6 +95,7 @@ impl Runs {
             edits: Vec::new(),
             gradients: None,
             generate: None,
+            compare_prompt: None,
         }
     }
 
@@ -246,7 +249,16 @@ impl HeadwiseApp {
                 }
             }
         } else {
-            Inputs::Texts(vec![self.runs.prompt.clone()])
+            let mut texts = vec![self.runs.prompt.clone()];
+            if let Some(second) = self
+                .runs
+                .compare_prompt
+                .as_ref()
+                .filter(|t| !t.trim().is_empty())
+            {
+                texts.push(second.clone());
+            }
+            Inputs::Texts(texts)
         };
         let edits = if loaded.model.takes_images() {
             Vec::new()
@@ -269,6 +281,12 @@ impl HeadwiseApp {
                 }
             },
         };
+        if let Inputs::Texts(texts) = &inputs
+            && texts.len() == 2
+        {
+            // Each text is followed by its edited run when there are edits.
+            self.view.compare.other = if edits.is_empty() { 1 } else { 2 };
+        }
         let options = RunOptions {
             long: LongInput::Reject,
             pack_tokens: loaded.pack_tokens,

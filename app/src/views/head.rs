@@ -221,7 +221,7 @@ pub fn selection_label(s: Selection) -> &'static str {
         Selection::Layer(Reduce::Max) => "max of the layer's heads",
         Selection::Model(Reduce::Mean) => "mean of all heads",
         Selection::Model(Reduce::Max) => "max of all heads",
-        Selection::Change => "difference from the unedited run",
+        Selection::Change => "difference from the base run (unedited, or the first model)",
         Selection::Gradient { signed: true } => "gradient × attention (signed)",
         Selection::Gradient { signed: false } => "gradient × attention (positive part)",
     }
@@ -238,7 +238,7 @@ pub fn title(state: &ViewState) -> String {
         ),
         Selection::Model(_) => selection_label(state.selection).to_string(),
         Selection::Change => format!(
-            "layer {}, head {}: edited minus unedited",
+            "layer {}, head {}: this run minus its base",
             state.layer, state.head
         ),
         Selection::Gradient { signed } => format!(
@@ -670,7 +670,7 @@ fn next_token_change(ui: &mut egui::Ui, doc: &Document, input: usize) {
     }
     let kl = kl_divergence(&before, &edited);
     ui.small(format!(
-        "against input {base} (unedited): KL = {kl:.4} nats"
+        "against input {base} (its base): KL = {kl:.4} nats"
     ));
     let mut moved: Vec<(usize, f32)> = before
         .iter()

@@ -5,6 +5,7 @@
 //! on a view.
 
 pub mod camera;
+pub mod compare;
 pub mod grid;
 pub mod head;
 pub mod image;
@@ -34,6 +35,7 @@ pub static VIEWS: &[&dyn View] = &[
     &image::ImageView,
     &qk::QkView,
     &tokens::TokensView,
+    &compare::CompareView,
 ];
 
 /// What a view asks of the app after a frame.
@@ -264,14 +266,21 @@ mod tests {
         assert_eq!(parsed("qk:1.2"), (Tab::Qk, Some((1, 2))));
         let unknown = parse("lines:1.1").err().unwrap().to_string();
         assert!(
-            unknown.contains("overview, head:L.H, image:L.H, qk:L.H, tokens"),
+            unknown.contains("overview, head:L.H, image:L.H, qk:L.H, tokens, compare:L.H"),
             "{unknown}"
         );
     }
 
     #[test]
     fn every_tab_has_exactly_one_view_and_every_view_a_command_name() {
-        for tab in [Tab::Overview, Tab::Head, Tab::Image, Tab::Qk, Tab::Tokens] {
+        for tab in [
+            Tab::Overview,
+            Tab::Head,
+            Tab::Image,
+            Tab::Qk,
+            Tab::Tokens,
+            Tab::Compare,
+        ] {
             assert_eq!(
                 VIEWS.iter().filter(|v| v.tab() == tab).count(),
                 1,

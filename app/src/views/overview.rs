@@ -296,8 +296,11 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Op
                     &format!("{hi:.3}"),
                 );
                 ui.small(CHANGE_DEFINITION);
-                let edits = &doc.session.meta.inputs[input].edits;
-                ui.small(format!("edits: {}", edits.join(", ")));
+                let info = &doc.session.meta.inputs[input];
+                match &info.model {
+                    Some(model) => ui.small(format!("run by {model}")),
+                    None => ui.small(format!("edits: {}", info.edits.join(", "))),
+                };
                 let mut ranked: Vec<(usize, usize, f32)> = change
                     .iter()
                     .enumerate()

@@ -20,6 +20,9 @@ pub enum Tab {
     Qk,
     /// Per token across layers: hidden-state norm, attention received, value norm.
     Tokens,
+    /// Two inputs side by side: one head of each with a shared zoom, and every head's metric
+    /// difference.
+    Compare,
 }
 
 /// What the token panel's heatmap shows.
@@ -43,6 +46,24 @@ impl TokenQuantity {
             TokenQuantity::HiddenNorm => "hidden-state norm",
             TokenQuantity::Received => "attention received",
             TokenQuantity::ValueNorm => "value norm",
+        }
+    }
+}
+
+/// The comparison view's settings: the input shown beside `ViewState::input`, and the metric
+/// whose per-head difference it maps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CompareState {
+    pub other: usize,
+    pub metric: HeadMetric,
+}
+
+impl Default for CompareState {
+    fn default() -> Self {
+        Self {
+            other: 1,
+            metric: HeadMetric::Entropy,
         }
     }
 }
@@ -255,6 +276,7 @@ pub struct ViewState {
     pub image: ImageViewState,
     pub qk: QkViewState,
     pub tokens: TokenPanelState,
+    pub compare: CompareState,
 }
 
 impl Default for ViewState {
@@ -279,6 +301,7 @@ impl Default for ViewState {
             image: ImageViewState::default(),
             qk: QkViewState::default(),
             tokens: TokenPanelState::default(),
+            compare: CompareState::default(),
         }
     }
 }
