@@ -280,7 +280,7 @@ mod tests {
             assert!((bias[h * 3] - 0.5f32.ln()).abs() < 1e-7);
             assert_eq!(bias[h * 3 + 1], 0.0);
         }
-        assert_eq!(LayerEdits::of(&edits, 0, 4).unwrap().mean[1], true);
+        assert!(LayerEdits::of(&edits, 0, 4).unwrap().mean[1]);
         let only_ablate: Vec<Edit> = vec!["ablate:1.2".parse().unwrap()];
         assert!(LayerEdits::of(&only_ablate, 0, 4).is_none());
         assert!(

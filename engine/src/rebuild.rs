@@ -329,8 +329,8 @@ mod tests {
                 assert_eq!(&a.data[1..3], &[0.0, 0.0]);
             } else {
                 let sum: f32 = z.iter().map(|v| v.exp()).sum();
-                for j in 0..3 {
-                    assert!((a.data[j] - z[j].exp() / sum).abs() < 1e-6);
+                for (weight, logit) in a.data.iter().zip(z) {
+                    assert!((weight - logit.exp() / sum).abs() < 1e-6);
                 }
             }
         }

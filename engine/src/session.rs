@@ -536,9 +536,7 @@ impl Session {
         let tensors = self.layers.get(index)?.get(layer)?;
         let lse = self.lse(index, layer)?;
         let attention = self.layer_attention(layer);
-        if QkAttention::new(&tensors.q, &tensors.k, &lse, attention, false).is_none() {
-            return None;
-        }
+        QkAttention::new(&tensors.q, &tensors.k, &lse, attention, false)?;
         let causal = self.causal(
             layer,
             &tensors.q,
@@ -1053,14 +1051,14 @@ impl Session {
                         .map_err(|e| bad(format!("tensor {name}: {e}")))?;
                     Ok(HostTensor::new(shape, values))
                 };
-                if let Some(info) = metadata.info(&format!("lse/{i}/{l}")) {
-                    if info.shape != [m.heads, t] || info.dtype != Dtype::F32 {
-                        return Err(bad(format!(
-                            "tensor lse/{i}/{l} has shape {:?} ({:?}), the metadata says \
+                if let Some(info) = metadata.info(&format!("lse/{i}/{l}"))
+                    && (info.shape != [m.heads, t] || info.dtype != Dtype::F32)
+                {
+                    return Err(bad(format!(
+                        "tensor lse/{i}/{l} has shape {:?} ({:?}), the metadata says \
                              [{}, {t}] (F32)",
-                            info.shape, info.dtype, m.heads
-                        )));
-                    }
+                        info.shape, info.dtype, m.heads
+                    )));
                 }
                 for (prefix, expected) in [
                     ("norms", vec![t]),
@@ -1206,7 +1204,7 @@ fn check_model_sizes(
 /// Query heads share key heads in groups (query head h uses key head h / (heads / kv_heads)):
 /// checked after the tensors, whose shapes name a disagreement more precisely.
 fn check_grouping(m: &ModelInfo) -> std::result::Result<(), String> {
-    if m.heads == 0 || m.kv_heads == 0 || m.heads % m.kv_heads != 0 {
+    if m.heads == 0 || m.kv_heads == 0 || !m.heads.is_multiple_of(m.kv_heads) {
         return Err(format!(
             "model.heads = {} cannot be grouped over model.kv_heads = {}",
             m.heads, m.kv_heads

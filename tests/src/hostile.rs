@@ -331,14 +331,14 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Self(seed.max(1))
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        (self.next_u64() % n.max(1) as u64) as usize
     }
 }
 
@@ -370,13 +370,13 @@ pub fn mutate(bytes: &[u8], rng: &mut Rng) -> Vec<u8> {
     let mut out = bytes.to_vec();
     for _ in 0..1 + rng.below(4) {
         if out.is_empty() {
-            out.push(rng.next() as u8);
+            out.push(rng.next_u64() as u8);
             continue;
         }
         let at = rng.below(out.len());
         match rng.below(7) {
             0 => out[at] ^= 1 << rng.below(8),
-            1 => out[at] = rng.next() as u8,
+            1 => out[at] = rng.next_u64() as u8,
             2 | 3 => {
                 let value = INTERESTING[rng.below(INTERESTING.len())];
                 let width = [1, 2, 4, 8][rng.below(4)];

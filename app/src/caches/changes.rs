@@ -49,15 +49,12 @@ impl ChangeCache {
             jobs.remove(&input);
             return value;
         }
-        if !jobs.contains_key(&input) {
+        jobs.entry(input).or_insert_with(|| {
             let held = doc.clone();
-            jobs.insert(
-                input,
-                Job::spawn("attention change", repaint.clone(), move |_| {
-                    changes(&held, input)
-                }),
-            );
-        }
+            Job::spawn("attention change", repaint.clone(), move |_| {
+                changes(&held, input)
+            })
+        });
         None
     }
 

@@ -8,9 +8,12 @@ use headwise_engine::session::Session;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// Each input's reduced matrices, by input and matrix.
+type Reduced = HashMap<(usize, Matrix), Arc<Vec<f32>>>;
+
 #[derive(Default)]
 pub struct ReducedCache {
-    values: Mutex<HashMap<(usize, Matrix), Arc<Vec<f32>>>>,
+    values: Mutex<Reduced>,
 }
 
 impl ReducedCache {

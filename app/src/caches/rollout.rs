@@ -46,6 +46,7 @@ impl Default for State {
 impl RolloutCache {
     /// The rollout row of `query` in `input` for settings `r`; while the newest settings' build
     /// is under way, the last row of the same input, if any.
+    #[allow(clippy::too_many_arguments)]
     pub fn row(
         &self,
         session: &Session,

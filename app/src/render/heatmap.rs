@@ -353,7 +353,7 @@ impl HeatmapResources {
         }
         let (max_binding, alignment) = (self.max_binding, self.offset_alignment);
         let (mut uploaded, mut in_place) = (0, 0);
-        if !self.matrices.contains_key(&key) {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.matrices.entry(key) {
             let made = (|| {
                 if let Some(m) = source
                     .device_matrix(key)
@@ -373,7 +373,7 @@ impl HeatmapResources {
             if made.is_none() && source.pending(key) {
                 return None;
             }
-            self.matrices.insert(key, made);
+            e.insert(made);
         }
         let gpu = self.matrices.get(&key).expect("inserted above");
         self.uploaded_bytes += uploaded;

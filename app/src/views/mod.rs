@@ -206,8 +206,11 @@ pub fn render(
     offscreen.render(size, pixels_per_point, |ui| draw(ui, doc, state))
 }
 
+/// A view and the (layer, head) a `--view` names, if it names one.
+pub type NamedView = (&'static dyn View, Option<(usize, usize)>);
+
 /// The view `--view` names (`NAME` or `NAME:LAYER.HEAD`), and the head it names.
-pub fn parse(spec: &str) -> Result<(&'static dyn View, Option<(usize, usize)>)> {
+pub fn parse(spec: &str) -> Result<NamedView> {
     let (name, rest) = match spec.split_once(':') {
         Some((name, rest)) => (name, Some(rest)),
         None => (spec, None),

@@ -598,7 +598,7 @@ mod tests {
         let within = (68..t).filter(|i| i - i / 2 < 64).count() as f32;
         let want = (0.5 * rows + 0.5 * within) / rows;
         assert!((m.get(HeadMetric::Streaming) - want).abs() < 1e-5);
-        let short = head_metrics(&vec![0.25; 16], 4, &[false; 4], None, None);
+        let short = head_metrics(&[0.25; 16], 4, &[false; 4], None, None);
         assert!(short.get(HeadMetric::Streaming).is_nan());
     }
 

@@ -89,31 +89,29 @@ pub fn retrieval_scores(session: &Session, index: usize) -> Option<Vec<Vec<f32>>
         return None;
     }
     let m = &session.meta.model;
-    Some(
-        (0..m.layers)
-            .map(|layer| {
-                let parts = session.qk_parts(index, layer);
-                let attn = session.layers.get(index)?.get(layer)?.attn.as_ref();
-                Some(
-                    (0..m.heads)
-                        .map(|h| {
-                            copy_paste_score(ids, layout, |i| match attn {
-                                Some(a) => a
-                                    .data
-                                    .get((h * t + i) * t..(h * t + i + 1) * t)
-                                    .map(<[f32]>::to_vec),
-                                None => {
-                                    let mut out = vec![0.0; t];
-                                    parts.as_ref()?.attention().row(h, i, 0..t, &mut out);
-                                    Some(out)
-                                }
-                            })
+    (0..m.layers)
+        .map(|layer| {
+            let parts = session.qk_parts(index, layer);
+            let attn = session.layers.get(index)?.get(layer)?.attn.as_ref();
+            Some(
+                (0..m.heads)
+                    .map(|h| {
+                        copy_paste_score(ids, layout, |i| match attn {
+                            Some(a) => a
+                                .data
+                                .get((h * t + i) * t..(h * t + i + 1) * t)
+                                .map(<[f32]>::to_vec),
+                            None => {
+                                let mut out = vec![0.0; t];
+                                parts.as_ref()?.attention().row(h, i, 0..t, &mut out);
+                                Some(out)
+                            }
                         })
-                        .collect(),
-                )
-            })
-            .collect::<Option<Vec<_>>>()?,
-    )
+                    })
+                    .collect(),
+            )
+        })
+        .collect::<Option<Vec<_>>>()
 }
 
 #[cfg(test)]

@@ -47,8 +47,10 @@ pub fn value_weighted(
                     edit + norms[(h / group) * t + j].ln()
                 })
                 .collect();
-            if let Some(parts) = session.qk_parts(input, layer) {
-                causal[layer].get_or_insert(parts.causal);
+            if let (Some(parts), Some(known)) =
+                (session.qk_parts(input, layer), causal.get_mut(layer))
+            {
+                known.get_or_insert(parts.causal);
             }
             let tensors = &mut weighted.layers[input][layer];
             if let Some(attn) = &session.layers[input][layer].attn {

@@ -99,7 +99,7 @@ struct ClassDefaults {
 
 const HALF: [f32; 3] = [0.5; 3];
 const OPENAI_CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
-const OPENAI_CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_1];
+const OPENAI_CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 
 /// The processor classes whose steps this module implements (with or without transformers'
 /// `Fast`/`Pil` backend suffix; the arithmetic is always the Pillow backend's).

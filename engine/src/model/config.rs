@@ -575,14 +575,14 @@ impl ModelConfig {
         let refuse =
             |k: &str, value: String, why: &str| bad(format!("{} = {value}: {why}", key(k)));
         let shown = |k: &str| file.get(&key(k)).map(show_gguf);
-        if let Some(n) = file.get(&key("expert_count")).and_then(|v| v.as_u64()) {
-            if n > 0 {
-                return Err(refuse(
-                    "expert_count",
-                    n.to_string(),
-                    "mixture-of-experts feed-forward is not supported (dense models only)",
-                ));
-            }
+        if let Some(n) = file.get(&key("expert_count")).and_then(|v| v.as_u64())
+            && n > 0
+        {
+            return Err(refuse(
+                "expert_count",
+                n.to_string(),
+                "mixture-of-experts feed-forward is not supported (dense models only)",
+            ));
         }
         for k in [
             "attn_logit_softcapping",
@@ -598,23 +598,23 @@ impl ModelConfig {
                 ));
             }
         }
-        if let Some(value_length) = opt_int("attention.value_length")? {
-            if value_length != head_dim {
-                return Err(refuse(
-                    "attention.value_length",
-                    value_length.to_string(),
-                    &format!("differs from attention.key_length {head_dim}; supported: equal"),
-                ));
-            }
+        if let Some(value_length) = opt_int("attention.value_length")?
+            && value_length != head_dim
+        {
+            return Err(refuse(
+                "attention.value_length",
+                value_length.to_string(),
+                &format!("differs from attention.key_length {head_dim}; supported: equal"),
+            ));
         }
-        if let Some(rotary) = opt_int("rope.dimension_count")? {
-            if rotary != head_dim {
-                return Err(refuse(
-                    "rope.dimension_count",
-                    rotary.to_string(),
-                    &format!("partial rotary embeddings are not supported; supported: {head_dim}"),
-                ));
-            }
+        if let Some(rotary) = opt_int("rope.dimension_count")?
+            && rotary != head_dim
+        {
+            return Err(refuse(
+                "rope.dimension_count",
+                rotary.to_string(),
+                &format!("partial rotary embeddings are not supported; supported: {head_dim}"),
+            ));
         }
         // transformers reads a mistral GGUF into its Mistral config, whose window defaults to
         // 4096; llama and qwen2 have none.

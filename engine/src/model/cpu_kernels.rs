@@ -66,6 +66,9 @@ impl<'a> MaskTile<'a> {
     }
 }
 
+/// One row of [`softmax_rows`]' work: its index, its output and input, and its logsumexp.
+type RowItem<'a> = (usize, ((&'a mut [f32], &'a [f32]), &'a mut f32));
+
 /// The attention softmax of a tile of one layer: `z = softcap(scale · logits) + mask`,
 /// returning `softmax(z)` over the last dimension and each row's `logsumexp(z)`. `logits`
 /// [heads, rows, keys] are q·kᵀ for the tile's queries and keys; the mask (0 where a key is
@@ -119,35 +122,33 @@ fn softmax_rows(
 ) -> (Vec<f32>, Vec<f32>) {
     let mut out = vec![0.0f32; values.len()];
     let mut lse = vec![0.0f32; values.len() / width.max(1)];
-    let row =
-        |scratch: &mut Vec<f32>,
-         (index, ((out_row, in_row), lse)): (usize, ((&mut [f32], &[f32]), &mut f32))| {
-            let query = mask.map(|tile| tile.rows.start + index % rows);
-            // Without padding a row's visible keys are one span: the softmax runs over it alone
-            // (masked keys would only add exact zeros), the rest of the row stays 0.
-            if let (Some(tile), Some(query)) = (mask, query)
-                && let Some(span) = tile.mask.span_within(query, tile.keys.clone())
-            {
-                *lse = if span.is_empty() {
-                    f32::NEG_INFINITY
-                } else {
-                    softmax_row(
-                        &in_row[span.clone()],
-                        None,
-                        scale,
-                        softcap,
-                        &mut out_row[span],
-                    )
-                };
-                return;
-            }
-            let mask_row = mask.zip(query).map(|(tile, query)| {
-                scratch.resize(width, 0.0);
-                tile.mask.fill_row(query, tile.keys.clone(), scratch);
-                &scratch[..]
-            });
-            *lse = softmax_row(in_row, mask_row, scale, softcap, out_row);
-        };
+    let row = |scratch: &mut Vec<f32>, (index, ((out_row, in_row), lse)): RowItem<'_>| {
+        let query = mask.map(|tile| tile.rows.start + index % rows);
+        // Without padding a row's visible keys are one span: the softmax runs over it alone
+        // (masked keys would only add exact zeros), the rest of the row stays 0.
+        if let (Some(tile), Some(query)) = (mask, query)
+            && let Some(span) = tile.mask.span_within(query, tile.keys.clone())
+        {
+            *lse = if span.is_empty() {
+                f32::NEG_INFINITY
+            } else {
+                softmax_row(
+                    &in_row[span.clone()],
+                    None,
+                    scale,
+                    softcap,
+                    &mut out_row[span],
+                )
+            };
+            return;
+        }
+        let mask_row = mask.zip(query).map(|(tile, query)| {
+            scratch.resize(width, 0.0);
+            tile.mask.fill_row(query, tile.keys.clone(), scratch);
+            &scratch[..]
+        });
+        *lse = softmax_row(in_row, mask_row, scale, softcap, out_row);
+    };
     if width == 0 {
         return (out, lse);
     }
@@ -358,8 +359,8 @@ fn tanh(x: f32) -> f32 {
     let a = x.abs();
     let z = x * x;
     let small =
-        ((((-5.704_988_7e-3 * z + 2.063_908_9e-2) * z - 5.373_971_6e-2) * z + 1.333_144_2e-1) * z
-            - 3.333_328_2e-1)
+        ((((-5.704_988_7e-3 * z + 2.063_909e-2) * z - 5.373_971_6e-2) * z + 1.333_144_2e-1) * z
+            - 3.333_328e-1)
             * z
             * x
             + x;

@@ -210,16 +210,16 @@ fn refuse_unsupported_keys(json: &Value, model_type: &str) -> Result<(), String>
             }
         }
     }
-    if model_type != "phi3" {
-        if let Some(v) = field(json, "partial_rotary_factor").filter(|v| v.as_f64() != Some(1.0)) {
-            return Err(refuse(
-                "partial_rotary_factor",
-                v,
-                &format!(
-                    "partial rotary embeddings are implemented for phi3 only, not {model_type}; supported: 1.0"
-                ),
-            ));
-        }
+    if model_type != "phi3"
+        && let Some(v) = field(json, "partial_rotary_factor").filter(|v| v.as_f64() != Some(1.0))
+    {
+        return Err(refuse(
+            "partial_rotary_factor",
+            v,
+            &format!(
+                "partial rotary embeddings are implemented for phi3 only, not {model_type}; supported: 1.0"
+            ),
+        ));
     }
     Ok(())
 }
@@ -273,7 +273,7 @@ fn read_rope(
             None => 1.0,
         };
     let rotary_dim = (head_dim as f64 * partial) as usize;
-    if !(partial > 0.0 && partial <= 1.0) || rotary_dim < 2 || rotary_dim % 2 != 0 {
+    if !(partial > 0.0 && partial <= 1.0) || rotary_dim < 2 || !rotary_dim.is_multiple_of(2) {
         return Err(format!(
             "partial_rotary_factor = {partial}: gives {rotary_dim} rotary dimensions of \
              {head_dim}; need an even number between 2 and head_dim"
@@ -367,25 +367,24 @@ fn read_rope(
             ));
         }
     };
-    if let RopeScaling::Linear { factor } | RopeScaling::Llama3 { factor, .. } = &scaling {
-        if *factor <= 0.0 || !factor.is_finite() {
-            return Err(format!(
-                "{params_key}.factor = {factor}: must be a positive number"
-            ));
-        }
+    if let RopeScaling::Linear { factor } | RopeScaling::Llama3 { factor, .. } = &scaling
+        && (*factor <= 0.0 || !factor.is_finite())
+    {
+        return Err(format!(
+            "{params_key}.factor = {factor}: must be a positive number"
+        ));
     }
     if let RopeScaling::Llama3 {
         low_freq_factor,
         high_freq_factor,
         ..
     } = &scaling
+        && high_freq_factor <= low_freq_factor
     {
-        if high_freq_factor <= low_freq_factor {
-            return Err(format!(
-                "{params_key}.high_freq_factor = {high_freq_factor} must exceed low_freq_factor \
+        return Err(format!(
+            "{params_key}.high_freq_factor = {high_freq_factor} must exceed low_freq_factor \
                  = {low_freq_factor}"
-            ));
-        }
+        ));
     }
     Ok(Rope {
         theta,

@@ -89,6 +89,8 @@ impl Rope {
                             - *low_freq_factor as f32)
                             / span;
                         let smoothed = (1.0 - smooth) * scaled / factor32 + smooth * scaled;
+                        // As transformers writes it; the wavelengths are finite, never NaN.
+                        #[allow(clippy::neg_cmp_op_on_partial_ord)]
                         let medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
                         if medium { smoothed } else { scaled }
                     })

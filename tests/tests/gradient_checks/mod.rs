@@ -474,7 +474,7 @@ fn a_session_whose_importance_has_the_wrong_shape_is_refused_by_name() {
         .collect();
     let broken = dir.join("broken.safetensors");
     safetensors::serialize_to_file(views, header.metadata().clone(), &broken).unwrap();
-    let err = Session::open(&broken).err().expect("refused").to_string();
+    let err = Session::open(&broken).expect_err("refused").to_string();
     assert!(err.contains("importance/0"), "{err}");
 }
 
