@@ -40,8 +40,11 @@ impl View for CompareView {
 
     fn ui(&self, ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Vec<ViewAction> {
         controls(ui, doc, state);
-        egui::ScrollArea::vertical().show(ui, |ui| show(ui, doc, state));
-        Vec::new()
+        egui::ScrollArea::vertical()
+            .show(ui, |ui| show(ui, doc, state))
+            .inner
+            .into_iter()
+            .collect()
     }
 
     fn title(&self, _doc: &Document, state: &ViewState) -> String {
@@ -52,7 +55,7 @@ impl View for CompareView {
     }
 
     fn body(&self, ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
-        show(ui, doc, state);
+        let _ = show(ui, doc, state);
     }
 
     fn natural_size(&self, _doc: &Document, _state: &ViewState) -> egui::Vec2 {
@@ -151,14 +154,16 @@ fn rescale(window: [f32; 4], from: usize, to: usize) -> [f32; 4] {
     window.map(|v| v * k)
 }
 
-fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
+/// Draws both heads and the metric differences; a right-click edit on either head is handed
+/// back.
+fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Option<ViewAction> {
     let inputs = doc.inputs();
     if inputs < 2 {
         ui.label(
             "The comparison needs two inputs: type a second prompt under \"Compare with\", or \
              trace two texts.",
         );
-        return;
+        return None;
     }
     state.input = state.input.min(inputs - 1);
     state.compare.other = state.compare.other.min(inputs - 1);
@@ -173,6 +178,7 @@ fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
         })
         .collect();
     let half = (ui.available_width() / 2.0 - 8.0).max(200.0);
+    let mut action = None;
     let side_height = half.min(620.0);
     ui.horizontal_top(|ui| {
         for (k, &input) in pair.iter().enumerate() {
@@ -192,8 +198,9 @@ fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
                     ))
                     .strong(),
                 );
-                // Edits from a right-click belong to the head view; here the heads only show.
-                let _ = head::show(ui, doc, &mut side);
+                if let Some(edit) = head::show(ui, doc, &mut side) {
+                    action = Some(edit);
+                }
             });
             // Zooming or panning either side moves both, in proportion to their lengths.
             if side.window != given {
@@ -203,6 +210,7 @@ fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
     });
     ui.add_space(8.0);
     metric_differences(ui, doc, state);
+    action
 }
 
 /// Every head's metric on the right input minus the left's, diverging colours scaled to the

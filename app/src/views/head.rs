@@ -488,11 +488,12 @@ pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Op
         let key: Option<usize> = ui.data(|d| d.get_temp(menu_key));
         let (layer, head) = (state.layer, state.head);
         response.context_menu(|ui| {
-            let Some(key) = key else { return };
-            ui.label(format!(
-                "key {key} {:?}, layer {layer}, head {head}",
-                tokens[key]
-            ));
+            // The key was picked by a right-click, perhaps on another input: it must still be
+            // one of this input's tokens.
+            let Some((key, name)) = key.and_then(|k| Some((k, tokens.get(k)?))) else {
+                return;
+            };
+            ui.label(format!("key {key} {name:?}, layer {layer}, head {head}"));
             for (label, factor) in [
                 ("block every query's attention to it", "0"),
                 ("halve it", "0.5"),
