@@ -1013,20 +1013,19 @@ impl Session {
                     input.generated.unwrap_or(0)
                 )));
             }
-            for (name, expected) in [
-                (format!("importance/{i}"), vec![m.layers, m.heads]),
-                (format!("relevance/{i}"), vec![t]),
-            ] {
-                if let Some(info) = metadata.info(&name)
-                    && (info.shape != expected || info.dtype != Dtype::F32)
-                {
-                    return Err(bad(format!(
+            // An optional f32 extra, when present, must have the shape the metadata implies.
+            let check_extra = |name: &str, expected: &[usize]| match metadata.info(name) {
+                Some(info) if info.shape != expected || info.dtype != Dtype::F32 => {
+                    Err(bad(format!(
                         "tensor {name} has shape {:?} ({:?}), the metadata says {expected:?} \
                          (F32)",
                         info.shape, info.dtype
-                    )));
+                    )))
                 }
-            }
+                _ => Ok(()),
+            };
+            check_extra(&format!("importance/{i}"), &[m.layers, m.heads])?;
+            check_extra(&format!("relevance/{i}"), &[t])?;
             let mut per_layer = Vec::with_capacity(m.layers);
             for l in 0..m.layers {
                 // What a `scale` edit added to this layer's logits: q, k and lse alone do not
@@ -1066,16 +1065,7 @@ impl Session {
                     ("massive", vec![MASSIVE_ROWS, 3]),
                     ("grad_attn", vec![m.heads, t, t]),
                 ] {
-                    let name = format!("{prefix}/{i}/{l}");
-                    if let Some(info) = metadata.info(&name)
-                        && (info.shape != expected || info.dtype != Dtype::F32)
-                    {
-                        return Err(bad(format!(
-                            "tensor {name} has shape {:?} ({:?}), the metadata says {expected:?} \
-                             (F32)",
-                            info.shape, info.dtype
-                        )));
-                    }
+                    check_extra(&format!("{prefix}/{i}/{l}"), &expected)?;
                 }
                 let stored = |prefix: &str| metadata.info(&format!("{prefix}/{i}/{l}")).is_some();
                 let (q, k) = if stored("attn") && !stored("q") && !stored("k") {

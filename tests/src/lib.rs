@@ -358,18 +358,17 @@ pub fn traced_image_session(dir: &Path, model: &Path, picture: &Path, name: &str
 
 /// Runs `headwise render` on a session and returns the PNG it wrote to `dir/name`.
 pub fn render(dir: &Path, session: &Path, view: &str, name: &str) -> image::RgbaImage {
+    render_with(dir, session, &["--view", view], name)
+}
+
+/// Runs `headwise render` on a session with `args` (the view and any options) and returns the
+/// PNG it wrote to `dir/name`.
+pub fn render_with(dir: &Path, session: &Path, args: &[&str], name: &str) -> image::RgbaImage {
     let png = dir.join(name);
-    assert_success(&headwise(
-        &[
-            "render",
-            session.to_str().unwrap(),
-            "--view",
-            view,
-            "--out",
-            png.to_str().unwrap(),
-        ],
-        dir,
-    ));
+    let mut all = vec!["render", session.to_str().unwrap()];
+    all.extend_from_slice(args);
+    all.extend(["--out", png.to_str().unwrap()]);
+    assert_success(&headwise(&all, dir));
     image::open(&png).expect("a PNG").to_rgba8()
 }
 

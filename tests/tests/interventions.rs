@@ -426,22 +426,12 @@ fn two_models_of_the_same_shape_compare_in_one_session_and_other_shapes_are_refu
     );
     assert_ne!(p, q, "two different models predict differently");
     // The comparison views draw: the overview by change.
-    let png = dir.join("change.png");
-    assert_success(&headwise(
-        &[
-            "render",
-            out.to_str().unwrap(),
-            "--view",
-            "overview",
-            "--metric",
-            "change",
-            "--input",
-            "1",
-            "--out",
-            png.to_str().unwrap(),
-        ],
+    render_with(
         &dir,
-    ));
+        &out,
+        &["--view", "overview", "--metric", "change", "--input", "1"],
+        "change.png",
+    );
     let other_shape = traced_session(&dir, "tiny-gpt2", &[text], "gpt2.safetensors");
     let refused = run(&first, &other_shape, &dir.join("never.safetensors"));
     assert_clean_failure(&refused, &["is not the shape of"]);

@@ -334,6 +334,7 @@ impl ViewState {
     /// Keeps indices inside a document of this shape (a session may come from another model).
     pub fn clamp_to(&mut self, inputs: usize, layers: usize, heads: usize) {
         self.input = self.input.min(inputs.saturating_sub(1));
+        self.compare.other = self.compare.other.min(inputs.saturating_sub(1));
         self.layer = self.layer.min(layers.saturating_sub(1));
         self.head = self.head.min(heads.saturating_sub(1));
         self.line_heads.retain(|&h| h < heads);
@@ -368,6 +369,20 @@ impl ViewState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_saved_view_state_is_kept_inside_the_document_comparison_input_included() {
+        let mut state = ViewState {
+            input: 7,
+            compare: CompareState {
+                other: 99,
+                ..CompareState::default()
+            },
+            ..ViewState::default()
+        };
+        state.clamp_to(2, 3, 4);
+        assert_eq!((state.input, state.compare.other), (1, 1));
+    }
 
     #[test]
     fn view_state_survives_a_json_round_trip() {

@@ -217,11 +217,9 @@ impl Model {
         self.check_gradient_size(t, layers)?;
         let tape = GradientTape::default();
         let packing = Packing {
-            lengths: vec![t],
-            keep_attention: true,
             edits: edits.to_vec(),
             tape: Some(tape.clone()),
-            span: None,
+            ..Packing::single(t)
         };
         let trace = self.forward_packed(input, &packing)?.remove(0);
         let figures = self.differentiate(&tape, kind, choice, t)?;
@@ -241,11 +239,10 @@ impl Model {
         let (layers, heads) = (self.config.layers, self.config.heads);
         let checkpoints = GradientTape::checkpoints();
         let packing = Packing {
-            lengths: vec![t],
             keep_attention: AttentionCapture::default().keeps(layers, heads, t),
             edits: edits.to_vec(),
             tape: Some(checkpoints.clone()),
-            span: None,
+            ..Packing::single(t)
         };
         let trace = self.forward_packed(input, &packing)?.remove(0);
         let streams = checkpoints.layer_inputs();
@@ -271,8 +268,6 @@ impl Model {
                 .require_grad();
             let tape = GradientTape::default();
             let packing = Packing {
-                lengths: vec![t],
-                keep_attention: true,
                 edits: edits.to_vec(),
                 tape: Some(tape.clone()),
                 span: Some(LayerSpan {
@@ -280,6 +275,7 @@ impl Model {
                     end: layer + 1,
                     input: stream.clone(),
                 }),
+                ..Packing::single(t)
             };
             self.forward_packed(input, &packing)?;
             let objective = match &upstream {
@@ -297,21 +293,11 @@ impl Model {
                 }
             };
             let gradients = objective.backward();
-            let (multiplier, gate) = tape.leaves().into_iter().next().ok_or_else(|| {
+            let leaves = tape.leaves().into_iter().next().ok_or_else(|| {
                 EngineError::Compute(format!("layer {layer} recorded no gradient leaves"))
             })?;
-            let grad = match multiplier.grad(&gradients) {
-                Some(g) => to_vec(g)?,
-                None => vec![0.0; heads * t * t],
-            };
-            if let Some(g) = gate.grad(&gradients) {
-                for (slot, value) in importance[layer * heads..(layer + 1) * heads]
-                    .iter_mut()
-                    .zip(to_vec(g)?)
-                {
-                    *slot = value.abs();
-                }
-            }
+            let (grad, layer_importance) = leaf_gradients(&leaves, &gradients, heads, t)?;
+            importance[layer * heads..(layer + 1) * heads].copy_from_slice(&layer_importance);
             if let Some(row) = relevance.as_mut() {
                 row.add_layer(&grad, heads);
             }
@@ -378,16 +364,10 @@ impl Model {
         let heads = self.config.heads;
         let mut importance = Vec::with_capacity(leaves.len() * heads);
         let mut grad_attn = Vec::with_capacity(leaves.len());
-        for (multiplier, gate) in &leaves {
-            // A leaf the target does not depend on has no gradient: zero.
-            grad_attn.push(match multiplier.grad(&gradients) {
-                Some(g) => to_vec(g)?,
-                None => vec![0.0; heads * tokens * tokens],
-            });
-            match gate.grad(&gradients) {
-                Some(g) => importance.extend(to_vec(g)?.into_iter().map(f32::abs)),
-                None => importance.extend(std::iter::repeat_n(0.0, heads)),
-            }
+        for leaves in &leaves {
+            let (grad, layer_importance) = leaf_gradients(leaves, &gradients, heads, tokens)?;
+            grad_attn.push(grad);
+            importance.extend(layer_importance);
         }
         let relevance = chefer_relevance(&grad_attn, heads, tokens, target.row);
         Ok(GradientFigures {
@@ -469,6 +449,25 @@ impl Model {
             },
         ))
     }
+}
+
+/// One layer's ∂target/∂A ⊙ A [heads × T × T] and head importances [heads] from its leaves
+/// (M, ξ); a leaf the target does not depend on has no gradient: zeros.
+fn leaf_gradients(
+    (multiplier, gate): &(Tensor<3>, Tensor<3>),
+    gradients: &burn::tensor::Gradients,
+    heads: usize,
+    tokens: usize,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let grad = match multiplier.grad(gradients) {
+        Some(g) => to_vec(g)?,
+        None => vec![0.0; heads * tokens * tokens],
+    };
+    let importance = match gate.grad(gradients) {
+        Some(g) => to_vec(g)?.into_iter().map(f32::abs).collect(),
+        None => vec![0.0; heads],
+    };
+    Ok((grad, importance))
 }
 
 /// The index of the largest value from `skip` on (the first of equals); None when there is

@@ -271,16 +271,6 @@ fn a_vision_tower_without_a_pooled_token_says_gradients_are_not_available() {
     assert!(err.contains("gradients are not available"), "{err}");
 }
 
-/// Runs `headwise render` with extra flags and returns the picture.
-fn render_with(dir: &Path, session: &Path, args: &[&str], name: &str) -> image::RgbaImage {
-    let png = dir.join(name);
-    let mut all = vec!["render", session.to_str().unwrap()];
-    all.extend_from_slice(args);
-    all.extend(["--out", png.to_str().unwrap()]);
-    assert_success(&headwise(&all, dir));
-    image::open(&png).expect("a PNG").to_rgba8()
-}
-
 #[test]
 fn trace_with_gradients_stores_what_the_engine_computes_with_its_target_and_reopens_without_the_model()
  {
