@@ -48,7 +48,8 @@ pub struct RunOptions {
     /// Edits: each text input is run as it is and again with these edits, the edited run
     /// stored after it with `base` pointing back (DESIGN.md, "Edits and runs").
     pub edits: Vec<Edit>,
-    /// Continue each text by this many tokens first (decoders; DESIGN.md `generated`).
+    /// Continue each text by up to this many tokens first (decoders; DESIGN.md `generated`):
+    /// fewer where the model ends the text or reaches its last position.
     pub generate: Option<Generation>,
     /// Differentiate this target for every input (base and edited runs alike) and store the
     /// gradients (DESIGN.md, "Gradients").
@@ -281,13 +282,15 @@ fn run_texts(
         let tokenizer = model.tokenizer()?;
         let never = std::sync::atomic::AtomicBool::new(false);
         for (i, e) in encoded.iter_mut().enumerate() {
-            let new = model.generate(
-                &e.ids,
-                generation.new_tokens,
-                generation.sampling,
-                &never,
-                &mut |_| {},
-            )?;
+            // Up to N: a prompt near the model's last position is continued as far as it goes.
+            let room = model.config.max_positions.saturating_sub(e.ids.len());
+            let new_tokens = generation.new_tokens.min(room);
+            if new_tokens == 0 && model.is_decoder() {
+                generated_counts[i] = Some(0);
+                continue;
+            }
+            let new =
+                model.generate(&e.ids, new_tokens, generation.sampling, &never, &mut |_| {})?;
             texts[i].push_str(&tokenizer.decode(&new));
             e.tokens.extend(new.iter().map(|&id| tokenizer.display(id)));
             e.type_ids.extend(std::iter::repeat_n(0, new.len()));

@@ -122,3 +122,50 @@ fn trace_generate_traces_prompt_and_continuation_and_marks_the_generated_tokens(
     );
     assert_clean_failure(&out, &["decoder"]);
 }
+
+/// `--generate N` continues by up to N tokens: a prompt near the model's last position is
+/// continued as far as the positions go, not refused.
+#[test]
+fn a_continuation_stops_at_the_models_last_position() {
+    use headwise_engine::pipeline::{self, Generation, Inputs, RunOptions};
+    let folder = fixture("tiny-llama");
+    let model = load(&folder, DeviceChoice::Cpu);
+    let limit = model.config.max_positions;
+    let mut text = String::from("The quick brown fox");
+    while model
+        .encode(0, &text, Default::default())
+        .unwrap()
+        .ids
+        .len()
+        < limit - 5
+    {
+        text.push_str(" jumps");
+    }
+    let prompt = model
+        .encode(0, &text, Default::default())
+        .unwrap()
+        .ids
+        .len();
+    assert!(prompt < limit);
+    let options = RunOptions {
+        generate: Some(Generation {
+            new_tokens: 20,
+            sampling: Default::default(),
+        }),
+        ..Default::default()
+    };
+    let run = pipeline::run(
+        &model,
+        "tiny-llama",
+        &Inputs::Texts(vec![text]),
+        &options,
+        &mut |_| true,
+    )
+    .unwrap();
+    let input = &run.session.meta.inputs[0];
+    let generated = input.generated.expect("generated tokens marked");
+    // Greedy decoding of a random model may end the text early, never go past the positions.
+    assert!(generated <= limit - prompt, "{generated} new tokens");
+    assert_eq!(input.token_ids.len(), prompt + generated);
+    assert!(input.token_ids.len() <= limit);
+}

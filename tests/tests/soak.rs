@@ -14,7 +14,7 @@ use eframe::egui::{self, Event, Key, Modifiers, PointerButton, Pos2, RawInput, R
 use headwise::gui::app::{HeadwiseApp, StartOptions};
 use headwise_engine::device::DeviceChoice;
 use headwise_engine::pipeline::{self, Inputs, RunOptions};
-use headwise_engine::session::StoreDtype;
+use headwise_engine::session::{InputInfo, StoreDtype};
 use headwise_tests::hostile::{Rng, fuzz_seed};
 use headwise_tests::*;
 use std::path::{Path, PathBuf};
@@ -221,6 +221,193 @@ impl Window {
         assert!(
             edited,
             "no run with the key scaled: {:?}",
+            self.app.on_screen()
+        );
+    }
+
+    /// Where the widget labelled `label` is, opening the collapsed panel `panel` first if the
+    /// widget is not shown.
+    fn show_in_panel(&mut self, panel: &str, label: &str) -> Pos2 {
+        // Whatever restless hands left open over the panels (a menu, the help) closes first.
+        self.press(Key::Escape);
+        self.press(Key::Escape);
+        let _ = self.frame(Vec::new(), Vec::new());
+        if self.label(label).is_none() {
+            let header = self.scrolled_to(panel);
+            self.click(header, PointerButton::Primary);
+            // The panel opens with an animation: the widget's place is final after it.
+            let opened = Instant::now();
+            while opened.elapsed() < Duration::from_millis(500) {
+                let _ = self.frame(Vec::new(), Vec::new());
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        self.scrolled_to(label)
+    }
+
+    /// Scrolls the panel that holds the widget labelled `label` until it is on screen (restless
+    /// wheels may have scrolled it anywhere), and says where it is.
+    fn scrolled_to(&mut self, label: &str) -> Pos2 {
+        for _ in 0..40 {
+            let at = self
+                .label(label)
+                .unwrap_or_else(|| panic!("{label:?} is not shown"));
+            let middle = self.size.y / 2.0;
+            if (middle - at.y).abs() < middle - 60.0 {
+                return at;
+            }
+            let wheel = Event::MouseWheel {
+                unit: egui::MouseWheelUnit::Point,
+                delta: egui::vec2(0.0, (middle - at.y).clamp(-200.0, 200.0)),
+                modifiers: Modifiers::NONE,
+                phase: egui::TouchPhase::Move,
+                source: egui::MouseWheelSource::Wheel,
+            };
+            let _ = self.frame(
+                vec![Event::PointerMoved(egui::pos2(at.x, middle)), wheel],
+                Vec::new(),
+            );
+            for _ in 0..3 {
+                let _ = self.frame(Vec::new(), Vec::new());
+            }
+        }
+        panic!("{label:?} could not be scrolled onto the screen")
+    }
+
+    /// Clicks the widget labelled `label` in the panel `panel`.
+    fn click_in_panel(&mut self, panel: &str, label: &str) {
+        let at = self.show_in_panel(panel, label);
+        self.click(at, PointerButton::Primary);
+    }
+
+    /// Waits for a run whose document satisfies `done`.
+    fn until_document(&mut self, what: &str, done: impl Fn(&[InputInfo]) -> bool) {
+        let reached = self.until(Duration::from_secs(120), |app| {
+            app.document()
+                .is_some_and(|doc| done(&doc.session.meta.inputs))
+        });
+        let inputs: Vec<_> = self.app.document().map_or(Vec::new(), |doc| {
+            doc.session
+                .meta
+                .inputs
+                .iter()
+                .map(|i| (i.base, i.edits.len(), i.generated))
+                .collect()
+        });
+        assert!(
+            reached,
+            "no run with {what}: {:?}; inputs (base, edits, generated): {inputs:?}",
+            self.app.on_screen()
+        );
+    }
+
+    /// A second prompt side by side (from the "Compare with" panel), then the text continued
+    /// (from the "Continue the text" panel); the Compare tab shows the two; both switched off
+    /// again, the runs are as before.
+    fn compare_a_second_prompt_and_continue_the_text(&mut self) {
+        self.size = egui::vec2(1400.0, 900.0);
+        self.settle();
+        // The prompt and its edited run, the second prompt and its edited run.
+        self.click_in_panel("Compare with", "a second prompt, side by side");
+        self.until_document("a second prompt", |inputs| {
+            inputs.len() == 4 && inputs[2].base.is_none() && inputs[3].base == Some(2)
+        });
+        // The Compare tab: the two prompts side by side.
+        self.press(Key::Num6);
+        self.click_in_panel("Continue the text", "generate before each run");
+        self.until_document("continued text", |inputs| {
+            inputs.len() == 4 && inputs.iter().all(|i| i.generated.is_some())
+        });
+        for _ in 0..3 {
+            let _ = self.frame(Vec::new(), Vec::new());
+        }
+        self.click_in_panel("Continue the text", "generate before each run");
+        self.until_document("the text not continued", |inputs| {
+            inputs.iter().all(|i| i.generated.is_none())
+        });
+        self.click_in_panel("Compare with", "a second prompt, side by side");
+        self.until_document("one prompt again", |inputs| inputs.len() == 2);
+        self.press(Key::Num1);
+    }
+
+    /// One key pressed and released.
+    fn press(&mut self, key: Key) {
+        let event = |pressed| Event::Key {
+            key,
+            physical_key: None,
+            pressed,
+            repeat: false,
+            modifiers: Modifiers::NONE,
+        };
+        let _ = self.frame(vec![event(true), event(false)], Vec::new());
+    }
+
+    /// Switches gradients on in the Gradients panel and picks a next token other than the most
+    /// likely as the target (by its id, as the panel's chip does): the next run's target is
+    /// that token.
+    fn pick_a_gradient_target(&mut self) {
+        self.size = egui::vec2(1400.0, 900.0);
+        self.settle();
+        // Restless hands may have switched them on already: the run on screen says.
+        let on = self
+            .app
+            .document()
+            .is_some_and(|doc| doc.session.meta.inputs[0].target.is_some());
+        let tick = self.show_in_panel("Gradients", "compute gradients on each run");
+        if !on {
+            self.click(tick, PointerButton::Primary);
+        }
+        let with_gradients = self.until(Duration::from_secs(60), |app| {
+            app.document()
+                .is_some_and(|doc| doc.session.meta.inputs[0].target.is_some())
+        });
+        assert!(
+            with_gradients,
+            "no run with gradients: {:?}; labels: {:?}",
+            self.app.on_screen(),
+            self.labels
+        );
+        // The panel offers the next tokens of the input on screen.
+        let second = {
+            let doc = self.app.document().unwrap();
+            let offered = &doc.session.meta.inputs[self.app.shown_input()].next_tokens;
+            let offered = &offered[..offered.len().min(5)];
+            // One that is not the most likely, and whose chip no other token's looks like
+            // (byte tokens all show as "�").
+            offered[1..]
+                .iter()
+                .find(|t| offered.iter().filter(|o| o.token == t.token).count() == 1)
+                .expect("a next token with a chip of its own")
+                .clone()
+        };
+        let _ = self.frame(Vec::new(), Vec::new());
+        // The token panel shows the same label above; the chip is the last.
+        let chip = self
+            .labels
+            .iter()
+            .rev()
+            .find(|(l, _)| *l == format!("{:?}", second.token))
+            .map(|(_, p)| *p)
+            .unwrap_or_else(|| {
+                panic!(
+                    "a chip for {:?}; labels: {:?}",
+                    second.token,
+                    self.labels.iter().map(|(l, _)| l).collect::<Vec<_>>()
+                )
+            });
+        self.click(chip, PointerButton::Primary);
+        let targeted = self.until(Duration::from_secs(120), |app| {
+            app.document().is_some_and(|doc| {
+                doc.session.meta.inputs[0]
+                    .target
+                    .as_ref()
+                    .is_some_and(|t| t.id == second.id as usize)
+            })
+        });
+        assert!(
+            targeted,
+            "no run with {:?} as the target: {:?}",
+            second.token,
             self.app.on_screen()
         );
     }
@@ -541,6 +728,10 @@ fn the_app_survives_restless_hands_over_every_view_and_keeps_the_last_good_resul
     // Interventions from the window: right-click a head, ablate it, the edited run appears.
     window.ablate_a_head_from_the_overview();
     window.scale_a_key_from_the_head_view();
+    window.compare_a_second_prompt_and_continue_the_text();
+    // Gradients on with a typed target (a token id of this model) from here to the end, where
+    // an image model must not take the id for one of its classes.
+    window.pick_a_gradient_target();
     let slice = seconds / 4.0;
     window.restless(&mut rng, slice);
     window.drop_good(&corpus);
@@ -550,7 +741,8 @@ fn the_app_survives_restless_hands_over_every_view_and_keeps_the_last_good_resul
     window.drop_good(&image);
     window.restless(&mut rng, slice);
     window.drop_bad(&no_model);
-    // An image model, then a picture: an image run.
+    // An image model, then a picture: an image run (with gradients, for its most likely class,
+    // unless restless hands switched them off).
     // (The picture's run follows the model's load.)
     let _ = window.frame(Vec::new(), vec![fixture("tiny-dinov2")]);
     window.drop_good(&fixture("images").join("small.png"));

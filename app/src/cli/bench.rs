@@ -1,6 +1,7 @@
 //! `headwise bench`: time warm forward passes with capture (`trace`), frames of the views drawn
 //! offscreen (`render`), opening a large session (`open`) and laying out query-key embeddings
-//! (`project`); each prints one JSON object.
+//! (`project`), generation, gradient runs and edits redrawn (`edit`); each prints one JSON
+//! object.
 
 use super::progress::load_model;
 use anyhow::{Result, bail};
@@ -28,6 +29,8 @@ pub enum BenchCommand {
     Generate(GenerateBench),
     /// Time for one gradient run: head importance, ∂target/∂A ⊙ A and the relevance map.
     Gradients(GradientsBench),
+    /// Time from an edit to the redrawn comparison (the edited run and the change overview).
+    Edit(super::bench_edit::EditBench),
 }
 
 #[derive(Args)]
@@ -84,7 +87,7 @@ pub struct TraceBench {
 
 /// Public-domain prose (the opening of Melville's *Moby-Dick*), repeated to any length, so that
 /// the tokens are real text rather than one id repeated.
-const TEXT: &str = "Call me Ishmael. Some years ago, never mind how long precisely, having little or no \
+pub const TEXT: &str = "Call me Ishmael. Some years ago, never mind how long precisely, having little or no \
 money in my purse, and nothing particular to interest me on shore, I thought I would sail about a \
 little and see the watery part of the world. It is a way I have of driving off the spleen and \
 regulating the circulation. Whenever I find myself growing grim about the mouth; whenever it is a \
@@ -103,6 +106,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Project(args) => super::bench_project::project(args),
         BenchCommand::Generate(args) => generate(args),
         BenchCommand::Gradients(args) => gradients(args),
+        BenchCommand::Edit(args) => super::bench_edit::edit(args),
     }
 }
 

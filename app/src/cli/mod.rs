@@ -1,6 +1,7 @@
 //! The subcommands of the command line, one file each, and what they share.
 
 pub mod bench;
+pub mod bench_edit;
 pub mod bench_project;
 pub mod bench_views;
 pub mod compare;

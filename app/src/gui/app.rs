@@ -133,6 +133,12 @@ impl HeadwiseApp {
         self.doc.as_ref()
     }
 
+    /// The input the views show, for the tests.
+    #[doc(hidden)]
+    pub fn shown_input(&self) -> usize {
+        self.view.input
+    }
+
     /// Whether nothing is under way, for the soak test: no model loading or running, no edit
     /// waiting to run, no question waiting for an answer.
     #[doc(hidden)]

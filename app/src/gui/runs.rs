@@ -12,6 +12,7 @@ use crate::model_source::resolve_model;
 use crate::views::state::Tab;
 use eframe::egui;
 use headwise_engine::device::{Device, DeviceChoice, create_device};
+use headwise_engine::edits::Edit;
 use headwise_engine::model::gradients::TargetChoice;
 use headwise_engine::pipeline::{self, Generation, Inputs, RunOptions, default_pack_tokens};
 use headwise_engine::session::Session;
@@ -281,12 +282,6 @@ impl HeadwiseApp {
                 }
             },
         };
-        if let Inputs::Texts(texts) = &inputs
-            && texts.len() == 2
-        {
-            // Each text is followed by its edited run when there are edits.
-            self.view.compare.other = if edits.is_empty() { 1 } else { 2 };
-        }
         let options = RunOptions {
             long: LongInput::Reject,
             pack_tokens: loaded.pack_tokens,
@@ -422,10 +417,11 @@ impl HeadwiseApp {
         if let Some((spec, loaded)) = self.runs.loading.poll() {
             match loaded {
                 Ok(model) => {
-                    self.runs.model = Some(model);
+                    self.runs.model = Some(model.clone());
                     self.files.settings.remember_model(&spec);
                     let _ = self.files.settings.save();
                     self.messages.info = format!("loaded {spec}");
+                    self.fit_choices_to(&model.model);
                 }
                 Err(error) => {
                     self.messages.error = Some(format!("could not load {spec}: {error}"));
@@ -448,6 +444,35 @@ impl HeadwiseApp {
             self.messages.info = "corpus run cancelled; the document on screen stays".into();
         }
         self.debounce(ctx);
+    }
+
+    /// Undoes the choices made for the model that went which mean nothing (or something else)
+    /// in `model`, saying so in the status line.
+    fn fit_choices_to(&mut self, model: &Model) {
+        // A typed target is a token id or class of the model that went.
+        if let Some(target) = self.runs.gradients.as_mut()
+            && !target.trim().is_empty()
+        {
+            target.clear();
+            self.messages.info += "; the gradient target is back to the most likely";
+        }
+        // Edits naming a layer or head this model lacks would refuse every run.
+        let (layers, heads) = (model.config.layers, model.config.heads);
+        let mut off = 0;
+        for (spec, on) in &mut self.runs.edits {
+            let fits = spec
+                .parse::<Edit>()
+                .is_ok_and(|edit| edit.check(layers, heads, usize::MAX).is_ok());
+            if *on && !fits {
+                *on = false;
+                off += 1;
+            }
+        }
+        if off > 0 {
+            self.messages.info += &format!(
+                "; {off} edits switched off: this model has {layers} layers of {heads} heads"
+            );
+        }
     }
 
     fn show_run(&mut self, ran: Ran) {
@@ -484,10 +509,26 @@ impl HeadwiseApp {
                 .meta
                 .inputs
                 .iter()
-                .rposition(|i| i.base.is_some())
+                .position(|i| i.base.is_some())
         {
             // An edited run opens on itself, compared with its base.
             self.view.input = edited;
+        }
+        if !ran.corpus
+            && let Some(doc) = &self.doc
+        {
+            // Two prompts: the Compare tab puts the second's run with the same edits beside
+            // the one on screen.
+            let inputs = &doc.session.meta.inputs;
+            let prompts: Vec<usize> = (0..inputs.len())
+                .filter(|&i| inputs[i].base.is_none())
+                .collect();
+            if let [_, second] = prompts[..] {
+                let shown = &inputs[self.view.input.min(inputs.len() - 1)];
+                self.view.compare.other = (second..inputs.len())
+                    .find(|&i| inputs[i].edits == shown.edits)
+                    .unwrap_or(second);
+            }
         }
         self.files.dirty = true;
         self.files.settings.last_prompt = Some(self.runs.prompt.clone());

@@ -39,6 +39,7 @@ impl View for CompareView {
     }
 
     fn ui(&self, ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Vec<ViewAction> {
+        fit_other(doc, state);
         controls(ui, doc, state);
         egui::ScrollArea::vertical()
             .show(ui, |ui| show(ui, doc, state))
@@ -55,6 +56,7 @@ impl View for CompareView {
     }
 
     fn body(&self, ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
+        fit_other(doc, state);
         let _ = show(ui, doc, state);
     }
 
@@ -84,10 +86,16 @@ impl View for CompareView {
             state.layer = layer;
             state.head = head;
         }
-        if state.compare.other >= doc.inputs() || state.compare.other == state.input {
-            state.compare.other = usize::from(state.input == 0);
-        }
+        fit_other(doc, state);
         Ok(())
+    }
+}
+
+/// The input beside the one on screen: another of the document's (a state kept from an
+/// earlier document may name one this one lacks).
+fn fit_other(doc: &Document, state: &mut ViewState) {
+    if state.compare.other >= doc.inputs() || state.compare.other == state.input {
+        state.compare.other = usize::from(state.input == 0);
     }
 }
 
@@ -99,6 +107,10 @@ fn input_label(doc: &Document, input: usize) -> String {
 }
 
 fn controls(ui: &mut egui::Ui, doc: &Document, state: &mut ViewState) {
+    if doc.inputs() < 2 {
+        // `show` says what is missing.
+        return;
+    }
     ui.horizontal_wrapped(|ui| {
         let (layers, heads) = (doc.layers(), doc.heads());
         for (id, slot) in [("compare left", 0), ("compare right", 1)] {
