@@ -2,9 +2,10 @@
 //! frame through egui without a display, with random clicks, double clicks, drags, wheel turns,
 //! keys, typing and resizes over every view, for a bounded time; with a model run, a corpus
 //! session, an image session and an image model's run in between, and bad files dropped on it
-//! (a truncated session, a file that is not a picture, a model folder that does not exist). No
-//! panic on any thread, each bad file leaves the last good result on screen, and the app still
-//! answers at the end. It prints its duration and the number of events.
+//! (a truncated session, a file that is not a picture, a model folder that does not exist),
+//! and the open session rewritten by another program (the window reloads it). No panic on any
+//! thread, each bad file leaves the last good result on screen, and the app still answers at
+//! the end. It prints its duration and the number of events.
 //!
 //! Paint callbacks are recorded but not executed (there is no renderer): the WGSL side is
 //! covered by the rendering and window tests. `HEADWISE_SOAK_SECONDS` sets the length (default
@@ -412,6 +413,28 @@ impl Window {
         );
     }
 
+    /// Another program (a notebook) rewrites the open session file `open` with the content
+    /// of `other`: the window reloads it by itself.
+    fn reloads_a_rewritten_session(&mut self, open: &Path, other: &Path) {
+        self.settle();
+        let before = self.generation();
+        let wanted = std::fs::read(other).unwrap();
+        let staging = open.with_extension("rewriting");
+        std::fs::write(&staging, &wanted).unwrap();
+        std::fs::rename(&staging, open).unwrap();
+        let reloaded = self.until(Duration::from_secs(30), |app| {
+            app.on_screen().0 != before
+                && app
+                    .document()
+                    .is_some_and(|doc| doc.session.meta.inputs[0].image.is_some())
+        });
+        assert!(
+            reloaded,
+            "the rewritten session was not reloaded: {:?}",
+            self.app.on_screen()
+        );
+    }
+
     /// Answers "Discard" when the unsaved-results dialog asks (dropping a file on unsaved
     /// results asks first).
     fn idle_frame(&mut self) {
@@ -735,6 +758,7 @@ fn the_app_survives_restless_hands_over_every_view_and_keeps_the_last_good_resul
     let slice = seconds / 4.0;
     window.restless(&mut rng, slice);
     window.drop_good(&corpus);
+    window.reloads_a_rewritten_session(&corpus, &image);
     window.restless(&mut rng, slice);
     window.drop_bad(&truncated);
     window.drop_bad(&not_a_picture);

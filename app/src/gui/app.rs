@@ -221,6 +221,7 @@ impl eframe::App for HeadwiseApp {
         self.poll_exports(&ctx);
         self.poll_projections();
         self.handle_dropped_files(&ctx);
+        self.reload_if_rewritten(&ctx);
         self.confirm_close(&ctx);
         self.shortcuts(&ctx);
         self.take_screenshots(&ctx);

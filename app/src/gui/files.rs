@@ -2,6 +2,7 @@
 //! what the app remembers between starts, and asking before unsaved results are discarded.
 
 use super::app::HeadwiseApp;
+use super::file_watch::{CHECK_EVERY, FileWatch};
 use super::settings::Settings;
 use crate::document::Document;
 use crate::views::state::ViewState;
@@ -26,6 +27,8 @@ pub(super) struct Files {
     close_confirmed: bool,
     /// The projection store's change count when the session was last saved or opened.
     pub projections_seen: u64,
+    /// The session file on screen, reloaded when something else rewrites it.
+    watch: Option<FileWatch>,
 }
 
 impl Files {
@@ -37,6 +40,7 @@ impl Files {
             pending: None,
             close_confirmed: false,
             projections_seen: 0,
+            watch: None,
         }
     }
 }
@@ -68,6 +72,7 @@ impl HeadwiseApp {
         self.runs.prompt_ran();
         self.set_document(session, Vec::new(), view);
         self.files.session_path = Some(path.to_path_buf());
+        self.files.watch = Some(FileWatch::new(path));
         self.files.dirty = false;
         self.messages.error = None;
         self.messages.info = format!("opened {}", path.display());
@@ -85,6 +90,7 @@ impl HeadwiseApp {
         match session.save(path, session.dtype) {
             Ok(()) => {
                 self.files.session_path = Some(path.to_path_buf());
+                self.files.watch = Some(FileWatch::new(path));
                 self.files.dirty = false;
                 self.files.projections_seen = changes;
                 self.messages.info = format!("saved {}", path.display());
@@ -94,6 +100,35 @@ impl HeadwiseApp {
             Err(e) => {
                 self.messages.error = Some(format!("saving failed, nothing was overwritten: {e}"))
             }
+        }
+    }
+
+    /// Reloads the open session when another program (a notebook's `headwise.show` loop)
+    /// has rewritten it, keeping the view on screen; with unsaved results here it only says so.
+    pub(super) fn reload_if_rewritten(&mut self, ctx: &egui::Context) {
+        let Some(watch) = self.files.watch.as_mut() else {
+            return;
+        };
+        ctx.request_repaint_after(CHECK_EVERY);
+        if !watch.changed(std::time::Instant::now()) {
+            return;
+        }
+        let path = watch.path().to_path_buf();
+        if self.files.dirty {
+            self.messages.info = format!(
+                "{} changed on disk; the unsaved results here stay (open it again to see it)",
+                path.display()
+            );
+            return;
+        }
+        match Session::open(&path) {
+            Ok(session) => {
+                self.set_document(session, Vec::new(), Some(self.view.clone()));
+                self.messages.error = None;
+                self.messages.info = format!("reloaded {} (changed on disk)", path.display());
+            }
+            // The last good result stays on screen.
+            Err(e) => self.messages.error = Some(format!("reloading: {e}")),
         }
     }
 

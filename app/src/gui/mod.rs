@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod export;
+mod file_watch;
 pub mod files;
 mod panels;
 pub mod projector;
