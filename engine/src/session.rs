@@ -718,6 +718,15 @@ impl Session {
         self.meta.inputs.iter().map(|i| i.tokens.len()).sum()
     }
 
+    /// Whether every layer holds its queries and keys (a session captured from Python for a
+    /// model whose attention modules it does not know holds attention only).
+    pub fn has_queries_and_keys(&self) -> bool {
+        self.layers
+            .iter()
+            .flatten()
+            .all(|l| l.q.shape.last().is_some_and(|&d| d > 0))
+    }
+
     /// Input and token of the i-th of the N corpus tokens (input order, then token order).
     pub fn corpus_token(&self, mut i: usize) -> Option<(usize, usize)> {
         for (input, info) in self.meta.inputs.iter().enumerate() {

@@ -1,6 +1,7 @@
 """The Rust engine opens sessions the Python package writes: `headwise render` draws a captured
 tiny Llama's and a captured Whisper encoder's (a family the engine does not run itself), the
-Whisper one stored without attention, so drawn from q, k and lse."""
+Whisper one stored without attention, so drawn from q, k and lse; a session of attention only
+(no q or k) draws its heads, and its query-key view says why it is empty."""
 import numpy as np
 import pytest
 
@@ -50,3 +51,25 @@ def test_the_engine_draws_a_captured_decoder_session(headwise_bin, tmp_path):
     png = tmp_path / "head.png"
     run(headwise_bin, "render", s.path, "--view", "head:1.3", "--input", "1", "--out", png)
     assert colours(png) > 20
+
+
+def test_a_session_of_attention_only_draws_its_heads_and_the_query_key_view_says_why_it_is_empty(
+        headwise_bin, tmp_path):
+    """A model whose attention modules the capture does not know gives attention without q and
+    k: the engine draws its heads, and the query-key view is refused with the reason rather
+    than a layout of nothing."""
+    import subprocess
+
+    import torch
+    from test_other_families import HandWrittenAttention
+
+    s = headwise.capture(HandWrittenAttention().eval(), torch.tensor([[1, 2, 3, 4, 5]]),
+                         out=tmp_path / "hand.safetensors", attention="none")
+    png = tmp_path / "head.png"
+    run(headwise_bin, "render", s.path, "--view", "head:1.1", "--out", png)
+    assert colours(png) > 5
+    out = subprocess.run([headwise_bin, "render", s.path, "--view", "qk:0.0", "--out",
+                          tmp_path / "qk.png"], capture_output=True, text=True, timeout=600)
+    assert out.returncode != 0 and "panicked" not in out.stderr
+    assert "attention only" in out.stderr and "queries and keys" in out.stderr, out.stderr
+    assert not (tmp_path / "qk.png").exists()

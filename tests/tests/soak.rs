@@ -430,8 +430,9 @@ impl Window {
         });
         assert!(
             reloaded,
-            "the rewritten session was not reloaded: {:?}",
-            self.app.on_screen()
+            "the rewritten session was not reloaded: {:?}, status {:?}",
+            self.app.on_screen(),
+            self.app.status_line()
         );
     }
 

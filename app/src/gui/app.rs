@@ -133,6 +133,12 @@ impl HeadwiseApp {
         self.doc.as_ref()
     }
 
+    /// The status line, for the tests.
+    #[doc(hidden)]
+    pub fn status_line(&self) -> &str {
+        &self.messages.info
+    }
+
     /// The input the views show, for the tests.
     #[doc(hidden)]
     pub fn shown_input(&self) -> usize {

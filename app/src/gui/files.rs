@@ -23,6 +23,9 @@ pub(super) struct Files {
     pub session_path: Option<PathBuf>,
     /// The results on screen are not saved.
     pub dirty: bool,
+    /// What is unsaved includes a model run (not only query-key layouts computed since the
+    /// file was opened, which a newer version of the file makes stale anyway).
+    pub run_unsaved: bool,
     pub pending: Option<Pending>,
     close_confirmed: bool,
     /// The projection store's change count when the session was last saved or opened.
@@ -37,6 +40,7 @@ impl Files {
             settings,
             session_path: None,
             dirty: false,
+            run_unsaved: false,
             pending: None,
             close_confirmed: false,
             projections_seen: 0,
@@ -74,6 +78,7 @@ impl HeadwiseApp {
         self.files.session_path = Some(path.to_path_buf());
         self.files.watch = Some(FileWatch::new(path));
         self.files.dirty = false;
+        self.files.run_unsaved = false;
         self.messages.error = None;
         self.messages.info = format!("opened {}", path.display());
         self.files.settings.remember_session(path);
@@ -92,6 +97,7 @@ impl HeadwiseApp {
                 self.files.session_path = Some(path.to_path_buf());
                 self.files.watch = Some(FileWatch::new(path));
                 self.files.dirty = false;
+                self.files.run_unsaved = false;
                 self.files.projections_seen = changes;
                 self.messages.info = format!("saved {}", path.display());
                 self.files.settings.remember_session(path);
@@ -104,7 +110,8 @@ impl HeadwiseApp {
     }
 
     /// Reloads the open session when another program (a notebook's `headwise.show` loop)
-    /// has rewritten it, keeping the view on screen; with unsaved results here it only says so.
+    /// has rewritten it, keeping the view on screen; with an unsaved run on screen it only says
+    /// so.
     pub(super) fn reload_if_rewritten(&mut self, ctx: &egui::Context) {
         let Some(watch) = self.files.watch.as_mut() else {
             return;
@@ -114,9 +121,9 @@ impl HeadwiseApp {
             return;
         }
         let path = watch.path().to_path_buf();
-        if self.files.dirty {
+        if self.files.run_unsaved {
             self.messages.info = format!(
-                "{} changed on disk; the unsaved results here stay (open it again to see it)",
+                "{} changed on disk; the unsaved run here stays (open the file again to see it)",
                 path.display()
             );
             return;
@@ -124,6 +131,8 @@ impl HeadwiseApp {
         match Session::open(&path) {
             Ok(session) => {
                 self.set_document(session, Vec::new(), Some(self.view.clone()));
+                // Layouts computed for the version that went go with it.
+                self.files.dirty = false;
                 self.messages.error = None;
                 self.messages.info = format!("reloaded {} (changed on disk)", path.display());
             }

@@ -531,6 +531,7 @@ impl HeadwiseApp {
             }
         }
         self.files.dirty = true;
+        self.files.run_unsaved = true;
         self.files.settings.last_prompt = Some(self.runs.prompt.clone());
         let _ = self.files.settings.save();
     }

@@ -116,6 +116,9 @@ impl View for QkView {
         options: &RenderOptions,
         progress: &(dyn Fn(&str, f32) + Sync),
     ) -> anyhow::Result<()> {
+        if !session.has_queries_and_keys() {
+            anyhow::bail!("{NO_QUERIES_AND_KEYS}");
+        }
         let Some((layer, head)) = head else {
             return Ok(());
         };
@@ -269,11 +272,21 @@ pub fn title(doc: &Document, state: &ViewState) -> String {
 }
 
 /// Draws the view; returns what the app should compute.
+/// Why a session captured without queries and keys has nothing to lay out.
+pub const NO_QUERIES_AND_KEYS: &str = "This session holds attention only: it was captured \
+     without the queries and keys (the capture did not know the model's attention modules), so \
+     there is nothing to lay out here. The head overview, head view and token panel draw its \
+     attention.";
+
 pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Vec<QkAction> {
     let dims = state.qk.dims();
     let mut actions = Vec::new();
     if doc.session.corpus_tokens() < 2 {
         ui.label("The query-key view needs at least two tokens: run a corpus or a longer prompt.");
+        return actions;
+    }
+    if !doc.session.has_queries_and_keys() {
+        ui.label(NO_QUERIES_AND_KEYS);
         return actions;
     }
     if doc.projections.count(Method::Pca, dims) < doc.layers() * doc.heads() {
