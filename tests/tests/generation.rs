@@ -131,21 +131,12 @@ fn a_continuation_stops_at_the_models_last_position() {
     let folder = fixture("tiny-llama");
     let model = load(&folder, DeviceChoice::Cpu);
     let limit = model.config.max_positions;
+    let tokens = |text: &str| model.encode(0, text, Default::default()).unwrap().ids.len();
     let mut text = String::from("The quick brown fox");
-    while model
-        .encode(0, &text, Default::default())
-        .unwrap()
-        .ids
-        .len()
-        < limit - 5
-    {
+    while tokens(&text) < limit - 5 {
         text.push_str(" jumps");
     }
-    let prompt = model
-        .encode(0, &text, Default::default())
-        .unwrap()
-        .ids
-        .len();
+    let prompt = tokens(&text);
     assert!(prompt < limit);
     let options = RunOptions {
         generate: Some(Generation {

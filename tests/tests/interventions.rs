@@ -315,23 +315,12 @@ fn the_change_of_each_head_against_its_base_follows_the_edit() {
             assert!((a - b).abs() < 1e-5, "L{l}.H{h}: {a} whole, {b} by rows");
         }
     }
-    let png = dir.join("change.png");
-    assert_success(&headwise(
-        &[
-            "render",
-            path.to_str().unwrap(),
-            "--view",
-            "overview",
-            "--metric",
-            "change",
-            "--input",
-            "1",
-            "--out",
-            png.to_str().unwrap(),
-        ],
+    let img = render_with(
         &dir,
-    ));
-    let img = image::open(&png).unwrap().to_rgba8();
+        &path,
+        &["--view", "overview", "--metric", "change", "--input", "1"],
+        "change.png",
+    );
     let viridis = headwise::render::colormap::ColorMap::Viridis;
     let cells = img
         .pixels()

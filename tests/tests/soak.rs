@@ -148,16 +148,7 @@ impl Window {
     /// Right-clicks over the overview until a head's menu opens, picks "ablate this head", and
     /// waits for the edited run: it must follow its base in the document on screen.
     fn ablate_a_head_from_the_overview(&mut self) {
-        let _ = self.frame(
-            vec![Event::Key {
-                key: Key::Num1,
-                physical_key: None,
-                pressed: true,
-                repeat: false,
-                modifiers: Modifiers::NONE,
-            }],
-            Vec::new(),
-        );
+        self.press(Key::Num1);
         let mut opened = None;
         'search: for y in (150..850).step_by(50) {
             for x in (330..1350).step_by(60) {
@@ -186,16 +177,7 @@ impl Window {
     /// In the head view, right-clicks the heatmap until a key's menu opens and halves every
     /// query's attention to that key: the next run carries both edits.
     fn scale_a_key_from_the_head_view(&mut self) {
-        let _ = self.frame(
-            vec![Event::Key {
-                key: Key::Num2,
-                physical_key: None,
-                pressed: true,
-                repeat: false,
-                modifiers: Modifiers::NONE,
-            }],
-            Vec::new(),
-        );
+        self.press(Key::Num2);
         let _ = self.frame(Vec::new(), Vec::new());
         let mut opened = None;
         'search: for y in (250..850).step_by(50) {
@@ -774,16 +756,7 @@ fn the_app_survives_restless_hands_over_every_view_and_keeps_the_last_good_resul
     window.restless(&mut rng, slice);
     // Still answering: the views switch and the result is still there.
     for key in [Key::Num1, Key::Num2, Key::Num3, Key::Num4, Key::Num1] {
-        let _ = window.frame(
-            vec![Event::Key {
-                key,
-                physical_key: None,
-                pressed: true,
-                repeat: false,
-                modifiers: Modifiers::NONE,
-            }],
-            Vec::new(),
-        );
+        window.press(key);
     }
     assert!(
         window.generation().is_some(),

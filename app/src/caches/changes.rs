@@ -78,13 +78,11 @@ fn changes(doc: &Document, input: usize) -> Option<Changes> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(layers.max(1));
+    let per_thread = layers.div_ceil(threads).max(1);
     let mut changes: Changes = vec![Vec::new(); layers];
     std::thread::scope(|scope| {
-        for (thread, chunk) in changes
-            .chunks_mut(layers.div_ceil(threads).max(1))
-            .enumerate()
-        {
-            let first = thread * layers.div_ceil(threads).max(1);
+        for (thread, chunk) in changes.chunks_mut(per_thread).enumerate() {
+            let first = thread * per_thread;
             scope.spawn(move || {
                 for (offset, slot) in chunk.iter_mut().enumerate() {
                     *slot = layer_changes(doc, input, base, first + offset, t);

@@ -211,7 +211,7 @@ impl HeadwiseApp {
                 .as_ref()
                 .and_then(|p| p.file_name())
                 .map_or("untitled".into(), |n| n.to_string_lossy().to_string()),
-            if self.files.dirty { " *" } else { "" }
+            if self.files.dirty() { " *" } else { "" }
         );
         if title != self.title {
             ctx.send_viewport_cmd(egui::ViewportCommand::Title(title.clone()));

@@ -21,11 +21,11 @@ pub(super) enum Pending {
 pub(super) struct Files {
     pub settings: Settings,
     pub session_path: Option<PathBuf>,
-    /// The results on screen are not saved.
-    pub dirty: bool,
-    /// What is unsaved includes a model run (not only query-key layouts computed since the
-    /// file was opened, which a newer version of the file makes stale anyway).
+    /// A model run on screen is not saved.
     pub run_unsaved: bool,
+    /// Query-key layouts computed since the session was opened or saved are not saved (a
+    /// newer version of the file makes them stale, so they do not hold a reload back).
+    pub layouts_unsaved: bool,
     pub pending: Option<Pending>,
     close_confirmed: bool,
     /// The projection store's change count when the session was last saved or opened.
@@ -39,13 +39,24 @@ impl Files {
         Self {
             settings,
             session_path: None,
-            dirty: false,
             run_unsaved: false,
+            layouts_unsaved: false,
             pending: None,
             close_confirmed: false,
             projections_seen: 0,
             watch: None,
         }
+    }
+
+    /// Whether anything on screen is unsaved.
+    pub fn dirty(&self) -> bool {
+        self.run_unsaved || self.layouts_unsaved
+    }
+
+    /// Everything on screen is in the file (or was discarded).
+    pub fn saved(&mut self) {
+        self.run_unsaved = false;
+        self.layouts_unsaved = false;
     }
 }
 
@@ -77,8 +88,7 @@ impl HeadwiseApp {
         self.set_document(session, Vec::new(), view);
         self.files.session_path = Some(path.to_path_buf());
         self.files.watch = Some(FileWatch::new(path));
-        self.files.dirty = false;
-        self.files.run_unsaved = false;
+        self.files.saved();
         self.messages.error = None;
         self.messages.info = format!("opened {}", path.display());
         self.files.settings.remember_session(path);
@@ -96,8 +106,7 @@ impl HeadwiseApp {
             Ok(()) => {
                 self.files.session_path = Some(path.to_path_buf());
                 self.files.watch = Some(FileWatch::new(path));
-                self.files.dirty = false;
-                self.files.run_unsaved = false;
+                self.files.saved();
                 self.files.projections_seen = changes;
                 self.messages.info = format!("saved {}", path.display());
                 self.files.settings.remember_session(path);
@@ -132,7 +141,7 @@ impl HeadwiseApp {
             Ok(session) => {
                 self.set_document(session, Vec::new(), Some(self.view.clone()));
                 // Layouts computed for the version that went go with it.
-                self.files.dirty = false;
+                self.files.saved();
                 self.messages.error = None;
                 self.messages.info = format!("reloaded {} (changed on disk)", path.display());
             }
@@ -172,7 +181,7 @@ impl HeadwiseApp {
 
     /// Opens a session, asking first if that would discard unsaved results.
     pub(super) fn open_session_checked(&mut self, path: PathBuf) {
-        if self.files.dirty {
+        if self.files.dirty() {
             self.files.pending = Some(Pending::OpenSession(path));
         } else {
             let _ = self.open_session(&path);
@@ -227,7 +236,7 @@ impl HeadwiseApp {
     /// Closing the window with unsaved results asks first.
     pub(super) fn confirm_close(&mut self, ctx: &egui::Context) {
         if ctx.input(|i| i.viewport().close_requested())
-            && self.files.dirty
+            && self.files.dirty()
             && !self.files.close_confirmed
         {
             ctx.send_viewport_cmd(egui::ViewportCommand::CancelClose);
@@ -280,14 +289,14 @@ impl HeadwiseApp {
         if choice == 0 {
             self.save();
         }
-        let proceed = choice == 1 || (choice == 0 && !self.files.dirty);
+        let proceed = choice == 1 || (choice == 0 && !self.files.dirty());
         if !proceed {
             return;
         }
         match pending {
             Some(Pending::Close) => self.quit(ctx),
             Some(Pending::OpenSession(p)) => {
-                self.files.dirty = false;
+                self.files.saved();
                 let _ = self.open_session(&p);
             }
             Some(Pending::RunPrompt) => self.request_run(),

@@ -172,7 +172,7 @@ impl HeadwiseApp {
             let changes = doc.projections.changes();
             if changes != self.files.projections_seen {
                 self.files.projections_seen = changes;
-                self.files.dirty = true;
+                self.files.layouts_unsaved = true;
             }
         }
     }

@@ -531,7 +531,6 @@ impl HeadwiseApp {
                     .unwrap_or(second);
             }
         }
-        self.files.dirty = true;
         self.files.run_unsaved = true;
         self.files.settings.last_prompt = Some(self.runs.prompt.clone());
         let _ = self.files.settings.save();
@@ -557,7 +556,7 @@ impl HeadwiseApp {
         }
         if !self.runs.takes_images() && self.runs.prompt.trim().is_empty() {
             self.messages.error = Some("The prompt is empty.".into());
-        } else if self.files.dirty && self.doc.as_ref().is_some_and(|d| d.inputs() > 1) {
+        } else if self.files.dirty() && self.doc.as_ref().is_some_and(|d| d.inputs() > 1) {
             // A corpus run is minutes of work: ask before a prompt replaces it.
             self.runs.sent_prompt = Some(self.runs.prompt.clone());
             self.files.pending = Some(Pending::RunPrompt);

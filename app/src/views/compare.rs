@@ -91,9 +91,10 @@ impl View for CompareView {
     }
 }
 
-/// The input beside the one on screen: another of the document's (a state kept from an
-/// earlier document may name one this one lacks).
+/// The two inputs inside the document, the one beside the one on screen another (a state kept
+/// from an earlier document may name inputs this one lacks).
 fn fit_other(doc: &Document, state: &mut ViewState) {
+    state.input = state.input.min(doc.inputs().saturating_sub(1));
     if state.compare.other >= doc.inputs() || state.compare.other == state.input {
         state.compare.other = usize::from(state.input == 0);
     }
@@ -177,8 +178,6 @@ fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Option
         );
         return None;
     }
-    state.input = state.input.min(inputs - 1);
-    state.compare.other = state.compare.other.min(inputs - 1);
     let pair = [state.input, state.compare.other];
     let visible: Vec<usize> = pair
         .iter()

@@ -271,13 +271,13 @@ pub fn title(doc: &Document, state: &ViewState) -> String {
     )
 }
 
-/// Draws the view; returns what the app should compute.
 /// Why a session captured without queries and keys has nothing to lay out.
 pub const NO_QUERIES_AND_KEYS: &str = "This session holds attention only: it was captured \
      without the queries and keys (the capture did not know the model's attention modules), so \
      there is nothing to lay out here. The head overview, head view and token panel draw its \
      attention.";
 
+/// Draws the view; returns what the app should compute.
 pub fn show(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Vec<QkAction> {
     let dims = state.qk.dims();
     let mut actions = Vec::new();
