@@ -1,5 +1,5 @@
 //! The run pipeline: a model and its inputs (texts or pictures) in, a session out, with progress
-//! and cancelling between inputs. `headwise trace` and the window both run models through it, so
+//! layer by layer and cancelling between layers. `headwise trace` and the window both run models through it, so
 //! the same inputs give the same session wherever they are run.
 
 use crate::edits::Edit;
@@ -7,10 +7,12 @@ use crate::error::EngineError;
 use crate::imaging::load_image;
 use crate::model::generation::Sampling;
 use crate::model::gradients::TargetChoice;
-use crate::model::{LongInput, Model, PixelInput, TokenInput};
+use crate::model::{LongInput, Model, PassProgress, PixelInput, TokenInput};
 use crate::session::Session;
 use crate::trace::{AttentionCapture, Trace};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What a run takes: texts for a text model, pictures for an image model.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,6 +93,92 @@ pub struct Finished {
     pub tokens: usize,
     /// Pictures: [width, height] as the model saw it (resized, cropped).
     pub picture: Option<[usize; 2]>,
+}
+
+/// How a run goes, as its progress callback hears it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunProgress {
+    /// Input `index` (of `total`) is being continued: `done` of up to `of` new tokens.
+    Generating {
+        index: usize,
+        total: usize,
+        done: usize,
+        of: usize,
+    },
+    /// A pass over inputs `inputs` (of `total`) is about to compute layer `layer` of
+    /// `layers`; `edited` when it is the edited run of input `inputs.start`.
+    Layer {
+        inputs: Range<usize>,
+        total: usize,
+        layer: usize,
+        layers: usize,
+        edited: bool,
+    },
+    /// An input is finished.
+    Finished(Finished),
+}
+
+impl RunProgress {
+    /// How far the run's current stage is, 0..=1: the inputs done (a pass's layers counted
+    /// as the share of its inputs they stand for), or the tokens generated.
+    pub fn fraction(&self) -> f32 {
+        match self {
+            RunProgress::Generating { done, of, .. } => *done as f32 / (*of).max(1) as f32,
+            RunProgress::Layer {
+                inputs,
+                total,
+                layer,
+                layers,
+                edited,
+            } => {
+                let (start, count) = if *edited {
+                    (inputs.start, 1)
+                } else {
+                    (inputs.start, inputs.len())
+                };
+                let within = *layer as f32 / (*layers).max(1) as f32;
+                (start as f32 + within * count as f32) / (*total).max(1) as f32
+            }
+            RunProgress::Finished(f) => (f.index + 1) as f32 / f.total.max(1) as f32,
+        }
+    }
+}
+
+impl std::fmt::Display for RunProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let of_inputs =
+            |f: &mut std::fmt::Formatter<'_>, inputs: &Range<usize>, total: usize| match (
+                total,
+                inputs.len(),
+            ) {
+                (1, _) => Ok(()),
+                (_, 1) => write!(f, ", input {} of {total}", inputs.start + 1),
+                _ => write!(f, ", inputs {}-{} of {total}", inputs.start + 1, inputs.end),
+            };
+        match self {
+            RunProgress::Generating {
+                index,
+                total,
+                done,
+                of,
+            } => {
+                write!(f, "continuing the text: token {done} of {of}")?;
+                of_inputs(f, &(*index..index + 1), *total)
+            }
+            RunProgress::Layer {
+                inputs,
+                total,
+                layer,
+                layers,
+                edited,
+            } => {
+                let run = if *edited { "edited run, " } else { "" };
+                write!(f, "{run}layer {} of {layers}", layer + 1)?;
+                of_inputs(f, inputs, *total)
+            }
+            RunProgress::Finished(done) => write!(f, "input {} of {}", done.index + 1, done.total),
+        }
+    }
 }
 
 /// What a run made.
@@ -239,14 +327,15 @@ pub fn is_picture(path: &Path) -> bool {
         .is_some_and(|e| ["png", "jpg", "jpeg", "webp"].contains(&e.to_ascii_lowercase().as_str()))
 }
 
-/// Runs `model` (named `source` in the session) on every input. `progress` hears of each input
-/// as it finishes, in order; returning false stops the run there with [`RunError::Cancelled`].
+/// Runs `model` (named `source` in the session) on every input. `progress` hears of each layer
+/// a pass enters, each token generated and each input as it finishes, in order; returning false
+/// stops the run there with [`RunError::Cancelled`].
 pub fn run(
     model: &Model,
     source: &str,
     inputs: &Inputs,
     options: &RunOptions,
-    progress: &mut dyn FnMut(&Finished) -> bool,
+    progress: &mut dyn FnMut(&RunProgress) -> bool,
 ) -> Result<Run, RunError> {
     if inputs.is_empty() {
         return Err(RunError::NoInputs);
@@ -272,7 +361,7 @@ fn run_texts(
     source: &str,
     texts: &[String],
     options: &RunOptions,
-    progress: &mut dyn FnMut(&Finished) -> bool,
+    progress: &mut dyn FnMut(&RunProgress) -> bool,
 ) -> Result<Run, RunError> {
     let total = texts.len();
     let mut encoded = model.encode_all(texts, options.long)?;
@@ -280,7 +369,7 @@ fn run_texts(
     let mut generated_counts = vec![None; total];
     if let Some(generation) = options.generate {
         let tokenizer = model.tokenizer()?;
-        let never = std::sync::atomic::AtomicBool::new(false);
+        let stop = AtomicBool::new(false);
         for (i, e) in encoded.iter_mut().enumerate() {
             // Up to N: a prompt near the model's last position is continued as far as it goes.
             let room = model.config.max_positions.saturating_sub(e.ids.len());
@@ -289,8 +378,20 @@ fn run_texts(
                 generated_counts[i] = Some(0);
                 continue;
             }
-            let new =
-                model.generate(&e.ids, new_tokens, generation.sampling, &never, &mut |_| {})?;
+            let mut heard = |done| {
+                let going = progress(&RunProgress::Generating {
+                    index: i,
+                    total,
+                    done,
+                    of: new_tokens,
+                });
+                if !going {
+                    stop.store(true, Ordering::Relaxed);
+                }
+            };
+            let new = model
+                .generate(&e.ids, new_tokens, generation.sampling, &stop, &mut heard)
+                .map_err(|e| cancelled_at(e, 0, total))?;
             texts[i].push_str(&tokenizer.decode(&new));
             e.tokens.extend(new.iter().map(|&id| tokenizer.display(id)));
             e.type_ids.extend(std::iter::repeat_n(0, new.len()));
@@ -310,22 +411,32 @@ fn run_texts(
     }
     let token_inputs: Vec<TokenInput> = encoded.iter().map(TokenInput::from).collect();
     let mut reported = 0;
-    let traces = model.forward_many(
+    let layers = model.config.layers;
+    let traces = model.forward_many_watched(
         &token_inputs,
         options.pack_tokens,
         options.capture,
-        &mut |done| {
-            let mut go_on = true;
-            for (index, input) in encoded.iter().enumerate().take(done).skip(reported) {
-                go_on &= progress(&Finished {
-                    index,
-                    total,
-                    tokens: input.ids.len(),
-                    picture: None,
-                });
+        &mut |pass| match pass {
+            PassProgress::Layer { inputs, layer } => progress(&RunProgress::Layer {
+                inputs,
+                total,
+                layer,
+                layers,
+                edited: false,
+            }),
+            PassProgress::Done(done) => {
+                let mut go_on = true;
+                for (index, input) in encoded.iter().enumerate().take(done).skip(reported) {
+                    go_on &= progress(&RunProgress::Finished(Finished {
+                        index,
+                        total,
+                        tokens: input.ids.len(),
+                        picture: None,
+                    }));
+                }
+                reported = done;
+                go_on
             }
-            reported = done;
-            go_on
         },
     )?;
     if traces.len() < total {
@@ -335,11 +446,12 @@ fn run_texts(
         });
     }
     let mut session = Session::new(model, source);
-    for (((text, encoded), trace), generated) in texts
+    for (index, (((text, encoded), trace), generated)) in texts
         .iter()
         .zip(&encoded)
         .zip(&traces)
         .zip(generated_counts)
+        .enumerate()
     {
         session.push_text(model, text, encoded, trace)?;
         session
@@ -361,11 +473,23 @@ fn run_texts(
         }
         if !options.edits.is_empty() {
             let base = session.meta.inputs.len() - 1;
-            let edited = model.forward_edited(
-                &TokenInput::from(encoded),
-                options.capture,
-                &options.edits,
-            )?;
+            let watch = std::cell::RefCell::new(&mut *progress);
+            let edited = model
+                .forward_edited_watched(
+                    &TokenInput::from(encoded),
+                    options.capture,
+                    &options.edits,
+                    &|layer| {
+                        (watch.borrow_mut())(&RunProgress::Layer {
+                            inputs: index..index + 1,
+                            total,
+                            layer,
+                            layers,
+                            edited: true,
+                        })
+                    },
+                )
+                .map_err(|e| cancelled_at(e, index, total))?;
             session.push_text(model, text, encoded, &edited)?;
             if let Some(probs) = &edited.next_token_probs {
                 session.set_next_token_probs(base + 1, probs);
@@ -391,12 +515,21 @@ fn run_texts(
     })
 }
 
+/// A cancelled pass as the run's [`RunError::Cancelled`], `done` inputs finished before it;
+/// any other error as it is.
+fn cancelled_at(error: EngineError, done: usize, total: usize) -> RunError {
+    match error {
+        EngineError::Cancelled => RunError::Cancelled { done, total },
+        other => other.into(),
+    }
+}
+
 fn run_images(
     model: &Model,
     source: &str,
     paths: &[PathBuf],
     options: &RunOptions,
-    progress: &mut dyn FnMut(&Finished) -> bool,
+    progress: &mut dyn FnMut(&RunProgress) -> bool,
 ) -> Result<Run, RunError> {
     let total = paths.len();
     let mut session = Session::new(model, source);
@@ -431,7 +564,7 @@ fn run_images(
             tokens: session.meta.inputs[index].tokens.len(),
             picture: Some([prepared.view.width, prepared.view.height]),
         };
-        if !progress(&finished) && index + 1 < total {
+        if !progress(&RunProgress::Finished(finished)) && index + 1 < total {
             return Err(RunError::Cancelled {
                 done: index + 1,
                 total,

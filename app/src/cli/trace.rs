@@ -8,7 +8,8 @@ use headwise_engine::edits::Edit;
 use headwise_engine::model::generation::Sampling;
 use headwise_engine::model::gradients::TargetChoice;
 use headwise_engine::pipeline::{
-    self, Finished, Generation, Inputs, RunOptions, default_pack_tokens, images_in, text_lines,
+    self, Finished, Generation, Inputs, RunOptions, RunProgress, default_pack_tokens, images_in,
+    text_lines,
 };
 use headwise_engine::session::{Session, StoreDtype};
 use headwise_engine::{AttentionCapture, LongInput};
@@ -87,38 +88,47 @@ pub struct TraceArgs {
     pub target: Option<String>,
 }
 
-/// Above this many inputs a progress bar replaces the line per input.
+/// Up to this many inputs, each finished one gets a line of its own above the bar.
 const LINES_UP_TO: usize = 20;
 
-/// Reports each input on its own line for a few inputs, as a progress bar for a corpus.
+/// One bar on stderr that moves layer by layer (and token by token while a text is continued),
+/// with a line per finished input for a few inputs. indicatif hides the bar when stderr is not
+/// a terminal; the lines stay.
 struct InputProgress {
-    bar: Option<indicatif::ProgressBar>,
+    bar: indicatif::ProgressBar,
     total: usize,
 }
 
 impl InputProgress {
     fn new(total: usize) -> Self {
-        let bar = (total > LINES_UP_TO).then(|| {
-            let bar = fraction_bar(format!("running {total} inputs"));
-            bar.set_length(total as u64);
-            bar
-        });
-        Self { bar, total }
+        Self {
+            bar: fraction_bar(format!("running {total} input{}", plural(total))),
+            total,
+        }
     }
 
-    fn done(&self, index: usize, line: impl FnOnce() -> String) {
-        match &self.bar {
-            Some(bar) => bar.set_position(index as u64 + 1),
-            None => eprintln!("{}", line()),
+    fn heard(&self, progress: &RunProgress, line: impl FnOnce(&Finished) -> String) {
+        if let RunProgress::Finished(f) = progress {
+            if self.total <= LINES_UP_TO {
+                self.bar.suspend(|| eprintln!("{}", line(f)));
+            }
+        } else {
+            self.bar.set_message(progress.to_string());
         }
+        self.bar
+            .set_position((progress.fraction() * 1000.0).round() as u64);
     }
 
     fn finish(&self, session: &Session) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
+        self.bar.finish_and_clear();
+        if self.total > LINES_UP_TO {
             eprintln!("{} inputs, {} tokens", self.total, session.corpus_tokens());
         }
     }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }
 
 /// The inputs the arguments name: pictures for an image model, else texts (a text file is one
@@ -200,8 +210,8 @@ pub fn run(args: TraceArgs) -> Result<()> {
         gradients,
     };
     let progress = InputProgress::new(inputs.len());
-    let run = pipeline::run(&model, &args.model, &inputs, &options, &mut |f| {
-        progress.done(f.index, || describe(&inputs, f));
+    let run = pipeline::run(&model, &args.model, &inputs, &options, &mut |p| {
+        progress.heard(p, |f| describe(&inputs, f));
         true
     })?;
     progress.finish(&run.session);

@@ -130,6 +130,7 @@ impl HeadwiseApp {
             ui.add(bar);
             if self.runs.running() && ui.button("Cancel run").clicked() {
                 self.runs.cancel_run();
+                self.messages.info = "run cancelled; the document on screen stays".into();
             }
         }
     }

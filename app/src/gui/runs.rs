@@ -148,7 +148,7 @@ impl Runs {
         self.last_edit = None;
     }
 
-    /// Cancels a corpus run between two passes; the document on screen stays.
+    /// Cancels a corpus run at the next layer of its pass; the document on screen stays.
     pub fn cancel_corpus(&mut self) {
         self.running.cancel();
     }
@@ -158,8 +158,8 @@ impl Runs {
         self.running.busy()
     }
 
-    /// Cancels the run under way; the document on screen stays. A single long input stops when
-    /// its pass ends (the engine cannot stop a pass half-way), and its result is dropped.
+    /// Cancels the run under way at the next layer of its pass (or the next generated token);
+    /// the document on screen stays.
     pub fn cancel_run(&mut self) {
         self.running.cancel();
         self.corpus_running = false;
@@ -309,16 +309,14 @@ impl HeadwiseApp {
         self.runs.corpus_running = corpus;
         self.runs.running.start(id, &self.repaint, move |cx| {
             let start = Instant::now();
-            let total = inputs.len();
-            let run = pipeline::run(&loaded.model, &loaded.spec, &inputs, &options, &mut |f| {
-                // A single prompt needs no progress; a corpus reports every input.
-                if total > 1 {
-                    cx.progress(
-                        format!("input {} of {total}", f.index + 1),
-                        Some((f.index + 1) as f32 / total as f32),
-                    );
+            let run = pipeline::run(&loaded.model, &loaded.spec, &inputs, &options, &mut |p| {
+                // Layer by layer, so that a long prompt's bar moves and Cancel acts within its
+                // pass; a cancelled run reports nothing more.
+                if cx.cancelled() {
+                    return false;
                 }
-                !cx.cancelled()
+                cx.progress(p.to_string(), Some(p.fraction()));
+                true
             })
             .map_err(|e| format!("{e:#}"))?;
             let device_attention = device_attention(&run.traces);
@@ -642,5 +640,82 @@ mod tests {
         let on: Vec<bool> = app.runs.edits.iter().map(|(_, on)| *on).collect();
         assert_eq!(on, [false, true, true]);
         assert!(app.messages.info.contains("1 edit switched off"));
+    }
+
+    /// Calls `poll_runs` as the window's frames would until `done` says so.
+    fn frames_until(
+        app: &mut HeadwiseApp,
+        ctx: &egui::Context,
+        done: impl Fn(&HeadwiseApp) -> bool,
+    ) {
+        let give_up = Instant::now() + Duration::from_secs(300);
+        while !done(app) {
+            assert!(Instant::now() < give_up, "the window never got there");
+            app.poll_runs(ctx);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    #[test]
+    fn cancel_stops_a_long_prompts_pass_between_two_layers_and_keeps_what_is_on_screen() {
+        // The tiny Llama allowed 8,192 positions: a pass of about 8k tokens takes seconds.
+        let folder = std::env::temp_dir().join(format!("headwise-cancel-{}", std::process::id()));
+        std::fs::create_dir_all(&folder).unwrap();
+        for entry in std::fs::read_dir(fixture("tiny-llama")).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), folder.join(entry.file_name())).unwrap();
+        }
+        let config_path = folder.join("config.json");
+        let config = std::fs::read_to_string(&config_path).unwrap();
+        let config = config.replace(
+            "\"max_position_embeddings\": 64",
+            "\"max_position_embeddings\": 8192",
+        );
+        std::fs::write(&config_path, config).unwrap();
+
+        let ctx = egui::Context::default();
+        let cc = eframe::CreationContext::_new_kittest(ctx.clone());
+        let mut app = HeadwiseApp::new(
+            &cc,
+            StartOptions {
+                model: Some(folder.display().to_string()),
+                device: DeviceChoice::Cpu,
+                ..Default::default()
+            },
+        );
+        frames_until(&mut app, &ctx, |app| {
+            app.runs.model.is_some() && !app.runs.running()
+        });
+        let on_screen = app.doc.clone();
+        app.runs.prompt = ["a b c d e f g h"; 560].join(" ");
+        app.request_run();
+        let layers = app.runs.model.as_ref().unwrap().model.config.layers;
+        let first = format!("layer 1 of {layers}");
+        frames_until(&mut app, &ctx, |app| {
+            app.runs.busy().is_some_and(|p| p.message == first)
+        });
+        app.runs.cancel_run();
+        let mut seen = Vec::new();
+        while app.runs.running() {
+            if let Some(p) = app.runs.busy()
+                && seen.last() != Some(&p.message)
+            {
+                seen.push(p.message);
+            }
+            app.poll_runs(&ctx);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let last = format!("layer {layers} of {layers}");
+        assert!(
+            !seen.contains(&last),
+            "the pass went on to its last layer: {seen:?}"
+        );
+        let same = match (&app.doc, &on_screen) {
+            (Some(now), Some(before)) => Arc::ptr_eq(now, before),
+            (now, before) => now.is_none() && before.is_none(),
+        };
+        assert!(same, "a cancelled run leaves the document on screen");
+        assert_eq!(app.messages.error, None);
+        let _ = std::fs::remove_dir_all(&folder);
     }
 }

@@ -339,7 +339,7 @@ impl Bert {
             .zip(&self.config.layer_attention)
             .enumerate()
         {
-            if !packing.enters_layer(index, &mut x) {
+            if !packing.enters_layer(index, &mut x)? {
                 continue;
             }
             let q = split_heads(layer.query.forward(x.clone()), heads);

@@ -801,7 +801,7 @@ impl Gemma {
             embed(&self.embed_tokens, &input.ids, device) * f64::from(self.gemma.embed_scale);
         let mut traces = Vec::with_capacity(self.layers.len());
         for (i, (layer, attention)) in self.layers.iter().zip(&cfg.layer_attention).enumerate() {
-            if !packing.enters_layer(i, &mut x) {
+            if !packing.enters_layer(i, &mut x)? {
                 continue;
             }
             let mask = packing.mask(true, None, attention.window);

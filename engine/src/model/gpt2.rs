@@ -111,7 +111,7 @@ impl Gpt2 {
             .zip(&self.config.layer_attention)
             .enumerate()
         {
-            if !packing.enters_layer(index, &mut x) {
+            if !packing.enters_layer(index, &mut x)? {
                 continue;
             }
             let h = layer.ln_1.forward(x.clone());

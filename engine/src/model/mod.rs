@@ -390,17 +390,28 @@ impl Model {
         capture: AttentionCapture,
         edits: &[Edit],
     ) -> Result<Trace> {
+        self.forward_edited_watched(input, capture, edits, &|_| true)
+    }
+
+    /// As [`Model::forward_edited`], `watch` told of each layer as the pass enters it (see
+    /// [`packing::LayerWatch`]): returning false stops the pass with [`EngineError::Cancelled`].
+    pub fn forward_edited_watched(
+        &self,
+        input: &TokenInput,
+        capture: AttentionCapture,
+        edits: &[Edit],
+        watch: &dyn Fn(usize) -> bool,
+    ) -> Result<Trace> {
         self.check(0, input)?;
         let c = &self.config;
         for edit in edits {
             edit.check(c.layers, c.heads, input.ids.len())?;
         }
         let packing = packing::Packing {
-            lengths: vec![input.ids.len()],
             keep_attention: self.keeps_attention(capture, input.ids.len()),
             edits: edits.to_vec(),
-            tape: None,
-            span: None,
+            watch: Some(packing::LayerWatch(watch)),
+            ..packing::Packing::single(input.ids.len())
         };
         let mut traces = self.forward_packed(input, &packing)?;
         Ok(traces.remove(0))
@@ -436,6 +447,21 @@ impl Model {
         capture: AttentionCapture,
         done: &mut dyn FnMut(usize) -> bool,
     ) -> Result<Vec<Trace>> {
+        self.forward_many_watched(inputs, pack_tokens, capture, &mut |p| match p {
+            PassProgress::Layer { .. } => true,
+            PassProgress::Done(n) => done(n),
+        })
+    }
+
+    /// As [`Model::forward_many`], `progress` told also of each layer a pass enters: returning
+    /// false there stops the run mid-pass, with the traces of the passes finished before it.
+    pub fn forward_many_watched(
+        &self,
+        inputs: &[TokenInput],
+        pack_tokens: usize,
+        capture: AttentionCapture,
+        progress: &mut dyn FnMut(PassProgress) -> bool,
+    ) -> Result<Vec<Trace>> {
         for (index, input) in inputs.iter().enumerate() {
             self.check(index, input)?;
         }
@@ -455,29 +481,44 @@ impl Model {
             }
             let group = &inputs[start..end];
             let lengths: Vec<usize> = group.iter().map(|i| i.ids.len()).collect();
-            let packing = packing::Packing {
-                keep_attention: lengths.iter().all(|&t| self.keeps_attention(capture, t)),
-                edits: Vec::new(),
-                tape: None,
-                span: None,
-                lengths,
-            };
-            if let [single] = group {
-                // Its own ids as they are, with any padding mask.
-                traces.extend(self.forward_packed(single, &packing)?);
-            } else {
-                let packed = TokenInput {
-                    ids: group.iter().flat_map(|i| i.ids.iter().copied()).collect(),
-                    type_ids: group
-                        .iter()
-                        .flat_map(|i| i.type_ids.iter().copied())
-                        .collect(),
-                    key_valid: None,
+            let passed = {
+                let progress_cell = std::cell::RefCell::new(&mut *progress);
+                let watch = |layer| {
+                    (progress_cell.borrow_mut())(PassProgress::Layer {
+                        inputs: start..end,
+                        layer,
+                    })
                 };
-                traces.extend(self.forward_packed(&packed, &packing)?);
+                let packing = packing::Packing {
+                    keep_attention: lengths.iter().all(|&t| self.keeps_attention(capture, t)),
+                    edits: Vec::new(),
+                    tape: None,
+                    span: None,
+                    watch: Some(packing::LayerWatch(&watch)),
+                    lengths,
+                };
+                if let [single] = group {
+                    // Its own ids as they are, with any padding mask.
+                    self.forward_packed(single, &packing)
+                } else {
+                    let packed = TokenInput {
+                        ids: group.iter().flat_map(|i| i.ids.iter().copied()).collect(),
+                        type_ids: group
+                            .iter()
+                            .flat_map(|i| i.type_ids.iter().copied())
+                            .collect(),
+                        key_valid: None,
+                    };
+                    self.forward_packed(&packed, &packing)
+                }
+            };
+            match passed {
+                Ok(done) => traces.extend(done),
+                Err(EngineError::Cancelled) => break,
+                Err(e) => return Err(e),
             }
             start = end;
-            if !done(start) {
+            if !progress(PassProgress::Done(start)) {
                 break;
             }
         }
@@ -565,6 +606,18 @@ pub fn is_onnx(path: &Path) -> bool {
 pub fn is_gguf(path: &Path) -> bool {
     path.extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+}
+
+/// How a run of many inputs goes, pass by pass ([`Model::forward_many_watched`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PassProgress {
+    /// The pass over inputs `inputs` is about to compute layer `layer`.
+    Layer {
+        inputs: std::ops::Range<usize>,
+        layer: usize,
+    },
+    /// The first this many inputs are finished.
+    Done(usize),
 }
 
 /// Reads a tensor back to the host as f32, waiting for the device.

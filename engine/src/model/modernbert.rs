@@ -349,7 +349,7 @@ impl ModernBert {
         let mut traces = Vec::with_capacity(self.layers.len());
         for (index, (layer, attention)) in self.layers.iter().zip(&cfg.layer_attention).enumerate()
         {
-            if !packing.enters_layer(index, &mut x) {
+            if !packing.enters_layer(index, &mut x)? {
                 continue;
             }
             let a = layer.attention;

@@ -7,14 +7,14 @@
 use super::gradient_tape::GradientTape;
 use super::key_mask::KeyMask;
 use crate::edits::{Edit, LayerEdits};
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::trace::{LayerTrace, Trace};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 /// The lengths of the inputs packed into one sequence, in order.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Packing {
+pub struct Packing<'a> {
     pub lengths: Vec<usize>,
     /// Whether the pass materialises each layer's [heads, T, T] attention for its trace; when
     /// not, attention is computed a tile of query rows at a time and only q, k and lse are kept.
@@ -25,7 +25,33 @@ pub struct Packing {
     pub tape: Option<GradientTape>,
     /// A pass over some layers only, from a given stream (layer-by-layer gradients).
     pub span: Option<LayerSpan>,
+    /// Hears of each layer the pass enters, and may stop it there.
+    pub watch: Option<LayerWatch<'a>>,
 }
+
+/// Told the index of each layer a pass is about to compute; returning false stops the pass
+/// with [`EngineError::Cancelled`]. A long input's run reports progress and is cancelled
+/// through it, between layers rather than between passes.
+#[derive(Clone, Copy)]
+pub struct LayerWatch<'a>(pub &'a dyn Fn(usize) -> bool);
+
+impl std::fmt::Debug for LayerWatch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LayerWatch")
+    }
+}
+
+/// A watch does not change what a pass computes, so any two are alike.
+impl PartialEq for LayerWatch<'_> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+/// From this many tokens a watched pass waits for each layer's input before reporting it: on
+/// a device that queues work (wgpu) the report then says what is computed, not what is
+/// queued. Shorter passes are over before a bar would show, and keep their queue.
+const WATCH_WAITS_FROM_TOKENS: usize = 512;
 
 /// Layers `start..end` run on `input` as the stream entering layer `start`; a span that ends
 /// before the last layer stops there (no output layer) and records the stream in the tape.
@@ -43,7 +69,7 @@ impl PartialEq for LayerSpan {
     }
 }
 
-impl Packing {
+impl Packing<'_> {
     /// One input whose attention is kept.
     pub fn single(t: usize) -> Self {
         Self {
@@ -52,16 +78,17 @@ impl Packing {
             edits: Vec::new(),
             tape: None,
             span: None,
+            watch: None,
         }
     }
 
     /// Whether the pass runs layer `index`, the stream `x` entering it: a span skips the
     /// layers outside it and replaces the stream where it starts; a checkpoint tape keeps the
-    /// stream.
-    pub fn enters_layer(&self, index: usize, x: &mut Tensor<2>) -> bool {
+    /// stream; a watch hears of the layer and may cancel the pass.
+    pub fn enters_layer(&self, index: usize, x: &mut Tensor<2>) -> Result<bool> {
         if let Some(span) = &self.span {
             if index < span.start || index >= span.end {
-                return false;
+                return Ok(false);
             }
             if index == span.start {
                 *x = span.input.clone();
@@ -70,7 +97,17 @@ impl Packing {
         if let Some(tape) = &self.tape {
             tape.record_layer_input(index, x);
         }
-        true
+        if let Some(LayerWatch(heard)) = self.watch {
+            if index > 0 && self.total() >= WATCH_WAITS_FROM_TOKENS {
+                // One value of the stream is enough to make the device finish the layers
+                // before it.
+                x.clone().slice([0..1, 0..1]).into_data();
+            }
+            if !heard(index) {
+                return Err(EngineError::Cancelled);
+            }
+        }
+        Ok(true)
     }
 
     /// Whether the pass stops after its span's last layer, short of the model's output
@@ -199,6 +236,7 @@ mod tests {
             edits: Vec::new(),
             tape: None,
             span: None,
+            watch: None,
         };
         assert_eq!(p.positions(), vec![0, 1, 2, 0, 1]);
         assert_eq!(p.starts(), vec![0, 3]);
