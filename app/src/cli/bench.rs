@@ -6,7 +6,7 @@
 use super::progress::load_model;
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
-use headwise_engine::device::{DeviceChoice, create_device};
+use headwise_engine::device::{ComputeDevice, DeviceChoice, create_device};
 use headwise_engine::imaging::preprocess::ResizeTo;
 use headwise_engine::imaging::resample::Filter;
 use headwise_engine::imaging::{ImageProcessor, decode_image};
@@ -33,8 +33,9 @@ pub enum BenchCommand {
     Edit(super::bench_edit::EditBench),
 }
 
+/// The model a bench times and the input it gives it.
 #[derive(Args)]
-pub struct GradientsBench {
+pub struct ModelAndInput {
     #[arg(long)]
     pub model: String,
     /// Text models: the number of tokens.
@@ -45,6 +46,43 @@ pub struct GradientsBench {
     pub image_size: usize,
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
+}
+
+/// A loaded bench model with its input, and how long loading took.
+struct Loaded {
+    device: ComputeDevice,
+    model: Model,
+    input: BenchInput,
+    load_ms: f64,
+}
+
+impl ModelAndInput {
+    fn load(&self, runs: usize) -> Result<Loaded> {
+        if self.tokens == 0 || runs == 0 {
+            bail!("--tokens and --runs must be at least 1");
+        }
+        let device = create_device(self.device)?;
+        let load_start = Instant::now();
+        let model = load_model(&self.model, &device)?;
+        let load_ms = load_start.elapsed().as_secs_f64() * 1e3;
+        let input = if model.takes_images() {
+            bench_picture(&model, self.image_size)?
+        } else {
+            text_input(&model, self.tokens)?
+        };
+        Ok(Loaded {
+            device,
+            model,
+            input,
+            load_ms,
+        })
+    }
+}
+
+#[derive(Args)]
+pub struct GradientsBench {
+    #[command(flatten)]
+    pub on: ModelAndInput,
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
 }
@@ -67,16 +105,8 @@ pub struct GenerateBench {
 
 #[derive(Args)]
 pub struct TraceBench {
-    #[arg(long)]
-    pub model: String,
-    /// Text models: the number of tokens.
-    #[arg(long, default_value_t = 128)]
-    pub tokens: usize,
-    /// Image models: the side of the square picture in pixels (a sample photograph resized).
-    #[arg(long, default_value_t = 224)]
-    pub image_size: usize,
-    #[arg(long, default_value = "auto")]
-    pub device: DeviceChoice,
+    #[command(flatten)]
+    pub on: ModelAndInput,
     #[arg(long, default_value_t = 10)]
     pub runs: usize,
     /// As `trace --attention`: materialise each layer's attention (`full`), keep q, k and lse
@@ -112,16 +142,12 @@ pub fn run(command: BenchCommand) -> Result<()> {
 
 /// Gradient runs for the most likely target, warm, timed: the median's seconds.
 fn gradients(args: GradientsBench) -> Result<()> {
-    if args.tokens == 0 || args.runs == 0 {
-        bail!("--tokens and --runs must be at least 1");
-    }
-    let device = create_device(args.device)?;
-    let model = load_model(&args.model, &device)?;
-    let input = if model.takes_images() {
-        bench_picture(&model, args.image_size)?
-    } else {
-        text_input(&model, args.tokens)?
-    };
+    let Loaded {
+        device,
+        model,
+        input,
+        ..
+    } = args.on.load(args.runs)?;
     let choice = headwise_engine::model::gradients::TargetChoice::Top;
     let once = || -> Result<f64> {
         let start = Instant::now();
@@ -137,7 +163,7 @@ fn gradients(args: GradientsBench) -> Result<()> {
         "{}",
         serde_json::json!({
             "bench": "gradients",
-            "model": args.model,
+            "model": args.on.model,
             "device": device.description,
             "tokens": input.tokens(&model),
             "runs": times.len(),
@@ -269,18 +295,12 @@ fn text_input(model: &Model, tokens: usize) -> Result<BenchInput> {
 }
 
 fn trace(args: TraceBench) -> Result<()> {
-    if args.tokens == 0 || args.runs == 0 {
-        bail!("--tokens and --runs must be at least 1");
-    }
-    let device = create_device(args.device)?;
-    let load_start = Instant::now();
-    let model = load_model(&args.model, &device)?;
-    let load_ms = load_start.elapsed().as_secs_f64() * 1e3;
-    let input = if model.takes_images() {
-        bench_picture(&model, args.image_size)?
-    } else {
-        text_input(&model, args.tokens)?
-    };
+    let Loaded {
+        device,
+        model,
+        input,
+        load_ms,
+    } = args.on.load(args.runs)?;
     let run_once = || -> Result<f64> {
         let start = Instant::now();
         let trace = input.run(&model, args.attention)?;
@@ -296,10 +316,10 @@ fn trace(args: TraceBench) -> Result<()> {
     let median = median(&mut times);
     let json = serde_json::json!({
         "bench": "trace",
-        "model": args.model,
+        "model": args.on.model,
         "model_type": model.config.model_type,
         "tokens": input.tokens(&model),
-        "image_size": model.takes_images().then_some(args.image_size),
+        "image_size": model.takes_images().then_some(args.on.image_size),
         "device": device.description,
         "runs": args.runs,
         "median_ms": median,

@@ -5,7 +5,7 @@
 //! session it writes holds the probe's layout, so the window's overview colours and sorts by the
 //! scores (metric "retrieval"), and `retrieval/0` [layers, heads] for other readers.
 
-use super::progress::{load_model, peak_memory_note};
+use super::progress::{load_model, report_written};
 use crate::corpus::DEFAULT_CORPUS;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -112,12 +112,7 @@ fn retrieval(args: RetrievalArgs) -> Result<()> {
     for (l, h, s) in ranked.iter().take(args.top) {
         println!("  L{l}.H{h}  {s:.2}");
     }
-    eprintln!(
-        "wrote {} ({}{})",
-        args.out.display(),
-        device.description,
-        peak_memory_note()
-    );
+    report_written(&args.out, &device);
     Ok(())
 }
 

@@ -62,3 +62,13 @@ pub fn peak_memory_note() -> String {
         format!(", peak memory {} MiB", bytes >> 20)
     })
 }
+
+/// The last line of a command that wrote a session: where, on what device, and at what peak.
+pub fn report_written(path: &std::path::Path, device: &ComputeDevice) {
+    eprintln!(
+        "wrote {} ({}{})",
+        path.display(),
+        device.description,
+        peak_memory_note()
+    );
+}

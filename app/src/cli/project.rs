@@ -5,7 +5,7 @@ use super::progress::fraction_bar;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use headwise_engine::analysis::projection::{Method, Work, project_session};
-use headwise_engine::device::{DeviceChoice, create_device};
+use headwise_engine::device::{Device, DeviceChoice, create_device};
 use headwise_engine::session::Session;
 use std::path::PathBuf;
 
@@ -13,6 +13,18 @@ use std::path::PathBuf;
 pub struct ProjectArgs {
     /// The session whose inputs form the corpus.
     pub session: PathBuf,
+    #[command(flatten)]
+    pub layout: LayoutChoice,
+    /// Where to write the session with its projections (may be the input file).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+}
+
+/// Which layout of which heads: what `headwise project` and `headwise bench project` ask.
+#[derive(Args)]
+pub struct LayoutChoice {
     /// pca, umap or tsne.
     #[arg(long, default_value = "pca")]
     pub method: Method,
@@ -25,11 +37,43 @@ pub struct ProjectArgs {
     /// UMAP's random seed: the same seed gives the same layout.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Where to write the session with its projections (may be the input file).
-    #[arg(long)]
-    pub out: PathBuf,
-    #[arg(long, default_value = "auto")]
-    pub device: DeviceChoice,
+}
+
+impl LayoutChoice {
+    /// The heads asked for (empty: every head), once the dimensions are checked.
+    pub fn checked_heads(&self) -> Result<Vec<(usize, usize)>> {
+        if !(2..=3).contains(&self.dims) {
+            bail!("--dims {}: 2 or 3", self.dims);
+        }
+        self.heads.iter().map(|s| parse_head(s)).collect()
+    }
+
+    /// How many heads are laid out in `session`.
+    pub fn head_count(&self, session: &Session) -> usize {
+        match self.heads.len() {
+            0 => session.meta.model.layers * session.meta.model.heads,
+            n => n,
+        }
+    }
+
+    /// Lays out `heads` of `session` on `device`.
+    pub fn project(
+        &self,
+        session: &mut Session,
+        heads: &[(usize, usize)],
+        device: &Device,
+        work: &Work,
+    ) -> headwise_engine::Result<()> {
+        project_session(
+            session,
+            self.method,
+            self.dims,
+            self.seed,
+            heads,
+            device,
+            work,
+        )
+    }
 }
 
 /// `L.H` → (L, H).
@@ -49,33 +93,20 @@ pub fn parse_head(spec: &str) -> Result<(usize, usize)> {
 }
 
 pub fn run(args: ProjectArgs) -> Result<()> {
-    if !(2..=3).contains(&args.dims) {
-        bail!("--dims {}: 2 or 3", args.dims);
-    }
-    let heads = args
-        .heads
-        .iter()
-        .map(|s| parse_head(s))
-        .collect::<Result<Vec<_>>>()?;
+    let layout = &args.layout;
+    let heads = layout.checked_heads()?;
     let mut session = Session::open(&args.session)?;
     let device = create_device(args.device)?;
-    let count = if heads.is_empty() {
-        session.meta.model.layers * session.meta.model.heads
-    } else {
-        heads.len()
-    };
+    let count = layout.head_count(&session);
     let bar = fraction_bar(format!(
         "{} of {count} head(s), {} points each",
-        args.method.label(),
+        layout.method.label(),
         2 * session.corpus_tokens()
     ));
     let progress = |f: f32| bar.set_position((f * 1000.0) as u64);
     let started = std::time::Instant::now();
-    let result = project_session(
+    let result = layout.project(
         &mut session,
-        args.method,
-        args.dims,
-        args.seed,
         &heads,
         &device.device,
         &Work::new(&progress, None),
@@ -86,7 +117,7 @@ pub fn run(args: ProjectArgs) -> Result<()> {
     session.save(&args.out, dtype)?;
     eprintln!(
         "{} of {count} head(s) in {:.2} s; wrote {} ({})",
-        args.method.label(),
+        layout.method.label(),
         started.elapsed().as_secs_f64(),
         args.out.display(),
         device.description

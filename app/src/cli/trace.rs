@@ -1,6 +1,6 @@
 //! `headwise trace`: run a model on one or more texts or images and write a session file.
 
-use super::progress::{fraction_bar, load_model, peak_memory_note};
+use super::progress::{fraction_bar, load_model, report_written};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use headwise_engine::device::{DeviceChoice, create_device};
@@ -216,12 +216,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
     })?;
     progress.finish(&run.session);
     run.session.save(&args.out, args.dtype)?;
-    eprintln!(
-        "wrote {} ({}{})",
-        args.out.display(),
-        device.description,
-        peak_memory_note()
-    );
+    report_written(&args.out, &device);
     Ok(())
 }
 

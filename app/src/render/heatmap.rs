@@ -3,6 +3,7 @@
 //! wherever a matrix should appear. The same callback draws in the window and offscreen.
 
 use super::colormap::{ColorMap, all_tables_rgba};
+use super::paint_callback::{callback_shape, pixel_rect, read_only_storage, shader_pipeline};
 use super::uniform_slots::UniformSlots;
 use eframe::egui;
 use eframe::egui_wgpu::{CallbackResources, CallbackTrait, ScreenDescriptor, wgpu};
@@ -245,16 +246,7 @@ impl HeatmapResources {
             label: Some("heatmap"),
             source: wgpu::ShaderSource::Wgsl(SHADER.into()),
         });
-        let storage = |binding| wgpu::BindGroupLayoutEntry {
-            binding,
-            visibility: wgpu::ShaderStages::FRAGMENT,
-            ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Storage { read_only: true },
-                has_dynamic_offset: false,
-                min_binding_size: None,
-            },
-            count: None,
-        };
+        let storage = |binding| read_only_storage(binding, wgpu::ShaderStages::FRAGMENT);
         let params_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("heatmap params"),
             entries: &[
@@ -275,36 +267,15 @@ impl HeatmapResources {
             label: Some("heatmap matrix"),
             entries: &[storage(0), storage(1)],
         });
-        let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some("heatmap"),
-            bind_group_layouts: &[Some(&params_layout), Some(&matrix_layout)],
-            immediate_size: 0,
-        });
-        let pipeline = device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
-            label: Some("heatmap"),
-            layout: Some(&layout),
-            vertex: wgpu::VertexState {
-                module: &module,
-                entry_point: Some("vs_main"),
-                buffers: &[],
-                compilation_options: Default::default(),
-            },
-            fragment: Some(wgpu::FragmentState {
-                module: &module,
-                entry_point: Some("fs_main"),
-                targets: &[Some(wgpu::ColorTargetState {
-                    format: target_format,
-                    blend: None,
-                    write_mask: wgpu::ColorWrites::ALL,
-                })],
-                compilation_options: Default::default(),
-            }),
-            primitive: wgpu::PrimitiveState::default(),
-            depth_stencil: None,
-            multisample: wgpu::MultisampleState::default(),
-            multiview_mask: None,
-            cache: None,
-        });
+        let pipeline = shader_pipeline(
+            device,
+            "heatmap",
+            &module,
+            [&params_layout, &matrix_layout],
+            target_format,
+            None,
+            wgpu::PrimitiveTopology::TriangleList,
+        );
         let lut = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("colour maps"),
             contents: bytemuck::cast_slice(&all_tables_rgba()),
@@ -454,10 +425,7 @@ impl HeatmapCallback {
 
     /// The shape to add to a painter: draws the matrix in `clip`, laid out over `self.rect`.
     pub fn into_shape(self, clip: egui::Rect) -> egui::Shape {
-        egui::Shape::Callback(eframe::egui_wgpu::Callback::new_paint_callback(
-            clip.intersect(self.rect),
-            self,
-        ))
+        callback_shape(self.rect, clip, self)
     }
 }
 
@@ -490,12 +458,7 @@ impl CallbackTrait for HeatmapCallback {
         let style = &self.style;
         let (side, first) = res.placement(self.key);
         let params = Params {
-            rect_px: [
-                self.rect.min.x * ppp,
-                self.rect.min.y * ppp,
-                self.rect.width() * ppp,
-                self.rect.height() * ppp,
-            ],
+            rect_px: pixel_rect(self.rect, ppp),
             window: self.window,
             side: side as u32,
             visible,

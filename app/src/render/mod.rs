@@ -4,6 +4,7 @@
 pub mod colormap;
 pub mod heatmap;
 pub mod offscreen;
+pub mod paint_callback;
 pub mod png;
 pub mod scatter;
 pub mod uniform_slots;

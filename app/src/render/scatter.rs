@@ -3,6 +3,7 @@
 //! and its points' colours and sizes, and the egui paint callback the views place. Positions are
 //! uploaded once per layout; colours and sizes once per style; a frame only writes a camera.
 
+use super::paint_callback::{callback_shape, pixel_rect, read_only_storage, shader_pipeline};
 use super::uniform_slots::UniformSlots;
 use eframe::egui;
 use eframe::egui_wgpu::{CallbackResources, CallbackTrait, ScreenDescriptor, wgpu};
@@ -66,16 +67,7 @@ impl ScatterResources {
             label: Some("scatter"),
             source: wgpu::ShaderSource::Wgsl(SHADER.into()),
         });
-        let storage = |binding| wgpu::BindGroupLayoutEntry {
-            binding,
-            visibility: wgpu::ShaderStages::VERTEX,
-            ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Storage { read_only: true },
-                has_dynamic_offset: false,
-                min_binding_size: None,
-            },
-            count: None,
-        };
+        let storage = |binding| read_only_storage(binding, wgpu::ShaderStages::VERTEX);
         let params_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("scatter params"),
             entries: &[wgpu::BindGroupLayoutEntry {
@@ -93,39 +85,15 @@ impl ScatterResources {
             label: Some("scatter points"),
             entries: &[storage(0), storage(1), storage(2)],
         });
-        let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some("scatter"),
-            bind_group_layouts: &[Some(&params_layout), Some(&points_layout)],
-            immediate_size: 0,
-        });
-        let pipeline = device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
-            label: Some("scatter"),
-            layout: Some(&layout),
-            vertex: wgpu::VertexState {
-                module: &module,
-                entry_point: Some("vs_main"),
-                buffers: &[],
-                compilation_options: Default::default(),
-            },
-            fragment: Some(wgpu::FragmentState {
-                module: &module,
-                entry_point: Some("fs_main"),
-                targets: &[Some(wgpu::ColorTargetState {
-                    format: target_format,
-                    blend: Some(wgpu::BlendState::PREMULTIPLIED_ALPHA_BLENDING),
-                    write_mask: wgpu::ColorWrites::ALL,
-                })],
-                compilation_options: Default::default(),
-            }),
-            primitive: wgpu::PrimitiveState {
-                topology: wgpu::PrimitiveTopology::TriangleStrip,
-                ..Default::default()
-            },
-            depth_stencil: None,
-            multisample: wgpu::MultisampleState::default(),
-            multiview_mask: None,
-            cache: None,
-        });
+        let pipeline = shader_pipeline(
+            device,
+            "scatter",
+            &module,
+            [&params_layout, &points_layout],
+            target_format,
+            Some(wgpu::BlendState::PREMULTIPLIED_ALPHA_BLENDING),
+            wgpu::PrimitiveTopology::TriangleStrip,
+        );
         Self {
             pipeline,
             points_layout,
@@ -255,10 +223,7 @@ impl ScatterCallback {
     }
 
     pub fn into_shape(self, clip: egui::Rect) -> egui::Shape {
-        egui::Shape::Callback(eframe::egui_wgpu::Callback::new_paint_callback(
-            clip.intersect(self.rect),
-            self,
-        ))
+        callback_shape(self.rect, clip, self)
     }
 }
 
@@ -283,12 +248,7 @@ impl CallbackTrait for ScatterCallback {
         }
         let ppp = screen.pixels_per_point;
         let [w, h] = screen.size_in_pixels.map(|v| v as f32);
-        let rect_px = [
-            self.rect.min.x * ppp,
-            self.rect.min.y * ppp,
-            self.rect.width() * ppp,
-            self.rect.height() * ppp,
-        ];
+        let rect_px = pixel_rect(self.rect, ppp);
         let params = Params {
             transform: self.transform,
             rect_px,

@@ -3,7 +3,7 @@
 //! metric between them, coloured with the diverging map.
 
 use super::state::{Selection, Tab, ViewState};
-use super::{View, ViewAction, grid, head, legend, overview};
+use super::{View, ViewAction, ViewInfo, grid, head, legend, overview};
 use crate::document::Document;
 use crate::render::colormap::ColorMap;
 use eframe::egui;
@@ -13,21 +13,15 @@ use std::sync::Arc;
 pub struct CompareView;
 
 impl View for CompareView {
-    fn tab(&self) -> Tab {
-        Tab::Compare
-    }
-
-    fn name(&self) -> &'static str {
-        "Compare"
-    }
-
-    fn help(&self) -> &'static str {
-        "two inputs side by side: one head of each with a shared zoom, and each head's metric \
-         difference"
-    }
-
-    fn command_name(&self) -> &'static str {
-        "compare"
+    fn info(&self) -> &'static ViewInfo {
+        &ViewInfo {
+            tab: Tab::Compare,
+            name: "Compare",
+            help: "two inputs side by side: one head of each with a shared zoom, and each head's metric \
+               difference",
+            command_name: "compare",
+            takes_head: true,
+        }
     }
 
     fn available(&self, doc: &Document, _input: usize) -> bool {
@@ -134,16 +128,7 @@ fn controls(ui: &mut egui::Ui, doc: &Document, state: &mut ViewState) {
                 state.compare.other = chosen;
             }
         }
-        ui.add(
-            egui::DragValue::new(&mut state.layer)
-                .range(0..=layers.saturating_sub(1))
-                .prefix("layer "),
-        );
-        ui.add(
-            egui::DragValue::new(&mut state.head)
-                .range(0..=heads.saturating_sub(1))
-                .prefix("head "),
-        );
+        grid::layer_and_head_pickers(ui, &mut state.layer, layers, Some((&mut state.head, heads)));
         egui::ComboBox::from_id_salt("compare metric")
             .selected_text(format!(
                 "difference in {}",
@@ -283,14 +268,7 @@ fn metric_differences(ui: &mut egui::Ui, doc: &Document, state: &mut ViewState) 
     let size = grid::grid_size(cell, layers, heads);
     let (rect, response) = ui.allocate_exact_size(size, egui::Sense::click());
     let painter = ui.painter_at(rect);
-    grid::labels(
-        ui,
-        &painter,
-        rect,
-        cell,
-        layers,
-        (0..heads).map(|h| format!("H{h}")),
-    );
+    grid::labels(ui, &painter, rect, cell, layers, grid::head_labels(heads));
     for layer in 0..layers {
         for head in 0..heads {
             let cell_rect = grid::cell_rect(rect, cell, layer, head);

@@ -64,6 +64,32 @@ pub fn labels(
     }
 }
 
+/// Column labels for a grid whose columns are the heads in order: H0, H1, ...
+pub fn head_labels(heads: usize) -> impl Iterator<Item = String> {
+    (0..heads).map(|h| format!("H{h}"))
+}
+
+/// Drag values picking a layer (of `layers`) and, where `head` is given, a head (of `heads`).
+pub fn layer_and_head_pickers(
+    ui: &mut egui::Ui,
+    layer: &mut usize,
+    layers: usize,
+    head: Option<(&mut usize, usize)>,
+) {
+    ui.add(
+        egui::DragValue::new(layer)
+            .range(0..=layers.saturating_sub(1))
+            .prefix("layer "),
+    );
+    if let Some((head, heads)) = head {
+        ui.add(
+            egui::DragValue::new(head)
+                .range(0..=heads.saturating_sub(1))
+                .prefix("head "),
+        );
+    }
+}
+
 /// The ring around the selected head's cell.
 pub fn mark_selected(ui: &egui::Ui, painter: &egui::Painter, cell: egui::Rect) {
     painter.rect_stroke(

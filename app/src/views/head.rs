@@ -4,7 +4,7 @@
 
 use super::picture::{patch_uv, picture_texture};
 use super::state::{Selection, Tab, ViewState};
-use super::{View, ViewAction, legend, lines, tokens};
+use super::{View, ViewAction, ViewInfo, grid, legend, lines, tokens};
 use crate::document::Document;
 use crate::jobs::Repaint;
 use crate::render::colormap::ColorMap;
@@ -25,20 +25,14 @@ pub const GENERATED: egui::Color32 = egui::Color32::from_rgb(140, 220, 140);
 pub struct HeadView;
 
 impl View for HeadView {
-    fn tab(&self) -> Tab {
-        Tab::Head
-    }
-
-    fn name(&self) -> &'static str {
-        "Head view"
-    }
-
-    fn help(&self) -> &'static str {
-        "one head's (or an aggregate's) full heatmap, with token lines"
-    }
-
-    fn command_name(&self) -> &'static str {
-        "head"
+    fn info(&self) -> &'static ViewInfo {
+        &ViewInfo {
+            tab: Tab::Head,
+            name: "Head view",
+            help: "one head's (or an aggregate's) full heatmap, with token lines",
+            command_name: "head",
+            takes_head: true,
+        }
     }
 
     fn ui(&self, ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) -> Vec<ViewAction> {
@@ -99,16 +93,7 @@ impl View for HeadView {
 pub fn controls(ui: &mut egui::Ui, doc: &Document, state: &mut ViewState) {
     ui.horizontal_wrapped(|ui| {
         let (layers, heads) = (doc.layers(), doc.heads());
-        ui.add(
-            egui::DragValue::new(&mut state.layer)
-                .range(0..=layers.saturating_sub(1))
-                .prefix("layer "),
-        );
-        ui.add(
-            egui::DragValue::new(&mut state.head)
-                .range(0..=heads.saturating_sub(1))
-                .prefix("head "),
-        );
+        grid::layer_and_head_pickers(ui, &mut state.layer, layers, Some((&mut state.head, heads)));
         egui::ComboBox::from_id_salt("matrix")
             .selected_text(selection_label(state.selection))
             .show_ui(ui, |ui| {

@@ -5,7 +5,7 @@
 
 use super::picture::{fitted, is_image, picture_texture};
 use super::state::{ImageViewState, PatchGrid, PatchSource, Tab, ViewState};
-use super::{RenderOptions, View, ViewAction};
+use super::{RenderOptions, View, ViewAction, ViewInfo, grid};
 use crate::document::Document;
 use crate::jobs::Repaint;
 use crate::render::heatmap::Matrix;
@@ -23,20 +23,14 @@ const THUMB: f32 = 132.0;
 pub struct ImageView;
 
 impl View for ImageView {
-    fn tab(&self) -> Tab {
-        Tab::Image
-    }
-
-    fn name(&self) -> &'static str {
-        "Image view"
-    }
-
-    fn help(&self) -> &'static str {
-        "an image input's picture with a head's attention, rollout or flow over it"
-    }
-
-    fn command_name(&self) -> &'static str {
-        "image"
+    fn info(&self) -> &'static ViewInfo {
+        &ViewInfo {
+            tab: Tab::Image,
+            name: "Image view",
+            help: "an image input's picture with a head's attention, rollout or flow over it",
+            command_name: "image",
+            takes_head: true,
+        }
     }
 
     fn available(&self, doc: &Document, input: usize) -> bool {
@@ -231,18 +225,9 @@ pub fn controls(ui: &mut egui::Ui, doc: &Document, state: &mut ViewState) {
             s.source,
             PatchSource::Rollout | PatchSource::Flow | PatchSource::Relevance
         ) {
-            ui.add(
-                egui::DragValue::new(&mut state.layer)
-                    .range(0..=doc.layers() - 1)
-                    .prefix("layer "),
-            );
-            if state.image.source == PatchSource::Head {
-                ui.add(
-                    egui::DragValue::new(&mut state.head)
-                        .range(0..=doc.heads() - 1)
-                        .prefix("head "),
-                );
-            }
+            let head =
+                (state.image.source == PatchSource::Head).then_some((&mut state.head, doc.heads()));
+            grid::layer_and_head_pickers(ui, &mut state.layer, doc.layers(), head);
         }
     });
     ui.horizontal_wrapped(|ui| {

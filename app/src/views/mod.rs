@@ -57,23 +57,43 @@ pub struct RenderOptions {
     pub dims: Option<usize>,
 }
 
+/// What a view is called and what it is for: fixed for each view.
+pub struct ViewInfo {
+    /// The tab this view is, as saved in a session's view state.
+    pub tab: Tab,
+    /// Its name in the tab bar, the View menu and the help.
+    pub name: &'static str,
+    /// What it shows, in a line of the help window.
+    pub help: &'static str,
+    /// What `headwise render --view` calls it (`NAME` or `NAME:L.H`).
+    pub command_name: &'static str,
+    /// Whether `--view` names a head (`NAME:L.H`) for it.
+    pub takes_head: bool,
+}
+
 /// One view. Implemented once per view, in the view's own file.
 pub trait View: Sync {
-    /// The tab this view is, as saved in a session's view state.
-    fn tab(&self) -> Tab;
+    /// Its name, help line and tab.
+    fn info(&self) -> &'static ViewInfo;
 
-    /// Its name in the tab bar, the View menu and the help.
-    fn name(&self) -> &'static str;
+    fn tab(&self) -> Tab {
+        self.info().tab
+    }
 
-    /// What it shows, in a line of the help window.
-    fn help(&self) -> &'static str;
+    fn name(&self) -> &'static str {
+        self.info().name
+    }
 
-    /// What `headwise render --view` calls it (`NAME` or `NAME:L.H`).
-    fn command_name(&self) -> &'static str;
+    fn help(&self) -> &'static str {
+        self.info().help
+    }
 
-    /// Whether `--view` names a head (`NAME:L.H`) for it.
+    fn command_name(&self) -> &'static str {
+        self.info().command_name
+    }
+
     fn takes_head(&self) -> bool {
-        true
+        self.info().takes_head
     }
 
     /// Whether it can show input `input` of `doc` (the window hides its tab otherwise).

@@ -3,7 +3,7 @@
 //! head metric. Hover tells a head's metrics; a click opens it in the head view.
 
 use super::state::{OverviewMode, Tab, ViewState};
-use super::{View, ViewAction, grid, legend};
+use super::{View, ViewAction, ViewInfo, grid, legend};
 use crate::document::{Document, thumbnail_key};
 use crate::render::heatmap::{HeatmapCallback, Matrix, MatrixSource};
 use eframe::egui;
@@ -13,24 +13,14 @@ use std::sync::Arc;
 pub struct OverviewView;
 
 impl View for OverviewView {
-    fn tab(&self) -> Tab {
-        Tab::Overview
-    }
-
-    fn name(&self) -> &'static str {
-        "Head overview"
-    }
-
-    fn help(&self) -> &'static str {
-        "every head of every layer, as thumbnails or coloured by a metric"
-    }
-
-    fn command_name(&self) -> &'static str {
-        "overview"
-    }
-
-    fn takes_head(&self) -> bool {
-        false
+    fn info(&self) -> &'static ViewInfo {
+        &ViewInfo {
+            tab: Tab::Overview,
+            name: "Head overview",
+            help: "every head of every layer, as thumbnails or coloured by a metric",
+            command_name: "overview",
+            takes_head: false,
+        }
     }
 
     fn shows_metrics(&self) -> bool {

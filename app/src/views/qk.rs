@@ -12,7 +12,7 @@ use super::picture::has_pictures;
 use super::qk_style::{colour_legend, point_style};
 use super::state::Tab;
 use super::state::{ColourBy, ViewState};
-use super::{RenderOptions, View, ViewAction, grid};
+use super::{RenderOptions, View, ViewAction, ViewInfo, grid};
 use crate::document::Document;
 use crate::projections::Layout;
 use crate::render::scatter::{LayoutKey, PointStyle, ScatterCallback};
@@ -26,20 +26,14 @@ use std::sync::Arc;
 pub struct QkView;
 
 impl View for QkView {
-    fn tab(&self) -> Tab {
-        Tab::Qk
-    }
-
-    fn name(&self) -> &'static str {
-        "Queries and keys"
-    }
-
-    fn help(&self) -> &'static str {
-        "every head's queries and keys over the corpus, in one joint space"
-    }
-
-    fn command_name(&self) -> &'static str {
-        "qk"
+    fn info(&self) -> &'static ViewInfo {
+        &ViewInfo {
+            tab: Tab::Qk,
+            name: "Queries and keys",
+            help: "every head's queries and keys over the corpus, in one joint space",
+            command_name: "qk",
+            takes_head: true,
+        }
     }
 
     fn available(&self, doc: &Document, _input: usize) -> bool {
@@ -368,14 +362,7 @@ fn matrix(ui: &mut egui::Ui, doc: &Arc<Document>, state: &mut ViewState) {
             let text = ui.visuals().text_color();
             let font = egui::FontId::proportional(11.0);
             let background = ui.visuals().extreme_bg_color;
-            grid::labels(
-                ui,
-                &painter,
-                rect,
-                cell,
-                layers,
-                (0..heads).map(|h| format!("H{h}")),
-            );
+            grid::labels(ui, &painter, rect, cell, layers, grid::head_labels(heads));
             let mut hovered = None;
             let camera = Camera::default();
             for layer in 0..layers {

@@ -8,7 +8,7 @@
 //! are drawn in their line colour in the head view's axes and the token lines too.
 
 use super::state::{Tab, TokenQuantity, ViewState};
-use super::{View, ViewAction, legend};
+use super::{View, ViewAction, ViewInfo, legend};
 use crate::caches::token_figures::TokenFigures;
 use crate::document::Document;
 use eframe::egui;
@@ -18,24 +18,14 @@ use std::sync::Arc;
 pub struct TokensView;
 
 impl View for TokensView {
-    fn tab(&self) -> Tab {
-        Tab::Tokens
-    }
-
-    fn name(&self) -> &'static str {
-        "Token panel"
-    }
-
-    fn help(&self) -> &'static str {
-        "per token across layers: hidden-state norm, attention received, value norm"
-    }
-
-    fn command_name(&self) -> &'static str {
-        "tokens"
-    }
-
-    fn takes_head(&self) -> bool {
-        false
+    fn info(&self) -> &'static ViewInfo {
+        &ViewInfo {
+            tab: Tab::Tokens,
+            name: "Token panel",
+            help: "per token across layers: hidden-state norm, attention received, value norm",
+            command_name: "tokens",
+            takes_head: false,
+        }
     }
 
     fn available(&self, doc: &Document, input: usize) -> bool {
