@@ -257,7 +257,11 @@ fn the_tiled_forward_gives_the_materialised_forwards_prediction_at_4k_tokens() {
     assert!(worst <= 1e-5, "next-token probabilities differ by {worst}");
     let last = full.layers.len() - 1;
     let (a, b) = (lse_of(&full.layers[last]), lse_of(&tiled.layers[last]));
-    assert_allclose("last layer lse", &b, &a, 1e-5, 1e-6);
+    // At this length the tiled pass runs the fused CPU kernel and the materialised one burn's
+    // matrix products: two f32 orders of summation over 4,096 keys, a layer deep, differ by a
+    // few parts in 10^6 of the largest lse (4.2e-5 seen on 16.3). The kernel itself agrees with
+    // attention computed in f64 to 1e-6 (`cpu_attention`'s unit test, 4,096 causal tokens).
+    assert_allclose("last layer lse", &b, &a, 1e-5, 4e-6);
 }
 
 /// `headwise render` of a head whose attention is kept as q, k and lse draws it from regions

@@ -23,7 +23,7 @@ const PARALLEL_ABOVE: usize = 1 << 14;
 
 /// The values of a Flex tensor as one contiguous f32 slice, passed to `f`; None when the tensor
 /// is on another backend or holds another type.
-fn with_flex_values<const D: usize, R>(
+pub(crate) fn with_flex_values<const D: usize, R>(
     tensor: &Tensor<D>,
     f: impl FnOnce(&[f32]) -> R,
 ) -> Option<R> {
@@ -301,7 +301,7 @@ fn elementwise_portable(op: Elementwise, values: &[f32], out: &mut [f32]) {
 /// A reduction in eight independent lanes, so that it vectorises without reordering a sum the
 /// compiler may not reorder.
 #[inline(always)]
-fn lanes_fold(values: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+pub(crate) fn lanes_fold(values: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
     let mut lanes = [init; 8];
     let mut chunks = values.chunks_exact(8);
     for chunk in &mut chunks {

@@ -50,6 +50,11 @@ impl KeyMask {
         self.blocks.len() <= 1 && !self.causal && !window_bites && self.key_valid.is_none()
     }
 
+    /// Whether some keys are padding: a query's visible keys are then not one interval.
+    pub fn has_padding(&self) -> bool {
+        self.key_valid.is_some()
+    }
+
     pub fn tokens(&self) -> usize {
         self.blocks.last().map_or(0, |b| b.end)
     }

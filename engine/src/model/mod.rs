@@ -3,6 +3,7 @@
 
 pub mod bert;
 pub mod config;
+pub mod cpu_attention;
 pub mod cpu_kernels;
 pub mod gemma;
 pub mod generation;
