@@ -218,7 +218,10 @@ const GGUF_FAMILIES: &[(&str, &str)] = &[
 
 fn gguf_on_cpu(file: &str, expected: &str) -> Model {
     let model = load(&fixture("tiny-gguf").join(file), DeviceChoice::Cpu);
-    check(&model, &Expected::load(&fixture("tiny-gguf").join(expected)));
+    check(
+        &model,
+        &Expected::load(&fixture("tiny-gguf").join(expected)),
+    );
     model
 }
 
@@ -280,7 +283,10 @@ fn a_gemma3_gguf_with_qk_norms_two_rope_bases_and_one_full_layer_in_six_matches_
 {
     let model = gguf_on_cpu("tiny-gemma3.F16.gguf", "gemma3");
     let gemma = model.config.gemma.as_ref().unwrap();
-    assert_eq!((gemma.global_rope.theta, gemma.local_rope.theta), (100.0, 10000.0));
+    assert_eq!(
+        (gemma.global_rope.theta, gemma.local_rope.theta),
+        (100.0, 10000.0)
+    );
     assert_eq!(gemma.final_softcap, None);
     assert_eq!(windows(&model), windows_transformers_read("gemma3"));
     assert_eq!(windows(&model), [vec![Some(3); 5], vec![None]].concat());

@@ -177,10 +177,7 @@ impl Meta<'_> {
         let kv_heads = self.opt_int("attention.head_count_kv")?.unwrap_or(heads);
         let key_length = self.opt_int("attention.key_length")?;
         let by_width = key_length.is_none() && head_dim_default.is_none();
-        if heads == 0
-            || kv_heads == 0
-            || heads % kv_heads != 0
-            || (by_width && hidden % heads != 0)
+        if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 || (by_width && hidden % heads != 0)
         {
             return Err(self.bad(format!(
                 "inconsistent heads {heads} / kv heads {kv_heads} / hidden {hidden}"
@@ -260,12 +257,11 @@ impl Meta<'_> {
                 ));
             }
         };
-        if let Some(f) = self.float("rope.scaling.attn_factor")?.filter(|f| *f != 1.0) {
-            return Err(self.refuse(
-                "rope.scaling.attn_factor",
-                f,
-                "not supported; supported: 1",
-            ));
+        if let Some(f) = self
+            .float("rope.scaling.attn_factor")?
+            .filter(|f| *f != 1.0)
+        {
+            return Err(self.refuse("rope.scaling.attn_factor", f, "not supported; supported: 1"));
         }
         Ok(scaling)
     }
@@ -355,9 +351,9 @@ fn llama_family(meta: &Meta) -> Result<ModelConfig> {
     // checkpoint computes, which llama.cpp's converter derived the divisors from.
     let scaling = if arch == "llama" && meta.file.has_tensor("rope_freqs.weight") {
         if scaling != RopeScaling::None {
-            return Err(meta.bad(
-                "both rope_freqs.weight and a rope.scaling.type: not supported".into(),
-            ));
+            return Err(
+                meta.bad("both rope_freqs.weight and a rope.scaling.type: not supported".into())
+            );
         }
         let factors = meta.file.tensor("rope_freqs.weight")?;
         if factors.data.len() != head_dim / 2 || factors.data.iter().any(|f| *f <= 0.0) {

@@ -131,7 +131,11 @@ impl GgufWeights {
             names.push("lm_head.weight".into());
         }
         let llama = config.llama.as_ref();
-        let mut parts = vec!["input_layernorm", "post_attention_layernorm", "mlp.down_proj"];
+        let mut parts = vec![
+            "input_layernorm",
+            "post_attention_layernorm",
+            "mlp.down_proj",
+        ];
         match self.layout {
             Layout::Phi3 => parts.extend(["self_attn.qkv_proj", "mlp.gate_up_proj"]),
             _ => parts.extend([
