@@ -377,6 +377,15 @@ def make_family(name, config_class, model_class, **config):
     return folder
 
 
+def make_olmo2():
+    """OLMo 2: RMSNorm after attention and after the MLP (none before), q and k normed over the
+    whole projection before the split into heads and RoPE."""
+    from transformers import Olmo2Config, Olmo2ForCausalLM
+    make_family("tiny-olmo2", Olmo2Config, Olmo2ForCausalLM, num_hidden_layers=2, max_position_embeddings=64,
+                tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 500.0},
+                pad_token_id=None, bos_token_id=None, eos_token_id=None)
+
+
 def make_families():
     from transformers import (MistralConfig, MistralForCausalLM, Phi3Config, Phi3ForCausalLM, Qwen2Config,
                               Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM, SmolLM3Config, SmolLM3ForCausalLM)
@@ -822,6 +831,7 @@ if __name__ == "__main__":
     make_qwen2()
     make_tiny_ggufs()
     make_families()
+    make_olmo2()
     make_llama3_gguf()
     make_family_ggufs()
     if args.real_models:

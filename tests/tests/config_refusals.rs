@@ -187,6 +187,26 @@ fn a_checkpoint_whose_weights_disagree_with_its_head_dim_is_refused_by_tensor() 
     );
 }
 
+/// OLMo 2 has no sliding window (transformers' Olmo2 ignores the key): a config asking for one
+/// is refused rather than computed without it.
+#[test]
+fn a_sliding_window_on_olmo2_is_refused() {
+    let folder = edited(
+        "tiny-olmo2",
+        "olmo2-window",
+        set("sliding_window", json!(4)),
+    );
+    refusal(&folder, &["sliding_window", "4", "olmo2"]);
+}
+
+#[test]
+fn an_olmo2_rope_type_not_implemented_is_refused_with_the_supported_ones() {
+    let folder = edited("tiny-olmo2", "olmo2-yarn", |c| {
+        c["rope_parameters"] = json!({"rope_type": "yarn", "rope_theta": 500.0, "factor": 4.0});
+    });
+    refusal(&folder, &["rope_type", "yarn", "llama3"]);
+}
+
 /// A GGUF file holding only metadata: enough for the config reader, which refuses before any
 /// weight is read.
 fn gguf_with(case: &str, extra: &[(&str, GgufValue)]) -> PathBuf {

@@ -44,6 +44,7 @@ const FAMILIES: &[&str] = &[
     "tiny-qwen3",
     "tiny-smollm3",
     "tiny-phi3",
+    "tiny-olmo2",
 ];
 
 /// Everything transformers computed for the fixture, and the scale it passed to each layer's
@@ -191,6 +192,17 @@ fn phi3_fused_projections_partial_rotary_and_longrope_match_transformers() {
         .collect();
     assert!(lengths.iter().any(|&t| t <= 16) && lengths.iter().any(|&t| t > 16));
     assert_eq!(windows(&model), vec![Some(6); 2]);
+}
+
+/// OLMo 2 norms each block's output instead of its input, and q and k over the whole projection
+/// before the split into heads and RoPE: the recorded q and k are those that enter the dot
+/// product.
+#[test]
+fn olmo2_with_norms_after_each_block_and_whole_width_qk_norms_matches_transformers() {
+    let model = on_cpu("tiny-olmo2");
+    let options = model.config.llama.as_ref().unwrap();
+    assert!(options.post_norms && !options.qk_norm);
+    assert_eq!(windows(&model), vec![None; 2]);
 }
 
 /// llama.cpp stores Llama 3's RoPE scaling as a tensor of frequency divisors

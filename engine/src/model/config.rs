@@ -40,6 +40,7 @@ pub const SUPPORTED_MODEL_TYPES: &[(&str, Architecture)] = &[
     ("smollm", Architecture::Llama),
     ("smollm3", Architecture::Llama),
     ("phi3", Architecture::Llama),
+    ("olmo2", Architecture::Llama),
     ("vit", Architecture::Vit),
     ("deit", Architecture::Vit),
     ("dinov2", Architecture::Vit),

@@ -384,6 +384,7 @@ fn llama_family(meta: &Meta) -> Result<ModelConfig> {
         mlp_bias: false,
         qk_norm: arch == "qwen3",
         fused: arch == "phi3",
+        post_norms: false,
     };
     let layer_attention = vec![
         LayerAttention {
