@@ -223,11 +223,12 @@ def decoder_trace(model, ids):
     original = module.eager_attention_forward
     qs, ks, scales = [], [], []
 
-    def spy(attn_module, query, key, value, attention_mask, scaling, *args, **kwargs):
+    def spy(attn_module, query, key, value, attention_mask, *args, **kwargs):
         qs.append(query[0].detach().clone())
         ks.append(key[0].detach().clone())
-        scales.append(float(scaling))
-        return original(attn_module, query, key, value, attention_mask, scaling, *args, **kwargs)
+        # Gemma's eager attention takes dropout before scaling: the scale is a keyword there.
+        scales.append(float(kwargs["scaling"] if "scaling" in kwargs else args[0]))
+        return original(attn_module, query, key, value, attention_mask, *args, **kwargs)
 
     module.eager_attention_forward = spy
     try:
@@ -376,6 +377,15 @@ def make_family(name, config_class, model_class, **config):
     return folder
 
 
+def make_olmo2():
+    """OLMo 2: RMSNorm after attention and after the MLP (none before), q and k normed over the
+    whole projection before the split into heads and RoPE."""
+    from transformers import Olmo2Config, Olmo2ForCausalLM
+    make_family("tiny-olmo2", Olmo2Config, Olmo2ForCausalLM, num_hidden_layers=2, max_position_embeddings=64,
+                tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 500.0},
+                pad_token_id=None, bos_token_id=None, eos_token_id=None)
+
+
 def make_families():
     from transformers import (MistralConfig, MistralForCausalLM, Phi3Config, Phi3ForCausalLM, Qwen2Config,
                               Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM, SmolLM3Config, SmolLM3ForCausalLM)
@@ -424,6 +434,20 @@ def permute_for_gguf(w, n_head):
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def add_byte_bpe_tokenizer(w, tok):
+    """A byte-level BPE tokenizer (tokenizer.json `tok`, with `<s>` prepended to every prompt)
+    as llama.cpp's converter stores one in GGUF metadata."""
+    tokens = [t for t, _ in sorted(tok["model"]["vocab"].items(), key=lambda kv: kv[1])]
+    specials = {a["id"] for a in tok["added_tokens"] if a["special"]}
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_types([3 if i in specials else 1 for i in range(len(tokens))])
+    w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in tok["model"]["merges"]])
+    w.add_bos_token_id(tok["model"]["vocab"]["<s>"])
+    w.add_add_bos_token(True)
+
+
 def write_llama_gguf(src, path, qname, extra_tensors=None):
     """The Llama checkpoint in folder `src` written as a GGUF file of tensor type `qname`, laid
     out as llama.cpp's converter lays it out; `extra_tensors` (name -> f32 array) are added."""
@@ -433,10 +457,7 @@ def write_llama_gguf(src, path, qname, extra_tensors=None):
     cfg = json.loads((src / "config.json").read_text())
     tok = json.loads((src / "tokenizer.json").read_text())
     weights = load_file(str(src / "model.safetensors"))
-    vocab = sorted(tok["model"]["vocab"].items(), key=lambda kv: kv[1])
-    tokens = [t for t, _ in vocab]
-    specials = {a["id"] for a in tok["added_tokens"] if a["special"]}
-    merges = [m if isinstance(m, str) else " ".join(m) for m in tok["model"]["merges"]]
+    tokens = [t for t, _ in sorted(tok["model"]["vocab"].items(), key=lambda kv: kv[1])]
     names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
              "lm_head.weight": "output.weight"}
     parts = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
@@ -463,13 +484,7 @@ def write_llama_gguf(src, path, qname, extra_tensors=None):
         w.add_key_length(head_dim)
         w.add_value_length(head_dim)
     w.add_vocab_size(len(tokens))
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("default")
-    w.add_token_list(tokens)
-    w.add_token_types([3 if i in specials else 1 for i in range(len(tokens))])
-    w.add_token_merges(merges)
-    w.add_bos_token_id(tok["model"]["vocab"]["<s>"])
-    w.add_add_bos_token(True)
+    add_byte_bpe_tokenizer(w, tok)
     for hf, gg in names.items():
         t = weights[hf].astype(np.float32)
         if hf.endswith("q_proj.weight"):
@@ -547,6 +562,213 @@ def make_tiny_ggufs():
         save_expected(out, per, PROMPTS, ids)
 
 
+# GGUF files of today's families, written as llama.cpp's converter writes them, with
+# transformers reading the same file as the reference. transformers' GGUF loader carries only
+# some settings (GGUF_CONFIG_MAPPING in transformers/integrations/ggml.py) and takes its config
+# class's defaults for the rest, so each checkpoint here is made with those defaults wherever the
+# file cannot say otherwise: Qwen3's head_dim 128 (its mapping skips attention.key_length);
+# Gemma's query_pre_attn_scalar 256 (no GGUF key), Gemma 2's soft-caps 50 and 30, Gemma 3's
+# local RoPE base 10000 and one full layer in six. The tiny folder fixtures (tiny-qwen3,
+# tiny-gemma2, ...) use windows, scales and layer patterns a GGUF file cannot carry.
+GGUF_TOKENIZER = FIXTURES / "tiny-qwen3" / "tokenizer.json"
+
+
+def gguf_arch(name):
+    import gguf
+    return next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == name)
+
+
+def gguf_family_tensors(model, arch, norm_shift=0.0):
+    """The model's weights under llama.cpp's tensor names for `arch` (gguf-py's own map, as the
+    converter uses it), fused tensors kept fused; `norm_shift` added to every norm weight (Gemma's
+    converter stores 1 + w)."""
+    import gguf
+    names = gguf.get_tensor_name_map(gguf_arch(arch), model.config.num_hidden_layers)
+    out = {}
+    for hf, t in model.state_dict().items():
+        if hf == "lm_head.weight" and model.config.tie_word_embeddings:
+            continue
+        base, suffix = hf.rsplit(".", 1)
+        gg = names.get_name(base)
+        assert gg is not None, f"{arch}: no GGUF name for {hf}"
+        t = t.detach().float().numpy()
+        if norm_shift and hf.endswith("norm.weight"):
+            t = t + norm_shift
+        out[f"{gg}.{suffix}"] = t
+    return out
+
+
+def write_family_gguf(path, arch, model, metadata, qname="F32", norm_shift=0.0, extra_tensors=None):
+    """`model` as a GGUF file: `metadata(writer)` writes the architecture's keys; the tokenizer is
+    the tiny byte-level BPE; 2-D weights in `qname` (F32 or F16), norms and vectors in F32."""
+    import numpy as np
+    import gguf
+    tok = json.loads(GGUF_TOKENIZER.read_text())
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_name(path.stem)
+    metadata(w)
+    w.add_vocab_size(model.config.vocab_size)
+    add_byte_bpe_tokenizer(w, tok)
+    tensors = gguf_family_tensors(model, arch, norm_shift)
+    tensors.update(extra_tensors or {})
+    for name, t in tensors.items():
+        if qname == "F16" and t.ndim > 1:
+            w.add_tensor(name, t.astype(np.float16))
+        else:
+            w.add_tensor(name, t.astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def gguf_common_keys(w, cfg):
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+
+
+# Shorter prompts for the Gemma files, whose 256-wide heads make every recorded token cost: still
+# longer than their windows (3 and 4 tokens).
+SHORT_PROMPTS = ["Paris is the capital of France.", "Queries and keys meet; the softmax decides."]
+
+
+def trace_family_gguf(path, model_class, out, prompts=FAMILY_PROMPTS):
+    """transformers reading the GGUF file (its own loader, eager attention) on `prompts`: the
+    expected tensors, the scale each layer used, and the settings it read."""
+    from transformers import AutoTokenizer
+    folder = path.parent
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=path.name)
+    model = model_class.from_pretrained(folder, gguf_file=path.name, attn_implementation="eager",
+                                        dtype=torch.float32).eval()
+    per, ids, scales = [], [], None
+    for text in prompts:
+        enc = tok(text).input_ids
+        ids.append(enc)
+        res, scales = decoder_trace(model, torch.tensor([enc]))
+        per.append(res)
+    cfg = model.config
+    read = {k: getattr(cfg, k, None) for k in ("head_dim", "sliding_window", "layer_types", "rope_parameters",
+                                                 "query_pre_attn_scalar", "attn_logit_softcapping",
+                                                 "final_logit_softcapping", "rms_norm_eps",
+                                                 "tie_word_embeddings", "max_position_embeddings")}
+    out.mkdir(parents=True, exist_ok=True)
+    save_expected(out, per, prompts, ids, {"scales": scales, "config": json.loads(json.dumps(read, default=str))})
+
+
+def gguf_source(name, config_class, model_class, gemma=False, **config):
+    """A tiny random decoder to write as GGUF, seeded by its name. Gemma's RMSNorm multiplies by
+    (1 + w), so its norm weights stay near 0 (as in make_gemma_fixtures.py): near 1 they double
+    every norm's output, and six layers of that grow f32 rounding past 1e-5 (transformers'
+    float32 against its own float64)."""
+    torch.manual_seed(zlib.crc32(name.encode()))
+    settings = dict(vocab_size=400, hidden_size=32, intermediate_size=64, num_attention_heads=4,
+                    num_key_value_heads=2, rms_norm_eps=1e-6, max_position_embeddings=64,
+                    attn_implementation="eager")
+    settings.update(config)
+    model = model_class(config_class(**settings)).eval()
+    sharpen(model)
+    if gemma:
+        with torch.no_grad():
+            for hf, p in model.named_parameters():
+                if "norm" in hf:
+                    p.copy_(0.1 * torch.randn_like(p))
+    return model
+
+
+def make_family_ggufs():
+    from transformers import (Gemma2Config, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3TextConfig, Phi3Config,
+                              Phi3ForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
+    folder = FIXTURES / "tiny-gguf"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    # Qwen2: biases on q, k and v, q and k not permuted (llama.cpp permutes only for its llama
+    # architecture, and transformers un-permutes only there).
+    model = gguf_source("gguf-qwen2", Qwen2Config, Qwen2ForCausalLM, num_hidden_layers=2, rope_theta=1000.0,
+                        tie_word_embeddings=True)
+
+    def qwen2_keys(w):
+        gguf_common_keys(w, model.config)
+        w.add_rope_freq_base(1000.0)
+    path = folder / "tiny-qwen2.F32.gguf"
+    write_family_gguf(path, "qwen2", model, qwen2_keys)
+    trace_family_gguf(path, Qwen2ForCausalLM, folder / "qwen2")
+
+    # Qwen3: per-head q/k norms (attn_q_norm, attn_k_norm), head_dim 128 != hidden / heads.
+    model = gguf_source("gguf-qwen3", Qwen3Config, Qwen3ForCausalLM, num_hidden_layers=2, num_attention_heads=2,
+                        num_key_value_heads=1, head_dim=128, rope_theta=1000.0, tie_word_embeddings=False)
+
+    def qwen3_keys(w):
+        gguf_common_keys(w, model.config)
+        w.add_rope_freq_base(1000.0)
+        w.add_key_length(128)
+        w.add_value_length(128)
+    path = folder / "tiny-qwen3.F32.gguf"
+    write_family_gguf(path, "qwen3", model, qwen3_keys)
+    trace_family_gguf(path, Qwen3ForCausalLM, folder / "qwen3")
+
+    # Phi-3: fused attn_qkv and ffn_up (gate and up); the keys Phi3MiniModel writes, a
+    # sliding_window of 0 as it writes for a model without one.
+    model = gguf_source("gguf-phi3", Phi3Config, Phi3ForCausalLM, num_hidden_layers=2, rope_theta=500.0,
+                        original_max_position_embeddings=64, sliding_window=None, tie_word_embeddings=False,
+                        pad_token_id=None, bos_token_id=None, eos_token_id=None)
+
+    def phi3_keys(w):
+        gguf_common_keys(w, model.config)
+        w.add_rope_scaling_orig_ctx_len(64)
+        w.add_rope_dimension_count(8)
+        w.add_rope_freq_base(500.0)
+        w.add_sliding_window(0)
+        # Phi3Config's default pad and eos ids (32000) lie outside this vocabulary.
+        w.add_pad_token_id(0)
+        w.add_eos_token_id(0)
+    path = folder / "tiny-phi3.F32.gguf"
+    write_family_gguf(path, "phi3", model, phi3_keys)
+    trace_family_gguf(path, Phi3ForCausalLM, folder / "phi3")
+
+    # Gemma 2: norms stored as 1 + w, soft-caps and window as Gemma2Model writes them, head_dim
+    # 256 (the query_pre_attn_scalar transformers assumes), sliding and full layers alternating.
+    model = gguf_source("gguf-gemma2", Gemma2Config, Gemma2ForCausalLM, gemma=True, hidden_size=16, intermediate_size=32,
+                        num_hidden_layers=3, num_attention_heads=2, num_key_value_heads=1, head_dim=256,
+                        sliding_window=4, tie_word_embeddings=True, pad_token_id=0, bos_token_id=1,
+                        eos_token_id=0)
+
+    def gemma2_keys(w):
+        gguf_common_keys(w, model.config)
+        w.add_key_length(256)
+        w.add_value_length(256)
+        w.add_attn_logit_softcapping(50.0)
+        w.add_final_logit_softcapping(30.0)
+        w.add_sliding_window(4)
+    path = folder / "tiny-gemma2.F32.gguf"
+    write_family_gguf(path, "gemma2", model, gemma2_keys, norm_shift=1.0)
+    trace_family_gguf(path, Gemma2ForCausalLM, folder / "gemma2", SHORT_PROMPTS)
+
+    # Gemma 3 (text): q/k norms, five sliding layers then a full one, the global RoPE base from
+    # rope.freq_base and the local one transformers' default (llama.cpp's too). F16 weights
+    # keep the six layers of 256-wide heads small.
+    model = gguf_source("gguf-gemma3", Gemma3TextConfig, Gemma3ForCausalLM, gemma=True, hidden_size=16, intermediate_size=32,
+                        num_hidden_layers=6, num_attention_heads=2, num_key_value_heads=1, head_dim=256,
+                        sliding_window=3, rope_parameters={
+                            "full_attention": {"rope_type": "default", "rope_theta": 100.0},
+                            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}},
+                        tie_word_embeddings=True, pad_token_id=0, bos_token_id=1, eos_token_id=0)
+
+    def gemma3_keys(w):
+        gguf_common_keys(w, model.config)
+        w.add_key_length(256)
+        w.add_value_length(256)
+        w.add_rope_freq_base(100.0)
+        w.add_sliding_window(3)
+    path = folder / "tiny-gemma3.F16.gguf"
+    write_family_gguf(path, "gemma3", model, gemma3_keys, qname="F16", norm_shift=1.0)
+    trace_family_gguf(path, Gemma3ForCausalLM, folder / "gemma3", SHORT_PROMPTS)
+
+
 REAL_PROMPTS = [
     "The capital of France is",
     "Attention heads in a transformer often look at the previous token.",
@@ -609,7 +831,9 @@ if __name__ == "__main__":
     make_qwen2()
     make_tiny_ggufs()
     make_families()
+    make_olmo2()
     make_llama3_gguf()
+    make_family_ggufs()
     if args.real_models:
         make_real(args.real_models)
     print("fixtures written to", FIXTURES)

@@ -187,6 +187,26 @@ fn a_checkpoint_whose_weights_disagree_with_its_head_dim_is_refused_by_tensor() 
     );
 }
 
+/// OLMo 2 has no sliding window (transformers' Olmo2 ignores the key): a config asking for one
+/// is refused rather than computed without it.
+#[test]
+fn a_sliding_window_on_olmo2_is_refused() {
+    let folder = edited(
+        "tiny-olmo2",
+        "olmo2-window",
+        set("sliding_window", json!(4)),
+    );
+    refusal(&folder, &["sliding_window", "4", "olmo2"]);
+}
+
+#[test]
+fn an_olmo2_rope_type_not_implemented_is_refused_with_the_supported_ones() {
+    let folder = edited("tiny-olmo2", "olmo2-yarn", |c| {
+        c["rope_parameters"] = json!({"rope_type": "yarn", "rope_theta": 500.0, "factor": 4.0});
+    });
+    refusal(&folder, &["rope_type", "yarn", "llama3"]);
+}
+
 /// A GGUF file holding only metadata: enough for the config reader, which refuses before any
 /// weight is read.
 fn gguf_with(case: &str, extra: &[(&str, GgufValue)]) -> PathBuf {
@@ -284,4 +304,197 @@ fn gguf_soft_capping_is_refused() {
         &[("llama.attn_logit_softcapping", GgufValue::F32(50.0))],
     );
     refusal(&path, &["llama.attn_logit_softcapping", "50"]);
+}
+
+// GGUF files of the families transformers' GGUF loader reads: each case edits one of the tiny
+// family files (scripts/make_fixtures.py, make_family_ggufs) so that the key under test is its
+// only problem.
+
+/// A copy of the GGUF fixture `file` edited by `edit`.
+fn gguf_edited(
+    file: &str,
+    case: &str,
+    edit: impl Fn(&mut headwise_tests::hostile::Gguf),
+) -> PathBuf {
+    let mut gguf = headwise_tests::hostile::Gguf::read(&fixture("tiny-gguf").join(file));
+    edit(&mut gguf);
+    let path = scratch(&format!("refusal-gguf-{case}")).join(file);
+    gguf.write(&path);
+    path
+}
+
+fn set_f32(key: &'static str, value: f32) -> impl Fn(&mut headwise_tests::hostile::Gguf) {
+    move |g| g.set_raw(key, 6, value.to_le_bytes().to_vec())
+}
+
+fn set_u32(key: &'static str, value: u32) -> impl Fn(&mut headwise_tests::hostile::Gguf) {
+    move |g| g.set_raw(key, 4, value.to_le_bytes().to_vec())
+}
+
+fn set_str(key: &'static str, value: &'static str) -> impl Fn(&mut headwise_tests::hostile::Gguf) {
+    move |g| {
+        let mut bytes = (value.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(value.as_bytes());
+        g.set_raw(key, 8, bytes)
+    }
+}
+
+#[test]
+fn the_unedited_family_gguf_files_load() {
+    for file in [
+        "tiny-qwen3.F32.gguf",
+        "tiny-phi3.F32.gguf",
+        "tiny-gemma2.F32.gguf",
+        "tiny-gemma3.F16.gguf",
+    ] {
+        let path = gguf_edited(file, "unedited", |_| {});
+        let device = create_device(DeviceChoice::Cpu).unwrap();
+        Model::load(&path, &device.device, &|_| {}).unwrap();
+    }
+}
+
+/// transformers' GGUF loader does not read Phi-3's window; llama.cpp's converter writes it (a
+/// Phi-3 mini's 2047). One that masks keys would be computed differently by the two.
+#[test]
+fn gguf_a_phi3_window_shorter_than_the_context_is_refused() {
+    let path = gguf_edited(
+        "tiny-phi3.F32.gguf",
+        "phi3-window",
+        set_u32("phi3.attention.sliding_window", 16),
+    );
+    refusal(
+        &path,
+        &["phi3.attention.sliding_window", "16", "context_length"],
+    );
+}
+
+#[test]
+fn gguf_a_phi3_window_as_long_as_the_context_loads() {
+    let path = gguf_edited(
+        "tiny-phi3.F32.gguf",
+        "phi3-long-window",
+        set_u32("phi3.attention.sliding_window", 64),
+    );
+    let device = create_device(DeviceChoice::Cpu).unwrap();
+    let model = Model::load(&path, &device.device, &|_| {}).unwrap();
+    assert!(model.layer_attention().iter().all(|a| a.window.is_none()));
+}
+
+#[test]
+fn gguf_rope_scaling_on_qwen3_is_refused() {
+    let path = gguf_edited("tiny-qwen3.F32.gguf", "qwen3-rope-scaling", |g| {
+        set_str("qwen3.rope.scaling.type", "linear")(g);
+        set_f32("qwen3.rope.scaling.factor", 4.0)(g);
+    });
+    refusal(&path, &["qwen3.rope.scaling.type", "linear", "none"]);
+}
+
+#[test]
+fn gguf_a_key_the_reader_does_not_know_is_refused() {
+    let path = gguf_edited(
+        "tiny-qwen3.F32.gguf",
+        "unknown-key",
+        set_f32("qwen3.attention.scale", 0.125),
+    );
+    refusal(&path, &["qwen3.attention.scale", "0.125", "known"]);
+}
+
+#[test]
+fn gguf_gemma2_soft_caps_other_than_transformers_defaults_are_refused() {
+    for (key, value, default) in [
+        ("gemma2.attn_logit_softcapping", 30.0, "50"),
+        ("gemma2.final_logit_softcapping", 20.0, "30"),
+    ] {
+        let path = gguf_edited(
+            "tiny-gemma2.F32.gguf",
+            &format!("gemma2-{key}"),
+            set_f32(key, value),
+        );
+        refusal(&path, &[key, &value.to_string(), default]);
+    }
+}
+
+#[test]
+fn gguf_soft_capping_on_gemma3_is_refused() {
+    let path = gguf_edited(
+        "tiny-gemma3.F16.gguf",
+        "gemma3-softcap",
+        set_f32("gemma3.final_logit_softcapping", 30.0),
+    );
+    refusal(&path, &["gemma3.final_logit_softcapping", "30"]);
+}
+
+/// Gemma 3's larger sizes scale the global RoPE linearly; llama.cpp writes it, transformers'
+/// GGUF loader does not read it.
+#[test]
+fn gguf_linear_rope_scaling_on_gemma3_is_refused() {
+    let path = gguf_edited("tiny-gemma3.F16.gguf", "gemma3-rope-scaling", |g| {
+        set_str("gemma3.rope.scaling.type", "linear")(g);
+        set_f32("gemma3.rope.scaling.factor", 8.0)(g);
+    });
+    refusal(&path, &["gemma3.rope.scaling.type", "linear"]);
+}
+
+#[test]
+fn gguf_a_gemma3_local_rope_base_other_than_10000_is_refused() {
+    let path = gguf_edited(
+        "tiny-gemma3.F16.gguf",
+        "gemma3-swa-base",
+        set_f32("gemma3.rope.freq_base_swa", 1000.0),
+    );
+    refusal(&path, &["gemma3.rope.freq_base_swa", "1000", "10000"]);
+}
+
+#[test]
+fn gguf_a_gemma_sliding_window_pattern_is_refused() {
+    let path = gguf_edited(
+        "tiny-gemma3.F16.gguf",
+        "gemma3-pattern",
+        set_u32("gemma3.attention.sliding_window_pattern", 2),
+    );
+    refusal(&path, &["gemma3.attention.sliding_window_pattern", "2"]);
+}
+
+/// No GGUF key carries Gemma's query_pre_attn_scalar: transformers assumes 256, llama.cpp the
+/// head width; only heads of 256 agree.
+#[test]
+fn gguf_gemma_heads_other_than_256_wide_are_refused() {
+    let path = gguf_edited("tiny-gemma2.F32.gguf", "gemma2-head-dim", |g| {
+        set_u32("gemma2.attention.key_length", 128)(g);
+        set_u32("gemma2.attention.value_length", 128)(g);
+    });
+    refusal(
+        &path,
+        &[
+            "gemma2.attention.key_length",
+            "128",
+            "query_pre_attn_scalar",
+        ],
+    );
+}
+
+/// Phi-3's long-context RoPE factors are tensors in llama.cpp's files; transformers' loader
+/// drops them (and would compute without the scaling).
+#[test]
+fn gguf_a_tensor_the_forward_pass_does_not_read_is_refused_by_name() {
+    let path = gguf_edited("tiny-phi3.F32.gguf", "phi3-rope-factors", |g| {
+        let factors: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0]
+            .iter()
+            .flat_map(|f| f.to_le_bytes())
+            .collect();
+        g.tensors
+            .push(("rope_factors_long.weight".into(), vec![4], 0, factors));
+    });
+    refusal(&path, &["rope_factors_long.weight", "phi3"]);
+}
+
+/// transformers' Qwen3 has no q, k or v bias: it drops one that a file holds.
+#[test]
+fn gguf_a_bias_qwen3_does_not_have_is_refused_by_name() {
+    let path = gguf_edited("tiny-qwen3.F32.gguf", "qwen3-bias", |g| {
+        let bias = vec![0u8; 256 * 4];
+        g.tensors
+            .push(("blk.0.attn_q.bias".into(), vec![256], 0, bias));
+    });
+    refusal(&path, &["blk.0.attn_q.bias"]);
 }

@@ -46,7 +46,12 @@ fn smollm2_greedy_continuations_equal_transformers_generate() {
 
 #[test]
 fn decoding_with_a_kv_cache_gives_the_tokens_of_a_full_pass_per_token() {
-    for name in ["tiny-llama", "tiny-qwen3", "tiny-mistral-window"] {
+    for name in [
+        "tiny-llama",
+        "tiny-qwen3",
+        "tiny-mistral-window",
+        "tiny-olmo2",
+    ] {
         let model = load(&fixture(name), DeviceChoice::Cpu);
         let prompt = model
             .encode(0, "The quick brown fox", Default::default())

@@ -662,6 +662,40 @@ fn a_gguf_tensor_whose_elements_or_bytes_multiply_past_64_bits_is_refused() {
     }
 }
 
+/// A tensor of a family GGUF file one row short (stored dims are fastest first: the rows are
+/// the second).
+fn one_row_short(file: &str, tensor: &str) -> Gguf {
+    let mut gguf = Gguf::read(&fixture("tiny-gguf").join(file));
+    let t = gguf.tensor_mut(tensor);
+    let last = t.1.len() - 1;
+    t.1[last] -= 1;
+    let count: u64 = t.1.iter().product();
+    t.3.truncate(count as usize * 4);
+    gguf
+}
+
+#[test]
+fn a_phi3_gguf_whose_fused_tensors_do_not_split_into_their_parts_is_refused_by_name() {
+    for (tensor, weight) in [
+        ("blk.0.attn_qkv.weight", "qkv_proj"),
+        ("blk.1.ffn_up.weight", "gate_up_proj"),
+    ] {
+        let file = one_row_short("tiny-phi3.F32.gguf", tensor);
+        gguf_refused(&format!("phi3 {tensor}"), &file, &[weight, "shape"]);
+    }
+}
+
+#[test]
+fn a_gguf_whose_per_head_norms_disagree_with_the_head_width_is_refused_by_name() {
+    for (file, tensor, weight) in [
+        ("tiny-qwen3.F32.gguf", "blk.1.attn_k_norm.weight", "k_norm"),
+        ("tiny-gemma3.F16.gguf", "blk.0.attn_q_norm.weight", "q_norm"),
+    ] {
+        let file = one_row_short(file, tensor);
+        gguf_refused(&format!("norm {tensor}"), &file, &[weight, "shape"]);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tokenizers
 

@@ -22,6 +22,7 @@ const FAMILIES: &[&str] = &[
     "tiny-gemma3-text",
     "tiny-smollm3",
     "tiny-phi3",
+    "tiny-olmo2",
     "tiny-gpt2",
     "tiny-bert",
     "tiny-modernbert",

@@ -2,7 +2,6 @@
 
 use super::gguf_file::GgufFile;
 use super::llama_config::{self, LlamaOptions};
-use super::rope::{Rope, RopeScaling};
 use crate::attention::LayerAttention;
 use crate::error::{EngineError, Result};
 use serde::{Deserialize, Serialize};
@@ -41,6 +40,7 @@ pub const SUPPORTED_MODEL_TYPES: &[(&str, Architecture)] = &[
     ("smollm", Architecture::Llama),
     ("smollm3", Architecture::Llama),
     ("phi3", Architecture::Llama),
+    ("olmo2", Architecture::Llama),
     ("vit", Architecture::Vit),
     ("deit", Architecture::Vit),
     ("dinov2", Architecture::Vit),
@@ -515,215 +515,9 @@ impl ModelConfig {
         })
     }
 
-    /// The hyper-parameters of a llama-family GGUF file, from its `{arch}.*` metadata.
+    /// The hyper-parameters of a GGUF file: see [`super::gguf_config`].
     pub fn from_gguf(file: &GgufFile) -> Result<Self> {
-        let path = file.path();
-        let bad = |reason: String| EngineError::BadConfig {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let arch = file
-            .get("general.architecture")
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| bad("no general.architecture".into()))?
-            .to_string();
-        let model_type = arch.clone();
-        if !matches!(arch.as_str(), "llama" | "mistral" | "qwen2") {
-            return Err(EngineError::UnsupportedModelType {
-                path: path.to_path_buf(),
-                model_type: arch,
-                supported: vec!["llama", "mistral", "qwen2"],
-            });
-        }
-        // Bounded as read, so that a block_count of 2^64 - 1 is an error, not a vector of that
-        // many layers.
-        let int = |key: &str| -> Result<usize> {
-            let name = format!("{arch}.{key}");
-            let value = file
-                .get(&name)
-                .and_then(|v| v.as_u64())
-                .ok_or_else(|| bad(format!("missing {name}")))?;
-            bounded_size(&name, value).map_err(bad)
-        };
-        // Absent is None; present but not a size within bounds is an error.
-        let opt_int = |key: &str| -> Result<Option<usize>> {
-            match file.get(&format!("{arch}.{key}")) {
-                None => Ok(None),
-                Some(_) => int(key).map(Some),
-            }
-        };
-        let float = |key: &str| file.get(&format!("{arch}.{key}")).and_then(|v| v.as_f64());
-        let layers = int("block_count")?;
-        let hidden = int("embedding_length")?;
-        let heads = int("attention.head_count")?;
-        let kv_heads = opt_int("attention.head_count_kv")?.unwrap_or(heads);
-        if heads == 0 || hidden % heads != 0 || kv_heads == 0 || heads % kv_heads != 0 {
-            return Err(bad(format!(
-                "inconsistent heads {heads} / kv heads {kv_heads} / hidden {hidden}"
-            )));
-        }
-        let head_dim = opt_int("attention.key_length")?.unwrap_or(hidden / heads);
-        let vocab = match opt_int("vocab_size")? {
-            Some(v) => v,
-            None => file
-                .get("tokenizer.ggml.tokens")
-                .and_then(|v| v.as_array())
-                .map(<[_]>::len)
-                .ok_or_else(|| bad("no vocab size".into()))?,
-        };
-        let key = |k: &str| format!("{arch}.{k}");
-        let refuse =
-            |k: &str, value: String, why: &str| bad(format!("{} = {value}: {why}", key(k)));
-        let shown = |k: &str| file.get(&key(k)).map(show_gguf);
-        if let Some(n) = file.get(&key("expert_count")).and_then(|v| v.as_u64())
-            && n > 0
-        {
-            return Err(refuse(
-                "expert_count",
-                n.to_string(),
-                "mixture-of-experts feed-forward is not supported (dense models only)",
-            ));
-        }
-        for k in [
-            "attn_logit_softcapping",
-            "final_logit_softcapping",
-            "attention.layer_norm_epsilon",
-            "attention.clamp_kqv",
-        ] {
-            if let Some(value) = shown(k) {
-                return Err(refuse(
-                    k,
-                    value,
-                    &format!("not part of the {arch} forward pass this engine computes"),
-                ));
-            }
-        }
-        if let Some(value_length) = opt_int("attention.value_length")?
-            && value_length != head_dim
-        {
-            return Err(refuse(
-                "attention.value_length",
-                value_length.to_string(),
-                &format!("differs from attention.key_length {head_dim}; supported: equal"),
-            ));
-        }
-        if let Some(rotary) = opt_int("rope.dimension_count")?
-            && rotary != head_dim
-        {
-            return Err(refuse(
-                "rope.dimension_count",
-                rotary.to_string(),
-                &format!("partial rotary embeddings are not supported; supported: {head_dim}"),
-            ));
-        }
-        // transformers reads a mistral GGUF into its Mistral config, whose window defaults to
-        // 4096; llama and qwen2 have none.
-        let window = match opt_int("attention.sliding_window")? {
-            Some(w) if arch == "mistral" && w > 0 => Some(w),
-            Some(w) => {
-                return Err(refuse(
-                    "attention.sliding_window",
-                    w.to_string(),
-                    &format!("{arch} has no sliding window; supported for mistral"),
-                ));
-            }
-            None if arch == "mistral" => Some(4096),
-            None => None,
-        };
-        let scaling = match file.get(&key("rope.scaling.type")).map(|v| v.as_str()) {
-            None | Some(Some("none")) => RopeScaling::None,
-            Some(Some("linear")) => RopeScaling::Linear {
-                factor: float("rope.scaling.factor")
-                    .filter(|f| *f > 0.0)
-                    .ok_or_else(|| {
-                        bad(format!(
-                            "{} missing or not positive",
-                            key("rope.scaling.factor")
-                        ))
-                    })?,
-            },
-            Some(_) => {
-                return Err(refuse(
-                    "rope.scaling.type",
-                    file.get(&key("rope.scaling.type"))
-                        .map(show_gguf)
-                        .unwrap_or_default(),
-                    "not supported; supported: none, linear (and Llama 3's rope_freqs tensor)",
-                ));
-            }
-        };
-        if let Some(f) = float("rope.scaling.attn_factor").filter(|f| *f != 1.0) {
-            return Err(refuse(
-                "rope.scaling.attn_factor",
-                f.to_string(),
-                "not supported; supported: 1",
-            ));
-        }
-        // Llama 3's frequency scaling, as llama.cpp's converter stores it: one divisor per
-        // frequency.
-        let scaling = if file.has_tensor("rope_freqs.weight") {
-            if scaling != RopeScaling::None {
-                return Err(bad(
-                    "both rope_freqs.weight and a rope.scaling.type: not supported".into(),
-                ));
-            }
-            let factors = file.tensor("rope_freqs.weight")?;
-            if factors.data.len() != head_dim / 2 || factors.data.iter().any(|f| *f <= 0.0) {
-                return Err(bad(format!(
-                    "rope_freqs.weight holds {} values; expected {} positive frequency factors",
-                    factors.data.len(),
-                    head_dim / 2
-                )));
-            }
-            RopeScaling::Factors(factors.data.to_vec())
-        } else {
-            scaling
-        };
-        let rope_theta = float("rope.freq_base").unwrap_or(10000.0);
-        let qkv_bias = file.has_tensor("blk.0.attn_q.bias");
-        let llama = LlamaOptions {
-            rope: Rope {
-                theta: rope_theta,
-                rotary_dim: head_dim,
-                scaling,
-            },
-            qkv_bias,
-            o_bias: false,
-            mlp_bias: false,
-            qk_norm: false,
-            fused: false,
-        };
-        let layer_attention = vec![
-            LayerAttention {
-                window,
-                ..LayerAttention::standard(head_dim, true)
-            };
-            layers
-        ];
-        Ok(Self {
-            model_type,
-            architecture: Architecture::Llama,
-            layers,
-            heads,
-            kv_heads,
-            hidden,
-            head_dim,
-            intermediate: int("feed_forward_length")?,
-            vocab,
-            max_positions: int("context_length")?,
-            norm_eps: float("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
-            activation: Activation::Silu,
-            rope_theta,
-            type_vocab_size: 0,
-            tie_word_embeddings: !file.has_tensor("output.weight"),
-            attention_bias: qkv_bias,
-            vision: None,
-            layer_attention,
-            llama: Some(llama),
-            gemma: None,
-            encoder: None,
-            modernbert: None,
-        })
+        super::gguf_config::read(file)
     }
 }
 
@@ -749,17 +543,4 @@ fn gpt2_attention(json: &Value, head_dim: usize, layers: usize) -> Vec<LayerAtte
             a
         })
         .collect()
-}
-
-/// A GGUF metadata value as a refusal message shows it.
-fn show_gguf(value: &super::gguf_file::GgufValue) -> String {
-    use super::gguf_file::GgufValue as V;
-    match value {
-        V::Int(v) => v.to_string(),
-        V::UInt(v) => v.to_string(),
-        V::Float(v) => v.to_string(),
-        V::Bool(v) => v.to_string(),
-        V::Str(v) => format!("\"{v}\""),
-        V::Array(items) => format!("[{} values]", items.len()),
-    }
 }

@@ -1,9 +1,9 @@
 //! GGUF files (llama.cpp's format): metadata, tensor directory and dequantisation to f32.
 //!
-//! Only what the llama family needs is read. Every read is bounds-checked, so a truncated or
+//! The file format only; what the names mean per architecture is in `gguf_config.rs` and
+//! `gguf_weights.rs`. Every read is bounds-checked, so a truncated or
 //! corrupt file is an error naming the file, never a panic or a huge allocation.
 
-use super::weights::WeightSource;
 use crate::error::{EngineError, Result};
 use crate::host::HostTensor;
 use half::{bf16, f16};
@@ -319,6 +319,11 @@ impl GgufFile {
         self.tensors.contains_key(name)
     }
 
+    /// Every tensor's name, in no particular order.
+    pub fn tensor_names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
     pub fn tensor_type(&self, name: &str) -> Option<GgmlType> {
         self.tensors.get(name).map(|t| t.kind)
     }
@@ -381,99 +386,5 @@ pub fn dequantize(kind: GgmlType, bytes: &[u8]) -> Vec<f32> {
             }
             out
         }
-    }
-}
-
-/// A llama-family GGUF file seen under Hugging Face's weight names, with the query and key
-/// rows put back in Hugging Face's order (llama.cpp's converter interleaves them for its RoPE).
-pub struct GgufLlamaWeights {
-    pub file: GgufFile,
-    heads: usize,
-    kv_heads: usize,
-}
-
-impl GgufLlamaWeights {
-    pub fn new(file: GgufFile, heads: usize, kv_heads: usize) -> Self {
-        Self {
-            file,
-            heads,
-            kv_heads,
-        }
-    }
-
-    fn gguf_name(name: &str) -> Option<String> {
-        let name = name.strip_prefix("model.").unwrap_or(name);
-        Some(match name {
-            "embed_tokens.weight" => "token_embd.weight".into(),
-            "norm.weight" => "output_norm.weight".into(),
-            "lm_head.weight" => "output.weight".into(),
-            _ => {
-                let rest = name.strip_prefix("layers.")?;
-                let (layer, part) = rest.split_once('.')?;
-                let part = match part {
-                    "self_attn.q_proj.weight" => "attn_q.weight",
-                    "self_attn.k_proj.weight" => "attn_k.weight",
-                    "self_attn.v_proj.weight" => "attn_v.weight",
-                    "self_attn.o_proj.weight" => "attn_output.weight",
-                    "self_attn.q_proj.bias" => "attn_q.bias",
-                    "self_attn.k_proj.bias" => "attn_k.bias",
-                    "self_attn.v_proj.bias" => "attn_v.bias",
-                    "input_layernorm.weight" => "attn_norm.weight",
-                    "post_attention_layernorm.weight" => "ffn_norm.weight",
-                    "mlp.gate_proj.weight" => "ffn_gate.weight",
-                    "mlp.up_proj.weight" => "ffn_up.weight",
-                    "mlp.down_proj.weight" => "ffn_down.weight",
-                    _ => return None,
-                };
-                format!("blk.{layer}.{part}")
-            }
-        })
-    }
-}
-
-/// Undoes llama.cpp's `permute`: within each head, rows were reordered from
-/// [first half | second half] to interleaved pairs.
-pub fn unpermute_rows(t: &HostTensor, n_head: usize) -> HostTensor {
-    let rows = t.shape[0];
-    let cols: usize = t.shape[1..].iter().product();
-    let half_dim = rows / n_head / 2;
-    let mut data = vec![0.0; t.data.len()];
-    for h in 0..n_head {
-        for i in 0..half_dim {
-            for j in 0..2 {
-                let src = h * 2 * half_dim + i * 2 + j;
-                let dst = h * 2 * half_dim + j * half_dim + i;
-                data[dst * cols..(dst + 1) * cols]
-                    .copy_from_slice(&t.data[src * cols..(src + 1) * cols]);
-            }
-        }
-    }
-    HostTensor::new(t.shape.clone(), data)
-}
-
-impl WeightSource for GgufLlamaWeights {
-    fn path(&self) -> &Path {
-        self.file.path()
-    }
-
-    fn contains(&self, name: &str) -> bool {
-        Self::gguf_name(name).is_some_and(|n| self.file.has_tensor(&n))
-    }
-
-    fn tensor(&self, name: &str) -> Result<HostTensor> {
-        let gguf = Self::gguf_name(name).ok_or_else(|| EngineError::Missing {
-            path: self.file.path().to_path_buf(),
-            what: format!("weight {name}"),
-        })?;
-        let t = self.file.tensor(&gguf)?;
-        Ok(
-            if gguf.ends_with("attn_q.weight") || gguf.ends_with("attn_q.bias") {
-                unpermute_rows(&t, self.heads)
-            } else if gguf.ends_with("attn_k.weight") || gguf.ends_with("attn_k.bias") {
-                unpermute_rows(&t, self.kv_heads)
-            } else {
-                t
-            },
-        )
     }
 }

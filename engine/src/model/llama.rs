@@ -1,6 +1,7 @@
-//! The Llama family (llama, mistral, qwen2, qwen3, SmolLM/SmolLM3, phi3): RMSNorm, RoPE (with
-//! its scalings, partial rotation, and layers without it), grouped-query attention with
-//! optional sliding windows and per-head q/k norms, a gated MLP, optionally tied embeddings.
+//! The Llama family (llama, mistral, qwen2, qwen3, SmolLM/SmolLM3, phi3, OLMo 2): RMSNorm, RoPE
+//! (with its scalings, partial rotation, and layers without it), grouped-query attention with
+//! optional sliding windows and q/k norms, a gated MLP, optionally tied embeddings. OLMo 2 moves
+//! the norms from before attention and the MLP to after them.
 //! What each model type reads from its config is in [`super::llama_config`].
 
 use super::TokenInput;
@@ -28,13 +29,25 @@ struct Projections {
     v: Linear,
 }
 
+/// Norms of q and k, before RoPE.
+enum QkNorm {
+    /// Qwen3: over each head's d values.
+    PerHead(RmsNorm, RmsNorm),
+    /// OLMo 2: over the whole projection, before the split into heads.
+    Whole(RmsNorm, RmsNorm),
+}
+
 struct LlamaLayer {
-    input_norm: RmsNorm,
+    /// Before attention; OLMo 2 has none.
+    input_norm: Option<RmsNorm>,
     attn: Projections,
-    /// Qwen3: RMSNorm over each head's q and k, before RoPE.
-    qk_norm: Option<(RmsNorm, RmsNorm)>,
+    qk_norm: Option<QkNorm>,
     o_proj: Linear,
+    /// `post_attention_layernorm`: before the MLP, or in OLMo 2 on the attention output before
+    /// the residual sum.
     post_norm: RmsNorm,
+    /// OLMo 2's `post_feedforward_layernorm`: on the MLP output before the residual sum.
+    post_ff_norm: Option<RmsNorm>,
     gate: Linear,
     up: Linear,
     down: Linear,
@@ -117,19 +130,34 @@ impl Llama {
                 )
             };
             let head_dim = config.head_dim;
+            let qk_norm = if options.post_norms {
+                Some(QkNorm::Whole(
+                    norm("self_attn.q_norm", q_width)?,
+                    norm("self_attn.k_norm", kv_width)?,
+                ))
+            } else if options.qk_norm {
+                Some(QkNorm::PerHead(
+                    norm("self_attn.q_norm", head_dim)?,
+                    norm("self_attn.k_norm", head_dim)?,
+                ))
+            } else {
+                None
+            };
             layers.push(LlamaLayer {
-                input_norm: norm("input_layernorm", hidden)?,
+                input_norm: if options.post_norms {
+                    None
+                } else {
+                    Some(norm("input_layernorm", hidden)?)
+                },
                 attn,
-                qk_norm: if options.qk_norm {
-                    Some((
-                        norm("self_attn.q_norm", head_dim)?,
-                        norm("self_attn.k_norm", head_dim)?,
-                    ))
+                qk_norm,
+                o_proj: lin("self_attn.o_proj", options.o_bias, [hidden, q_width])?,
+                post_norm: norm("post_attention_layernorm", hidden)?,
+                post_ff_norm: if options.post_norms {
+                    Some(norm("post_feedforward_layernorm", hidden)?)
                 } else {
                     None
                 },
-                o_proj: lin("self_attn.o_proj", options.o_bias, [hidden, q_width])?,
-                post_norm: norm("post_attention_layernorm", hidden)?,
                 gate,
                 up,
                 down: lin("mlp.down_proj", options.mlp_bias, [hidden, inner])?,
@@ -189,7 +217,7 @@ impl Llama {
                 packing.layer_edits(index, cfg.heads).as_ref(),
                 packing.tape.as_ref(),
             );
-            x = x + layer.o_proj.forward(context);
+            x = x + layer.attention_output(context);
             x = layer.feed_forward(x, cfg);
             trace.residual = residual_figures(&x, &packing.lengths)?;
             traces.push(trace);
@@ -211,11 +239,20 @@ impl LlamaLayer {
         cfg: &ModelConfig,
         rope: Option<(&Tensor<3>, &Tensor<3>)>,
     ) -> (Tensor<3>, Tensor<3>, Tensor<3>) {
-        let h = self.input_norm.forward(x);
-        let mut q = split_heads(self.attn.q.forward(h.clone()), cfg.heads);
-        let mut k = split_heads(self.attn.k.forward(h.clone()), cfg.kv_heads);
+        let h = match &self.input_norm {
+            Some(norm) => norm.forward(x),
+            None => x,
+        };
+        let mut q = self.attn.q.forward(h.clone());
+        let mut k = self.attn.k.forward(h.clone());
+        if let Some(QkNorm::Whole(q_norm, k_norm)) = &self.qk_norm {
+            q = q_norm.forward(q);
+            k = k_norm.forward(k);
+        }
+        let mut q = split_heads(q, cfg.heads);
+        let mut k = split_heads(k, cfg.kv_heads);
         let v = split_heads(self.attn.v.forward(h), cfg.kv_heads);
-        if let Some((q_norm, k_norm)) = &self.qk_norm {
+        if let Some(QkNorm::PerHead(q_norm, k_norm)) = &self.qk_norm {
             q = per_head(q_norm, q);
             k = per_head(k_norm, k);
         }
@@ -226,11 +263,26 @@ impl LlamaLayer {
         (q, k, v)
     }
 
-    /// The residual stream after the gated feed-forward block.
+    /// What attention adds to the residual stream: the projected context, normed in OLMo 2.
+    fn attention_output(&self, context: Tensor<2>) -> Tensor<2> {
+        let out = self.o_proj.forward(context);
+        match self.post_ff_norm {
+            Some(_) => self.post_norm.forward(out),
+            None => out,
+        }
+    }
+
+    /// The residual stream after the gated feed-forward block: normed before it, or (OLMo 2)
+    /// its output normed.
     fn feed_forward(&self, x: Tensor<2>, cfg: &ModelConfig) -> Tensor<2> {
-        let h = self.post_norm.forward(x.clone());
-        let gated = activate(cfg.activation, self.gate.forward(h.clone())) * self.up.forward(h);
-        x + self.down.forward(gated)
+        let mlp = |h: Tensor<2>| {
+            let gated = activate(cfg.activation, self.gate.forward(h.clone())) * self.up.forward(h);
+            self.down.forward(gated)
+        };
+        match &self.post_ff_norm {
+            Some(post_ff_norm) => x.clone() + post_ff_norm.forward(mlp(x)),
+            None => x.clone() + mlp(self.post_norm.forward(x)),
+        }
     }
 }
 
@@ -286,7 +338,7 @@ impl Llama {
             }
             let mask = KeyMask::new(&[total], true, None, attention.window);
             let context = attend_rows(q, keys, values, &mask, start..total, attention);
-            x = x + layer.o_proj.forward(context);
+            x = x + layer.attention_output(context);
             x = layer.feed_forward(x, cfg);
         }
         let last = self.norm.forward(x.slice([n - 1..n, 0..cfg.hidden]));

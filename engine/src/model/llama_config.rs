@@ -1,4 +1,5 @@
-//! What each Llama-family `model_type` (llama, mistral, qwen2, qwen3, smollm/smollm3, phi3)
+//! What each Llama-family `model_type` (llama, mistral, qwen2, qwen3, smollm/smollm3, phi3,
+//! olmo2)
 //! reads from config.json, with transformers' defaults for each, and what it refuses.
 //!
 //! Every key that changes the forward pass is read here explicitly. A key or value the engine
@@ -23,6 +24,10 @@ pub struct LlamaOptions {
     pub qk_norm: bool,
     /// Phi-3: q, k, v in one `qkv_proj` and gate, up in one `gate_up_proj`.
     pub fused: bool,
+    /// OLMo 2: an RMSNorm after attention and after the MLP (on each block's output, before the
+    /// residual sum) and none before them; q and k normed over the whole projection (`q_norm`
+    /// of heads · head_dim, `k_norm` of kv_heads · head_dim) before the split into heads.
+    pub post_norms: bool,
 }
 
 /// The Llama-family model types, with the `rope_theta` transformers assumes when a config
@@ -35,6 +40,7 @@ pub const LLAMA_FAMILY: &[(&str, f64)] = &[
     ("smollm", 10000.0),
     ("smollm3", 2_000_000.0),
     ("phi3", 10000.0),
+    ("olmo2", 10000.0),
 ];
 
 fn field<'a>(json: &'a Value, name: &str) -> Option<&'a Value> {
@@ -105,7 +111,8 @@ pub fn read(
         // Qwen2's projections have fixed biases; its config has no such keys.
         "qwen2" => (true, false, false),
         "mistral" | "phi3" => (false, false, false),
-        "qwen3" => (attention_bias, attention_bias, false),
+        // OLMo 2's MLP has no biases whatever mlp_bias says.
+        "qwen3" | "olmo2" => (attention_bias, attention_bias, false),
         _ => (attention_bias, attention_bias, flag("mlp_bias", false)?),
     };
     let rope = read_rope(json, model_type, head_dim, max_positions)?;
@@ -121,7 +128,7 @@ pub fn read(
         .collect();
     let norm_eps = match field(json, "rms_norm_eps") {
         None => {
-            if model_type == "phi3" {
+            if matches!(model_type, "phi3" | "olmo2") {
                 1e-5
             } else {
                 1e-6
@@ -139,6 +146,7 @@ pub fn read(
             mlp_bias,
             qk_norm: model_type == "qwen3",
             fused: model_type == "phi3",
+            post_norms: model_type == "olmo2",
         },
         layer_attention,
         head_dim,

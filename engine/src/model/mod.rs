@@ -7,7 +7,9 @@ pub mod cpu_attention;
 pub mod cpu_kernels;
 pub mod gemma;
 pub mod generation;
+pub mod gguf_config;
 pub mod gguf_file;
+pub mod gguf_weights;
 pub mod gpt2;
 pub mod gradient_tape;
 pub mod gradients;
@@ -240,7 +242,7 @@ impl Model {
             .map(|id| id as u32)
             .into_iter()
             .collect();
-        let weights = gguf_file::GgufLlamaWeights::new(file, config.heads, config.kv_heads);
+        let weights = gguf_weights::GgufWeights::new(file, &config)?;
         let network = build(&config, &weights, device, progress)?;
         Ok(Self {
             config,
