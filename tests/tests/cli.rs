@@ -271,7 +271,20 @@ fn models_list_names_the_fetchable_models_and_every_family_it_opens() {
         "gemma3_text",
         "clip_vision_model",
         "siglip_vision_model",
+        "olmo2",
     ] {
         assert!(stdout.contains(family), "{family} missing from: {stdout}");
+    }
+    let gguf = stdout
+        .lines()
+        .find(|l| l.contains("GGUF files"))
+        .unwrap_or_else(|| panic!("no line of GGUF architectures in: {stdout}"));
+    for architecture in [
+        "llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3",
+    ] {
+        assert!(
+            gguf.contains(architecture),
+            "{architecture} missing from: {gguf}"
+        );
     }
 }

@@ -5,6 +5,7 @@ use anyhow::{Result, bail};
 use clap::Subcommand;
 use headwise_engine::locate::{KNOWN_MODELS, fetched_path, known_model};
 use headwise_engine::model::config::supported_model_types;
+use headwise_engine::model::gguf_config::GGUF_ARCHITECTURES;
 
 #[derive(Subcommand)]
 pub enum ModelsCommand {
@@ -33,6 +34,14 @@ pub fn run(command: ModelsCommand) -> Result<()> {
             println!(
                 "\nopens your own models of these types (config.json's model_type): {}",
                 supported_model_types().join(", ")
+            );
+            println!(
+                "and GGUF files of these architectures (general.architecture): {}",
+                GGUF_ARCHITECTURES
+                    .iter()
+                    .map(|(architecture, _)| *architecture)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             Ok(())
         }
