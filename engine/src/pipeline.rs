@@ -129,15 +129,10 @@ impl RunProgress {
                 total,
                 layer,
                 layers,
-                edited,
+                ..
             } => {
-                let (start, count) = if *edited {
-                    (inputs.start, 1)
-                } else {
-                    (inputs.start, inputs.len())
-                };
                 let within = *layer as f32 / (*layers).max(1) as f32;
-                (start as f32 + within * count as f32) / (*total).max(1) as f32
+                (inputs.start as f32 + within * inputs.len() as f32) / (*total).max(1) as f32
             }
             RunProgress::Finished(f) => (f.index + 1) as f32 / f.total.max(1) as f32,
         }

@@ -7,7 +7,7 @@ use headwise_engine::edits::Edit;
 use headwise_engine::model::generation::Sampling;
 use headwise_engine::pipeline::{self, Generation, Inputs, RunError, RunOptions, RunProgress};
 use headwise_engine::{AttentionCapture, Model};
-use headwise_tests::{copy_dir, fixture, load, scratch};
+use headwise_tests::{copy_dir, fixture, load, scratch, wgpu_device};
 
 /// Runs `texts` on `model`, recording every report; `stop_at` says which report answers
 /// "stop".
@@ -191,10 +191,8 @@ fn continuing_a_text_reports_each_token_and_stops_between_tokens() {
     );
 }
 
-/// From 512 tokens a watched pass waits for each layer's input before reporting it; the
-/// report order and the traces stay the same.
-#[test]
-fn a_long_pass_reports_its_layers_and_gives_the_same_attention_as_an_unwatched_one() {
+/// A copy of the tiny Llama that allows 1,024 positions.
+fn long_tiny_llama() -> std::path::PathBuf {
     let dir = scratch("run-progress-long");
     let folder = dir.join("tiny-llama-long");
     copy_dir(&fixture("tiny-llama"), &folder);
@@ -203,7 +201,14 @@ fn a_long_pass_reports_its_layers_and_gives_the_same_attention_as_an_unwatched_o
         serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
     config["max_position_embeddings"] = 1024.into();
     std::fs::write(&config_path, config.to_string()).unwrap();
-    let model = load(&folder, DeviceChoice::Cpu);
+    folder
+}
+
+/// From 512 tokens a watched pass waits for each layer's input before reporting it (on wgpu,
+/// a read of one value that makes the device finish the layers queued before it); the report
+/// order and the traces stay the same.
+fn a_long_pass_is_reported_layer_by_layer_and_unchanged(device: DeviceChoice) {
+    let model = load(&long_tiny_llama(), device);
     let text = ["a b c d e f g h"; 50].join(" ");
     let options = RunOptions {
         keep_traces: true,
@@ -222,9 +227,36 @@ fn a_long_pass_reports_its_layers_and_gives_the_same_attention_as_an_unwatched_o
     let unwatched = model
         .forward_many(&[input], 1, AttentionCapture::None, &mut |_| true)
         .unwrap();
+    // On the CPU the same pass gives the same bits; on wgpu autotune may pick kernels that sum
+    // in another order from one pass to the next (see long_context.rs).
+    let tolerance = match device {
+        DeviceChoice::Gpu => 1e-4,
+        _ => 0.0,
+    };
     for (watched, plain) in run.traces[0].layers.iter().zip(&unwatched[0].layers) {
         let a = headwise_engine::model::to_vec(watched.lse.clone()).unwrap();
         let b = headwise_engine::model::to_vec(plain.lse.clone()).unwrap();
-        assert_eq!(a, b, "the same pass, watched or not");
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst <= tolerance,
+            "watched and unwatched lse differ by {worst}"
+        );
     }
+}
+
+#[test]
+fn a_long_pass_reports_its_layers_and_gives_the_same_attention_as_an_unwatched_one() {
+    a_long_pass_is_reported_layer_by_layer_and_unchanged(DeviceChoice::Cpu);
+}
+
+#[test]
+fn a_long_pass_on_wgpu_reports_its_layers_and_gives_the_same_attention_as_an_unwatched_one() {
+    if wgpu_device().is_none() {
+        return;
+    }
+    a_long_pass_is_reported_layer_by_layer_and_unchanged(DeviceChoice::Gpu);
 }
