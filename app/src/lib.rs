@@ -2,6 +2,7 @@
 //! line. A library as well as a binary so that the end-to-end tests can decode rendered
 //! pixels with the very colour maps the shaders use.
 
+pub mod allocator;
 pub mod caches;
 pub mod cli;
 pub mod corpus;

@@ -66,6 +66,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    headwise::allocator::keep_freed_memory();
     let args = Args::parse();
     if args.command.is_some() {
         quiet_headless_vulkan();
