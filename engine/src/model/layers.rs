@@ -189,9 +189,10 @@ pub(crate) fn expand_kv(x: Tensor<3>, heads: usize) -> Tensor<3> {
 /// `q` [heads, T, d] and `k`, `v` [kv_heads, T, d] are already projected (and rotated, for RoPE).
 /// `mask` says which keys each query sees, sliding window included (see `Packing::mask`).
 /// With `keep_attention` the layer's [heads, T, T] attention is computed whole and kept in the
-/// trace; without, it is computed a tile of query rows at a time over only the keys those rows
-/// can see, never more than [`ATTENTION_TILE_BYTES`] of logits at once, and only q, k and the
-/// rows' logsumexp are kept. Both give the same context and lse, to rounding.
+/// trace; without, only q, k and the rows' logsumexp are kept, and attention is computed in
+/// tiles: by the fused CPU kernel (`cpu_attention.rs`) where it applies, else a tile of query
+/// rows at a time over only the keys those rows can see, never more than
+/// [`ATTENTION_TILE_BYTES`] of logits at once. All give the same context and lse, to rounding.
 /// With a gradient `tape` (which needs `keep_attention`), the attention and each head's output
 /// pass through the tape's leaves of ones (see [`GradientTape`]).
 /// Returns the merged context [T, heads·d] and the layer's trace.

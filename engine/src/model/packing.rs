@@ -17,7 +17,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 pub struct Packing<'a> {
     pub lengths: Vec<usize>,
     /// Whether the pass materialises each layer's [heads, T, T] attention for its trace; when
-    /// not, attention is computed a tile of query rows at a time and only q, k and lse are kept.
+    /// not, attention is computed in tiles and only q, k and lse are kept (see `attend`).
     pub keep_attention: bool,
     /// Edits on the pass (one input only: a mean over tokens and key positions are per input).
     pub edits: Vec<Edit>,
