@@ -294,6 +294,19 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// A copy in `dir` of the decoder fixture `name` whose config allows `positions` tokens (the
+/// tiny Llamas' RoPE needs no table, so any length runs).
+pub fn fixture_allowing(name: &str, positions: usize, dir: &Path) -> PathBuf {
+    let folder = dir.join(format!("{name}-{positions}"));
+    copy_dir(&fixture(name), &folder);
+    let path = folder.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["max_position_embeddings"] = positions.into();
+    std::fs::write(&path, config.to_string()).unwrap();
+    folder
+}
+
 /// A fresh empty folder under the target directory.
 pub fn scratch(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");

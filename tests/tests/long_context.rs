@@ -137,16 +137,9 @@ fn auto_capture_materialises_attention_while_it_fits_its_budget() {
     assert!("sometimes".parse::<AttentionCapture>().is_err());
 }
 
-/// A copy of the tiny Llama 3 fixture that allows `positions` tokens (RoPE needs no table).
+/// A copy of the tiny Llama 3 fixture that allows `positions` tokens.
 fn long_llama(dir: &std::path::Path, positions: usize) -> std::path::PathBuf {
-    let folder = dir.join("tiny-llama3-long");
-    copy_dir(&fixture("tiny-llama3"), &folder);
-    let path = folder.join("config.json");
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    config["max_position_embeddings"] = positions.into();
-    std::fs::write(&path, config.to_string()).unwrap();
-    folder
+    fixture_allowing("tiny-llama3", positions, dir)
 }
 
 /// `headwise trace` prints "peak memory N MiB" at the end (Linux).

@@ -7,7 +7,7 @@ use headwise_engine::edits::Edit;
 use headwise_engine::model::generation::Sampling;
 use headwise_engine::pipeline::{self, Generation, Inputs, RunError, RunOptions, RunProgress};
 use headwise_engine::{AttentionCapture, Model};
-use headwise_tests::{copy_dir, fixture, load, scratch, wgpu_device};
+use headwise_tests::{fixture, fixture_allowing, load, scratch, wgpu_device};
 
 /// Runs `texts` on `model`, recording every report; `stop_at` says which report answers
 /// "stop".
@@ -193,15 +193,7 @@ fn continuing_a_text_reports_each_token_and_stops_between_tokens() {
 
 /// A copy of the tiny Llama that allows 1,024 positions.
 fn long_tiny_llama() -> std::path::PathBuf {
-    let dir = scratch("run-progress-long");
-    let folder = dir.join("tiny-llama-long");
-    copy_dir(&fixture("tiny-llama"), &folder);
-    let config_path = folder.join("config.json");
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
-    config["max_position_embeddings"] = 1024.into();
-    std::fs::write(&config_path, config.to_string()).unwrap();
-    folder
+    fixture_allowing("tiny-llama", 1024, &scratch("run-progress-long"))
 }
 
 /// From 512 tokens a watched pass waits for each layer's input before reporting it (on wgpu,

@@ -202,13 +202,7 @@ fn the_window_lays_out_every_heads_queries_and_keys_of_a_corpus() {
 fn the_window_shows_a_long_input_kept_as_q_k_and_lse_with_thumbnails_filling_their_cells() {
     let Some(xvfb) = xvfb_run() else { return };
     let dir = scratch("window-long");
-    let model = dir.join("tiny-llama3-long");
-    headwise_tests::copy_dir(&fixture("tiny-llama3"), &model);
-    let config_path = model.join("config.json");
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
-    config["max_position_embeddings"] = 4096.into();
-    std::fs::write(&config_path, config.to_string()).unwrap();
+    let model = headwise_tests::fixture_allowing("tiny-llama3", 4096, &dir);
     let text = dir.join("long.txt");
     std::fs::write(&text, PROMPT.repeat(800)).unwrap();
     let session = headwise_tests::trace_to(
