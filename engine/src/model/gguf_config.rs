@@ -208,7 +208,7 @@ impl Meta<'_> {
                 ),
             ));
         }
-        if let Some(n) = self.get("expert_count").and_then(|v| v.as_u64())
+        if let Some(n) = self.opt_int("expert_count")?
             && n > 0
         {
             return Err(self.refuse(
