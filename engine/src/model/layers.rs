@@ -214,8 +214,7 @@ pub fn attend(
     // The fused CPU kernel computes plain `scale · q·k` logits; a soft-cap, a scale edit or a
     // gradient tape's leaves take the path below, and so do short passes (see
     // FUSED_FROM_TOKENS).
-    let plain_logits =
-        attention.softcap.is_none() && edits.is_none_or(|e| e.bias(heads, t).is_none());
+    let plain_logits = attention.softcap.is_none() && edits.is_none_or(|e| e.key_bias.is_empty());
     if !keep_attention
         && t >= FUSED_FROM_TOKENS
         && tape.is_none_or(|tape| !tape.makes_leaves())
