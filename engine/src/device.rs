@@ -64,6 +64,13 @@ pub fn shared_wgpu_setup() -> Option<WgpuSetup> {
     wgpu_runtime().ok().map(|r| r.setup.clone())
 }
 
+/// Whether burn's wgpu adapter is a CPU implementation (lavapipe, llvmpipe, SwiftShader), whose
+/// limits differ from a GPU's; false when there is no wgpu runtime.
+pub fn wgpu_adapter_is_software() -> bool {
+    wgpu_runtime()
+        .is_ok_and(|runtime| runtime.setup.adapter.get_info().device_type == wgpu::DeviceType::Cpu)
+}
+
 fn describe(setup: &WgpuSetup) -> (String, bool) {
     let info = setup.adapter.get_info();
     let hardware = matches!(

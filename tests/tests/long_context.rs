@@ -224,14 +224,15 @@ fn a_32k_token_input_is_traced_in_memory_and_a_session_that_grow_with_t_not_t_sq
     assert!(pixels[0] > 0.5, "the first query sees only itself");
 }
 
-/// The same input through a model in memory: the tiled pass at 4,096 tokens gives the same
-/// next-token distribution as the materialised one.
-#[test]
-fn the_tiled_forward_gives_the_materialised_forwards_prediction_at_4k_tokens() {
-    let dir = scratch("long-context-4k");
-    let folder = long_llama(&dir, 4096);
-    let model: Model = load(&folder, DeviceChoice::Cpu);
-    let ids: Vec<u32> = (0..4096u32).map(|i| (i * 7919 + 13) % 400).collect();
+/// The same input through a model in memory: the tiled pass gives the same next-token
+/// distribution as the materialised one. At these lengths the tiled pass runs the fused kernel
+/// of its device (`cpu_attention.rs`, `gpu_attention.rs`) and the materialised one burn's
+/// matrix products.
+fn tiled_forward_matches_the_materialised_one(device: DeviceChoice, tokens: usize) {
+    let dir = scratch(&format!("long-context-{tokens}-{device:?}"));
+    let folder = long_llama(&dir, tokens);
+    let model: Model = load(&folder, device);
+    let ids: Vec<u32> = (0..tokens as u32).map(|i| (i * 7919 + 13) % 400).collect();
     let input = TokenInput {
         type_ids: vec![0; ids.len()],
         ids,
@@ -251,11 +252,24 @@ fn the_tiled_forward_gives_the_materialised_forwards_prediction_at_4k_tokens() {
     assert!(worst <= 1e-5, "next-token probabilities differ by {worst}");
     let last = full.layers.len() - 1;
     let (a, b) = (lse_of(&full.layers[last]), lse_of(&tiled.layers[last]));
-    // At this length the tiled pass runs the fused CPU kernel and the materialised one burn's
-    // matrix products: two f32 orders of summation over 4,096 keys, a layer deep, differ by a
-    // few parts in 10^6 of the largest lse (4.2e-5 seen on 16.3). The kernel itself agrees with
-    // attention computed in f64 to 1e-6 (`cpu_attention`'s unit test, 4,096 causal tokens).
+    // Two f32 orders of summation over thousands of keys, a layer deep, differ by a few parts
+    // in 10^6 of the largest lse (4.2e-5 seen on 16.3 at 4,096 tokens on the CPU). Each kernel
+    // agrees with attention computed in f64 to 1e-6 (`cpu_attention`'s unit test, 4,096 causal
+    // tokens) or with the CPU kernel to 1e-5 (`gpu_attention.rs` in these tests).
     assert_allclose("last layer lse", &b, &a, 1e-5, 4e-6);
+}
+
+#[test]
+fn the_tiled_forward_gives_the_materialised_forwards_prediction_at_4k_tokens() {
+    tiled_forward_matches_the_materialised_one(DeviceChoice::Cpu, 4096);
+}
+
+#[test]
+fn the_tiled_forward_on_wgpu_gives_the_materialised_forwards_prediction_at_1500_tokens() {
+    if wgpu_device().is_none() {
+        return;
+    }
+    tiled_forward_matches_the_materialised_one(DeviceChoice::Gpu, 1500);
 }
 
 /// `headwise render` of a head whose attention is kept as q, k and lse draws it from regions

@@ -1,10 +1,10 @@
 //! Building blocks shared by the architectures: linear layers, norms, and attention with capture.
 
-use super::cpu_attention::fused_attention;
 use super::cpu_kernels::{MaskTile, attention_softmax};
 use super::gradient_tape::GradientTape;
 use super::key_mask::KeyMask;
 use super::weights::WeightSource;
+use super::{cpu_attention, gpu_attention};
 use crate::edits::LayerEdits;
 use crate::error::Result;
 use crate::host::HostTensor;
@@ -190,7 +190,8 @@ pub(crate) fn expand_kv(x: Tensor<3>, heads: usize) -> Tensor<3> {
 /// `mask` says which keys each query sees, sliding window included (see `Packing::mask`).
 /// With `keep_attention` the layer's [heads, T, T] attention is computed whole and kept in the
 /// trace; without, only q, k and the rows' logsumexp are kept, and attention is computed in
-/// tiles: by the fused CPU kernel (`cpu_attention.rs`) where it applies, else a tile of query
+/// tiles: by a fused kernel where one applies (`cpu_attention.rs` on the CPU, `gpu_attention.rs`
+/// on wgpu), else a tile of query
 /// rows at a time over only the keys those rows can see, never more than
 /// [`ATTENTION_TILE_BYTES`] of logits at once. All give the same context and lse, to rounding.
 /// With a gradient `tape` (which needs `keep_attention`), the attention and each head's output
@@ -211,15 +212,17 @@ pub fn attend(
     let kv_heads = v.dims()[0];
     let device = q.device();
     let vnorm = v.clone().square().sum_dim(2).sqrt().reshape([kv_heads, t]);
-    // The fused CPU kernel computes plain `scale · q·k` logits; a soft-cap, a scale edit or a
-    // gradient tape's leaves take the path below, and so do short passes (see
+    // The fused kernels (CPU and wgpu) compute plain `scale · q·k` logits; a soft-cap, a scale
+    // edit or a gradient tape's leaves take the path below, and so do short passes (see
     // FUSED_FROM_TOKENS).
     let plain_logits = attention.softcap.is_none() && edits.is_none_or(|e| e.key_bias.is_empty());
     if !keep_attention
         && t >= FUSED_FROM_TOKENS
         && tape.is_none_or(|tape| !tape.makes_leaves())
         && plain_logits
-        && let Some((context, lse)) = fused_attention(&q, &k, &v, mask, attention.scale)
+        && let Some((context, lse)) =
+            cpu_attention::fused_attention(&q, &k, &v, mask, attention.scale)
+                .or_else(|| gpu_attention::fused_attention(&q, &k, &v, mask, attention.scale))
     {
         let context = match edits {
             Some(e) => ablate(context, e),

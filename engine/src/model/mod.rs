@@ -11,6 +11,7 @@ pub mod gguf_config;
 pub mod gguf_file;
 pub mod gguf_weights;
 pub mod gpt2;
+pub mod gpu_attention;
 pub mod gradient_tape;
 pub mod gradients;
 pub mod key_mask;
