@@ -1,7 +1,8 @@
 //! The wgpu attention kernel (`model/gpu_attention.rs`) against the CPU's blocked kernel
 //! (`model/cpu_attention.rs`, itself pinned to attention computed in f64 by its unit tests):
 //! the same context and logsumexp for causal, bidirectional, windowed, packed and grouped-head
-//! attention, at lengths that are not multiples of its tiles.
+//! attention, at lengths that are not multiples of its tiles and head widths it reads four, two
+//! or one float at a time.
 
 use burn::tensor::{Tensor, TensorData};
 use headwise_engine::device::{DeviceChoice, create_device};
@@ -114,6 +115,19 @@ fn wgpu_kernel_equals_the_cpu_kernel_causal_windowed_packed_and_grouped() {
     check(
         problem(1, 8, 8),
         &KeyMask::new(&[1], true, None, None),
+        &gpu.device,
+        &cpu,
+    );
+    // Widths the kernel reads two floats at a time, and one.
+    check(
+        problem(90, 6, 10),
+        &KeyMask::new(&[90], true, None, None),
+        &gpu.device,
+        &cpu,
+    );
+    check(
+        problem(90, 5, 7),
+        &KeyMask::new(&[40, 50], false, None, None),
         &gpu.device,
         &cpu,
     );

@@ -1,7 +1,8 @@
 //! Attention in tiles on a GPU, FlashAttention-style: a CubeCL kernel in which each unit owns one
 //! query row of one head, the cube stages tiles of keys and values in shared memory, and each unit
-//! keeps an online softmax and its weighted values in registers. It writes the context and each
-//! row's logsumexp; no [rows, T] buffer of logits exists anywhere.
+//! keeps an online softmax and its weighted values in registers, reading and adding four floats
+//! at a time (WGSL's vec4) where the head widths allow. It writes the context and each row's
+//! logsumexp; no [rows, T] buffer of logits exists anywhere.
 //!
 //! This is the wgpu counterpart of `cpu_attention.rs`, used under the same conditions (a pass
 //! that keeps q, k and lse, plain `scale · q·k` logits, no padded key). burn's own fused attention
@@ -107,25 +108,35 @@ pub fn fused_attention(
     let tile = key_tile(d, dv);
     // SAFETY: the buffer was made from exactly 2·T u32 values.
     let bounds = unsafe { BufferArg::from_raw_parts(bounds, 2 * t) };
+    let width = vector_width(d, dv);
     attention_kernel::launch(
         &client,
         CubeCount::Static(t.div_ceil(QUERIES_PER_CUBE) as u32, heads as u32, 1),
         CubeDim::new_1d(QUERIES_PER_CUBE as u32),
-        q.into_tensor_arg(),
-        k.into_tensor_arg(),
-        v.into_tensor_arg(),
+        width,
+        q.into_buffer_arg(),
+        k.into_buffer_arg(),
+        v.into_buffer_arg(),
         bounds,
-        context.clone().into_tensor_arg(),
-        lse.clone().into_tensor_arg(),
+        context.clone().into_buffer_arg(),
+        lse.clone().into_buffer_arg(),
         scale,
         t as u32,
         (heads / kv_heads) as u32,
-        d,
-        dv,
+        d / width,
+        dv / width,
         QUERIES_PER_CUBE,
         tile,
     );
     Some((into_fusion(context), into_fusion(lse)))
+}
+
+/// How many f32 the kernel reads and adds at once: 4 where both widths allow.
+fn vector_width(d: usize, dv: usize) -> usize {
+    [4, 2, 1]
+        .into_iter()
+        .find(|&w| d.is_multiple_of(w) && dv.is_multiple_of(w))
+        .unwrap_or(1)
 }
 
 /// Keys per tile: as many as fit [`SHARED_BYTES`] with their values, a power of two, at most
@@ -167,16 +178,17 @@ fn into_fusion<const D: usize>(tensor: CubeTensor) -> burn::tensor::Tensor<D> {
 /// One cube: `queries` query rows of head `CUBE_POS_Y`, starting at row `CUBE_POS_X · queries`.
 /// The cube walks the keys any of its rows sees (an interval, since both ends of a row's visible
 /// keys never decrease from row to row) a tile at a time; every unit loads part of the tile, and
-/// each then weighs in the tile's keys its own row sees.
+/// each then weighs in the tile's keys its own row sees. `d` and `dv` count vectors of `N` floats;
+/// the loops over them are unrolled (see [`SOFTWARE_MAX_KEYS`]).
 #[allow(clippy::too_many_arguments)]
 #[cube(launch)]
-fn attention_kernel(
-    q: &Tensor<f32>,
-    k: &Tensor<f32>,
-    v: &Tensor<f32>,
+fn attention_kernel<N: Size>(
+    q: &[Vector<f32, N>],
+    k: &[Vector<f32, N>],
+    v: &[Vector<f32, N>],
     bounds: &[u32],
-    context: &mut Tensor<f32>,
-    lse: &mut Tensor<f32>,
+    context: &mut [Vector<f32, N>],
+    lse: &mut [f32],
     scale: f32,
     tokens: u32,
     group: u32,
@@ -200,15 +212,16 @@ fn attention_kernel(
     let active = query < t;
     let mut lo = 0usize;
     let mut hi = 0usize;
-    let mut row = Array::<f32>::new(d);
-    let mut acc = Array::<f32>::new(dv);
+    let zero = Vector::<f32, N>::new(f32::new(0.0));
+    let mut row = Array::<Vector<f32, N>>::new(d);
+    let mut acc = Array::<Vector<f32, N>>::new(dv);
     #[unroll]
     for c in 0..d {
-        row[c] = 0.0;
+        row[c] = zero;
     }
     #[unroll]
     for c in 0..dv {
-        acc[c] = 0.0;
+        acc[c] = zero;
     }
     if active {
         lo = bounds[query * 2] as usize;
@@ -218,8 +231,8 @@ fn attention_kernel(
             row[c] = q[(head * t + query) * d + c];
         }
     }
-    let mut keys = Shared::<[f32]>::new_slice(comptime!(tile * d));
-    let mut values = Shared::<[f32]>::new_slice(comptime!(tile * dv));
+    let mut keys = Shared::<[Vector<f32, N>]>::new_slice(comptime!(tile * d));
+    let mut values = Shared::<[Vector<f32, N>]>::new_slice(comptime!(tile * dv));
     // The running maximum logit starts below any f32 logit, so the first key's rescale is 0.
     let mut max = f32::new(-3.0e38);
     let mut sum = f32::new(0.0);
@@ -234,7 +247,7 @@ fn attention_kernel(
             let e = s * queries + UNIT_POS_X as usize;
             if e < comptime!(tile * d) {
                 let key = base + e / d;
-                let mut x = f32::new(0.0);
+                let mut x = zero;
                 if key < t {
                     x = k[(kv * t + key) * d + e % d];
                 }
@@ -246,7 +259,7 @@ fn attention_kernel(
             let e = s * queries + UNIT_POS_X as usize;
             if e < comptime!(tile * dv) {
                 let key = base + e / dv;
-                let mut x = f32::new(0.0);
+                let mut x = zero;
                 if key < t {
                     x = v[(kv * t + key) * dv + e % dv];
                 }
@@ -258,15 +271,21 @@ fn attention_kernel(
             for j in 0..tile {
                 let key = base + j;
                 if key >= lo && key < hi {
-                    let mut dot = f32::new(0.0);
+                    let mut lanes = zero;
                     #[unroll]
                     for c in 0..d {
-                        dot += row[c] * keys[j * d + c];
+                        lanes += row[c] * keys[j * d + c];
+                    }
+                    let mut dot = f32::new(0.0);
+                    #[unroll]
+                    for lane in 0..N::value() {
+                        dot += lanes.extract(lane);
                     }
                     let z = dot * scale;
                     if z > max {
-                        let rescale = (max - z).exp();
-                        sum *= rescale;
+                        let factor = (max - z).exp();
+                        sum *= factor;
+                        let rescale = Vector::<f32, N>::new(factor);
                         #[unroll]
                         for c in 0..dv {
                             acc[c] *= rescale;
@@ -275,9 +294,10 @@ fn attention_kernel(
                     }
                     let p = (z - max).exp();
                     sum += p;
+                    let weight = Vector::<f32, N>::new(p);
                     #[unroll]
                     for c in 0..dv {
-                        acc[c] += p * values[j * dv + c];
+                        acc[c] += weight * values[j * dv + c];
                     }
                 }
             }
@@ -287,7 +307,7 @@ fn attention_kernel(
     if active {
         let out = (head * t + query) * dv;
         // Every row sees a key (the host checks), so the sum is at least 1.
-        let inverse = 1.0 / sum;
+        let inverse = Vector::<f32, N>::new(1.0 / sum);
         #[unroll]
         for c in 0..dv {
             context[out + c] = acc[c] * inverse;
