@@ -16,14 +16,15 @@
 use super::key_mask::KeyMask;
 use burn::backend::Wgpu;
 use burn::backend::wgpu::CubeBackend;
-use burn::tensor::{DType, Shape};
+use burn::tensor::{DType, Shape, Tensor};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use burn_fusion::NoOp;
 use burn_fusion::stream::StreamId;
 use burn_ir::{BackendIr, InitOperationIr, OperationIr, OperationOutput};
-use cubecl::prelude::*;
+use cubecl::prelude::{BufferArg, CubeCount, CubeDim};
+use kernel::attention_kernel;
 
 /// Units per cube: one query row each.
 const QUERIES_PER_CUBE: usize = 64;
@@ -45,12 +46,12 @@ const SOFTWARE_MAX_KEYS: usize = 48 << 10;
 /// where this kernel does not apply (another backend, tensors tracked by autodiff, padded keys,
 /// shapes that do not fit); the caller computes attention its own way then.
 pub fn fused_attention(
-    q: &burn::tensor::Tensor<3>,
-    k: &burn::tensor::Tensor<3>,
-    v: &burn::tensor::Tensor<3>,
+    q: &Tensor<3>,
+    k: &Tensor<3>,
+    v: &Tensor<3>,
     mask: &KeyMask,
     scale: f32,
-) -> Option<(burn::tensor::Tensor<3>, burn::tensor::Tensor<2>)> {
+) -> Option<(Tensor<3>, Tensor<2>)> {
     if mask.has_padding() {
         return None;
     }
@@ -151,7 +152,7 @@ fn key_tile(d: usize, dv: usize) -> usize {
 
 /// The contiguous f32 CubeCL tensor behind a wgpu tensor, after the work that computes it is
 /// queued; None for any other backend or element type.
-fn cube_tensor(tensor: &burn::tensor::Tensor<3>) -> Option<CubeTensor> {
+fn cube_tensor(tensor: &Tensor<3>) -> Option<CubeTensor> {
     let fusion = tensor.clone().try_into_primitive::<Wgpu>().ok()?;
     let client = fusion.client.clone();
     let cube = client.resolve_tensor_float::<CubeBackend>(fusion);
@@ -159,7 +160,7 @@ fn cube_tensor(tensor: &burn::tensor::Tensor<3>) -> Option<CubeTensor> {
 }
 
 /// A kernel's output handed to burn's fusion stream as a ready tensor.
-fn into_fusion<const D: usize>(tensor: CubeTensor) -> burn::tensor::Tensor<D> {
+fn into_fusion<const D: usize>(tensor: CubeTensor) -> Tensor<D> {
     let client = burn_fusion::get_client::<CubeBackend>(&tensor.device);
     let shape = tensor.meta.shape().clone();
     let dtype = tensor.dtype;
@@ -172,146 +173,152 @@ fn into_fusion<const D: usize>(tensor: CubeTensor) -> burn::tensor::Tensor<D> {
             NoOp::<CubeBackend>::new(),
         )
         .output();
-    burn::tensor::Tensor::from_primitive::<Wgpu>(fused)
+    Tensor::from_primitive::<Wgpu>(fused)
 }
 
-/// One cube: `queries` query rows of head `CUBE_POS_Y`, starting at row `CUBE_POS_X · queries`.
-/// The cube walks the keys any of its rows sees (an interval, since both ends of a row's visible
-/// keys never decrease from row to row) a tile at a time; every unit loads part of the tile, and
-/// each then weighs in the tile's keys its own row sees. `d` and `dv` count vectors of `N` floats;
-/// the loops over them are unrolled (see [`SOFTWARE_MAX_KEYS`]).
-#[allow(clippy::too_many_arguments)]
-#[cube(launch)]
-fn attention_kernel<N: Size>(
-    q: &[Vector<f32, N>],
-    k: &[Vector<f32, N>],
-    v: &[Vector<f32, N>],
-    bounds: &[u32],
-    context: &mut [Vector<f32, N>],
-    lse: &mut [f32],
-    scale: f32,
-    tokens: u32,
-    group: u32,
-    #[comptime] d: usize,
-    #[comptime] dv: usize,
-    #[comptime] queries: usize,
-    #[comptime] tile: usize,
-) {
-    let t = tokens as usize;
-    let head = CUBE_POS_Y as usize;
-    let kv = head / group as usize;
-    let first = CUBE_POS_X as usize * queries;
-    let query = first + UNIT_POS_X as usize;
-    let mut last = first + queries - 1;
-    if last >= t {
-        last = t - 1;
-    }
-    // The cube's keys: the same for every unit, so every unit meets every barrier.
-    let start = bounds[first * 2] as usize;
-    let end = bounds[last * 2 + 1] as usize;
-    let active = query < t;
-    let mut lo = 0usize;
-    let mut hi = 0usize;
-    let zero = Vector::<f32, N>::new(f32::new(0.0));
-    let mut row = Array::<Vector<f32, N>>::new(d);
-    let mut acc = Array::<Vector<f32, N>>::new(dv);
-    #[unroll]
-    for c in 0..d {
-        row[c] = zero;
-    }
-    #[unroll]
-    for c in 0..dv {
-        acc[c] = zero;
-    }
-    if active {
-        lo = bounds[query * 2] as usize;
-        hi = bounds[query * 2 + 1] as usize;
+/// The kernel, in a module of its own: CubeCL's prelude has its own `Tensor`.
+mod kernel {
+    use cubecl::prelude::*;
+
+    /// One cube: `queries` query rows of head `CUBE_POS_Y`, starting at row
+    /// `CUBE_POS_X · queries`. The cube walks the keys any of its rows sees (an interval, since
+    /// both ends of a row's visible keys never decrease from row to row) a tile at a time; every
+    /// unit loads part of the tile, and each then weighs in the tile's keys its own row sees.
+    /// `d` and `dv` count vectors of `N` floats; the loops over them are unrolled (see
+    /// [`super::SOFTWARE_MAX_KEYS`]).
+    #[allow(clippy::too_many_arguments)]
+    #[cube(launch)]
+    pub(super) fn attention_kernel<N: Size>(
+        q: &[Vector<f32, N>],
+        k: &[Vector<f32, N>],
+        v: &[Vector<f32, N>],
+        bounds: &[u32],
+        context: &mut [Vector<f32, N>],
+        lse: &mut [f32],
+        scale: f32,
+        tokens: u32,
+        group: u32,
+        #[comptime] d: usize,
+        #[comptime] dv: usize,
+        #[comptime] queries: usize,
+        #[comptime] tile: usize,
+    ) {
+        let t = tokens as usize;
+        let head = CUBE_POS_Y as usize;
+        let kv = head / group as usize;
+        let first = CUBE_POS_X as usize * queries;
+        let query = first + UNIT_POS_X as usize;
+        let mut last = first + queries - 1;
+        if last >= t {
+            last = t - 1;
+        }
+        // The cube's keys: the same for every unit, so every unit meets every barrier.
+        let start = bounds[first * 2] as usize;
+        let end = bounds[last * 2 + 1] as usize;
+        let active = query < t;
+        let mut lo = 0usize;
+        let mut hi = 0usize;
+        let zero = Vector::<f32, N>::new(f32::new(0.0));
+        let mut row = Array::<Vector<f32, N>>::new(d);
+        let mut acc = Array::<Vector<f32, N>>::new(dv);
         #[unroll]
         for c in 0..d {
-            row[c] = q[(head * t + query) * d + c];
+            row[c] = zero;
         }
-    }
-    let mut keys = Shared::<[Vector<f32, N>]>::new_slice(comptime!(tile * d));
-    let mut values = Shared::<[Vector<f32, N>]>::new_slice(comptime!(tile * dv));
-    // The running maximum logit starts below any f32 logit, so the first key's rescale is 0.
-    let mut max = f32::new(-3.0e38);
-    let mut sum = f32::new(0.0);
-    let mut tiles = 0usize;
-    if end > start {
-        tiles = (end - start).div_ceil(tile);
-    }
-    for step in 0..tiles {
-        let base = start + step * tile;
-        #[unroll]
-        for s in 0..comptime!((tile * d).div_ceil(queries)) {
-            let e = s * queries + UNIT_POS_X as usize;
-            if e < comptime!(tile * d) {
-                let key = base + e / d;
-                let mut x = zero;
-                if key < t {
-                    x = k[(kv * t + key) * d + e % d];
-                }
-                keys[e] = x;
-            }
-        }
-        #[unroll]
-        for s in 0..comptime!((tile * dv).div_ceil(queries)) {
-            let e = s * queries + UNIT_POS_X as usize;
-            if e < comptime!(tile * dv) {
-                let key = base + e / dv;
-                let mut x = zero;
-                if key < t {
-                    x = v[(kv * t + key) * dv + e % dv];
-                }
-                values[e] = x;
-            }
-        }
-        sync_cube();
-        if active {
-            for j in 0..tile {
-                let key = base + j;
-                if key >= lo && key < hi {
-                    let mut lanes = zero;
-                    #[unroll]
-                    for c in 0..d {
-                        lanes += row[c] * keys[j * d + c];
-                    }
-                    let mut dot = f32::new(0.0);
-                    #[unroll]
-                    for lane in 0..N::value() {
-                        dot += lanes.extract(lane);
-                    }
-                    let z = dot * scale;
-                    if z > max {
-                        let factor = (max - z).exp();
-                        sum *= factor;
-                        let rescale = Vector::<f32, N>::new(factor);
-                        #[unroll]
-                        for c in 0..dv {
-                            acc[c] *= rescale;
-                        }
-                        max = z;
-                    }
-                    let p = (z - max).exp();
-                    sum += p;
-                    let weight = Vector::<f32, N>::new(p);
-                    #[unroll]
-                    for c in 0..dv {
-                        acc[c] += weight * values[j * dv + c];
-                    }
-                }
-            }
-        }
-        sync_cube();
-    }
-    if active {
-        let out = (head * t + query) * dv;
-        // Every row sees a key (the host checks), so the sum is at least 1.
-        let inverse = Vector::<f32, N>::new(1.0 / sum);
         #[unroll]
         for c in 0..dv {
-            context[out + c] = acc[c] * inverse;
+            acc[c] = zero;
         }
-        lse[head * t + query] = max + sum.ln();
+        if active {
+            lo = bounds[query * 2] as usize;
+            hi = bounds[query * 2 + 1] as usize;
+            #[unroll]
+            for c in 0..d {
+                row[c] = q[(head * t + query) * d + c];
+            }
+        }
+        let mut keys = Shared::<[Vector<f32, N>]>::new_slice(comptime!(tile * d));
+        let mut values = Shared::<[Vector<f32, N>]>::new_slice(comptime!(tile * dv));
+        // The running maximum logit starts below any f32 logit, so the first key's rescale is 0.
+        let mut max = f32::new(-3.0e38);
+        let mut sum = f32::new(0.0);
+        let mut tiles = 0usize;
+        if end > start {
+            tiles = (end - start).div_ceil(tile);
+        }
+        for step in 0..tiles {
+            let base = start + step * tile;
+            #[unroll]
+            for s in 0..comptime!((tile * d).div_ceil(queries)) {
+                let e = s * queries + UNIT_POS_X as usize;
+                if e < comptime!(tile * d) {
+                    let key = base + e / d;
+                    let mut x = zero;
+                    if key < t {
+                        x = k[(kv * t + key) * d + e % d];
+                    }
+                    keys[e] = x;
+                }
+            }
+            #[unroll]
+            for s in 0..comptime!((tile * dv).div_ceil(queries)) {
+                let e = s * queries + UNIT_POS_X as usize;
+                if e < comptime!(tile * dv) {
+                    let key = base + e / dv;
+                    let mut x = zero;
+                    if key < t {
+                        x = v[(kv * t + key) * dv + e % dv];
+                    }
+                    values[e] = x;
+                }
+            }
+            sync_cube();
+            if active {
+                for j in 0..tile {
+                    let key = base + j;
+                    if key >= lo && key < hi {
+                        let mut lanes = zero;
+                        #[unroll]
+                        for c in 0..d {
+                            lanes += row[c] * keys[j * d + c];
+                        }
+                        let mut dot = f32::new(0.0);
+                        #[unroll]
+                        for lane in 0..N::value() {
+                            dot += lanes.extract(lane);
+                        }
+                        let z = dot * scale;
+                        if z > max {
+                            let factor = (max - z).exp();
+                            sum *= factor;
+                            let rescale = Vector::<f32, N>::new(factor);
+                            #[unroll]
+                            for c in 0..dv {
+                                acc[c] *= rescale;
+                            }
+                            max = z;
+                        }
+                        let p = (z - max).exp();
+                        sum += p;
+                        let weight = Vector::<f32, N>::new(p);
+                        #[unroll]
+                        for c in 0..dv {
+                            acc[c] += weight * values[j * dv + c];
+                        }
+                    }
+                }
+            }
+            sync_cube();
+        }
+        if active {
+            let out = (head * t + query) * dv;
+            // Every row sees a key (the host checks), so the sum is at least 1.
+            let inverse = Vector::<f32, N>::new(1.0 / sum);
+            #[unroll]
+            for c in 0..dv {
+                context[out + c] = acc[c] * inverse;
+            }
+            lse[head * t + query] = max + sum.ln();
+        }
     }
 }
