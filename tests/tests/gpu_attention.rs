@@ -60,9 +60,20 @@ fn worst(a: &[f32], b: &[f32]) -> f32 {
 
 /// The wgpu kernel's context and lse within 1e-5 of the CPU kernel's.
 fn check(p: Problem, mask: &KeyMask, gpu: &burn::tensor::Device, cpu: &burn::tensor::Device) {
+    check_in_launches(p, mask, gpu_attention::WORK_PER_LAUNCH, gpu, cpu);
+}
+
+/// [`check`] with at most `work` multiply-adds to a launch of the kernel.
+fn check_in_launches(
+    p: Problem,
+    mask: &KeyMask,
+    work: usize,
+    gpu: &burn::tensor::Device,
+    cpu: &burn::tensor::Device,
+) {
     let scale = 1.0 / (p.d as f32).sqrt();
     let [q, k, v] = tensors(p, gpu);
-    let (context, lse) = gpu_attention::fused_attention(&q, &k, &v, mask, scale)
+    let (context, lse) = gpu_attention::fused_attention_in_launches(&q, &k, &v, mask, scale, work)
         .unwrap_or_else(|| panic!("{p:?}: the wgpu kernel declined"));
     assert_eq!(context.dims(), [p.heads, p.t, p.dv]);
     assert_eq!(lse.dims(), [p.heads, p.t]);
@@ -141,6 +152,35 @@ fn wgpu_kernel_equals_the_cpu_kernel_causal_windowed_packed_and_grouped() {
     check(
         problem(1500, 64, 64),
         &KeyMask::new(&[1500], true, None, None),
+        &gpu.device,
+        &cpu,
+    );
+}
+
+#[test]
+fn a_layer_split_into_many_launches_gives_what_one_launch_gives() {
+    let Some(gpu) = wgpu_device() else { return };
+    let cpu = create_device(DeviceChoice::Cpu).expect("cpu device").device;
+    let p = Problem {
+        heads: 4,
+        kv_heads: 2,
+        t: 1000,
+        d: 16,
+        dv: 16,
+    };
+    // A workgroup of the last rows costs 4 heads × 64 rows × 1,000 keys × 32 = 8.2M
+    // multiply-adds: about a launch per workgroup from the middle on.
+    check_in_launches(
+        p,
+        &KeyMask::new(&[p.t], true, None, None),
+        8_000_000,
+        &gpu.device,
+        &cpu,
+    );
+    check_in_launches(
+        p,
+        &KeyMask::new(&[400, 600], true, None, Some(90)),
+        1,
         &gpu.device,
         &cpu,
     );

@@ -39,6 +39,11 @@ const MAX_KEY_TILE: usize = 64;
 /// an invocation iterates about once per key; longer inputs take burn's path there, which is
 /// exact.
 const SOFTWARE_MAX_KEYS: usize = 48 << 10;
+/// The most multiply-adds one launch of the kernel does (about 2 billion; a few milliseconds on
+/// a small GPU): a long layer is computed in several launches, so no single one runs long enough
+/// for a driver's watchdog to reset the device, and the window, which draws on the same device,
+/// gets its frames in between.
+pub const WORK_PER_LAUNCH: usize = 1 << 31;
 
 /// `softmax(scale · q·kᵀ + mask) · v` and each row's logsumexp for tensors on burn's wgpu
 /// backend: `q` [heads, T, d], `k` [kv_heads, T, d], `v` [kv_heads, T, dv] (query head h reads kv
@@ -51,6 +56,19 @@ pub fn fused_attention(
     v: &Tensor<3>,
     mask: &KeyMask,
     scale: f32,
+) -> Option<(Tensor<3>, Tensor<2>)> {
+    fused_attention_in_launches(q, k, v, mask, scale, WORK_PER_LAUNCH)
+}
+
+/// [`fused_attention`] with at most `work_per_launch` multiply-adds per launch of the kernel
+/// (at least one workgroup's rows per launch, whatever their work).
+pub fn fused_attention_in_launches(
+    q: &Tensor<3>,
+    k: &Tensor<3>,
+    v: &Tensor<3>,
+    mask: &KeyMask,
+    scale: f32,
+    work_per_launch: usize,
 ) -> Option<(Tensor<3>, Tensor<2>)> {
     if mask.has_padding() {
         return None;
@@ -80,11 +98,12 @@ pub fn fused_attention(
     if visible.iter().any(|keys| keys.is_empty()) {
         return None;
     }
-    let widest = visible
+    // The keys each workgroup walks: from its first row's first key to its last row's end.
+    let walked: Vec<usize> = visible
         .chunks(QUERIES_PER_CUBE)
         .map(|rows| rows[rows.len() - 1].end - rows[0].start)
-        .max()
-        .unwrap_or(0);
+        .collect();
+    let widest = walked.iter().copied().max().unwrap_or(0);
     if widest > SOFTWARE_MAX_KEYS && crate::device::wgpu_adapter_is_software() {
         return None;
     }
@@ -107,29 +126,52 @@ pub fn fused_attention(
     let lse = empty_device_dtype(client.clone(), device, Shape::new([heads, t]), DType::F32);
     let bounds = client.create_from_slice(&bounds);
     let tile = key_tile(d, dv);
-    // SAFETY: the buffer was made from exactly 2·T u32 values.
-    let bounds = unsafe { BufferArg::from_raw_parts(bounds, 2 * t) };
     let width = vector_width(d, dv);
-    attention_kernel::launch(
-        &client,
-        CubeCount::Static(t.div_ceil(QUERIES_PER_CUBE) as u32, heads as u32, 1),
-        CubeDim::new_1d(QUERIES_PER_CUBE as u32),
-        width,
-        q.into_buffer_arg(),
-        k.into_buffer_arg(),
-        v.into_buffer_arg(),
-        bounds,
-        context.clone().into_buffer_arg(),
-        lse.clone().into_buffer_arg(),
-        scale,
-        t as u32,
-        (heads / kv_heads) as u32,
-        d / width,
-        dv / width,
-        QUERIES_PER_CUBE,
-        tile,
-    );
+    let per_key = heads * QUERIES_PER_CUBE * (d + dv);
+    for cubes in launches(&walked, per_key, work_per_launch) {
+        attention_kernel::launch(
+            &client,
+            CubeCount::Static(cubes.len() as u32, heads as u32, 1),
+            CubeDim::new_1d(QUERIES_PER_CUBE as u32),
+            width,
+            q.clone().into_buffer_arg(),
+            k.clone().into_buffer_arg(),
+            v.clone().into_buffer_arg(),
+            // SAFETY: the buffer was made from exactly 2·T u32 values.
+            unsafe { BufferArg::from_raw_parts(bounds.clone(), 2 * t) },
+            context.clone().into_buffer_arg(),
+            lse.clone().into_buffer_arg(),
+            scale,
+            t as u32,
+            (heads / kv_heads) as u32,
+            cubes.start as u32,
+            d / width,
+            dv / width,
+            QUERIES_PER_CUBE,
+            tile,
+        );
+    }
     Some((into_fusion(context), into_fusion(lse)))
+}
+
+/// Consecutive workgroups (indices into `walked`, the keys each walks) grouped into launches of
+/// at most `budget` multiply-adds, `per_key` a workgroup's multiply-adds per key walked; a
+/// workgroup over budget on its own is a launch of its own.
+fn launches(walked: &[usize], per_key: usize, budget: usize) -> Vec<std::ops::Range<usize>> {
+    let mut launches = Vec::new();
+    let (mut start, mut work) = (0, 0usize);
+    for (cube, &keys) in walked.iter().enumerate() {
+        let cost = keys.saturating_mul(per_key);
+        if cube > start && work.saturating_add(cost) > budget {
+            launches.push(start..cube);
+            (start, work) = (cube, 0);
+        }
+        work = work.saturating_add(cost);
+    }
+    if start < walked.len() {
+        launches.push(start..walked.len());
+    }
+    launches
 }
 
 /// How many f32 the kernel reads and adds at once: 4 where both widths allow.
@@ -181,7 +223,7 @@ mod kernel {
     use cubecl::prelude::*;
 
     /// One cube: `queries` query rows of head `CUBE_POS_Y`, starting at row
-    /// `CUBE_POS_X · queries`. The cube walks the keys any of its rows sees (an interval, since
+    /// `(first_cube + CUBE_POS_X) · queries`. The cube walks the keys any of its rows sees (an interval, since
     /// both ends of a row's visible keys never decrease from row to row) a tile at a time; every
     /// unit loads part of the tile, and each then weighs in the tile's keys its own row sees.
     /// `d` and `dv` count vectors of `N` floats; the loops over them are unrolled (see
@@ -198,6 +240,7 @@ mod kernel {
         scale: f32,
         tokens: u32,
         group: u32,
+        first_cube: u32,
         #[comptime] d: usize,
         #[comptime] dv: usize,
         #[comptime] queries: usize,
@@ -206,7 +249,7 @@ mod kernel {
         let t = tokens as usize;
         let head = CUBE_POS_Y as usize;
         let kv = head / group as usize;
-        let first = CUBE_POS_X as usize * queries;
+        let first = (first_cube + CUBE_POS_X) as usize * queries;
         let query = first + UNIT_POS_X as usize;
         let mut last = first + queries - 1;
         if last >= t {
@@ -320,5 +363,24 @@ mod kernel {
             }
             lse[head * t + query] = max + sum.ln();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::launches;
+
+    #[test]
+    fn workgroups_are_grouped_into_launches_within_the_budget_and_none_is_left_out() {
+        // Causal rows: each workgroup walks more keys than the last.
+        let walked = [64, 128, 192, 256, 320];
+        assert_eq!(launches(&walked, 1, 10_000), vec![0..5]);
+        assert_eq!(launches(&walked, 1, 384), vec![0..3, 3..4, 4..5]);
+        // A workgroup over budget on its own still gets its launch.
+        assert_eq!(
+            launches(&walked, 10, 100),
+            vec![0..1, 1..2, 2..3, 3..4, 4..5]
+        );
+        assert!(launches(&[], 1, 1).is_empty());
     }
 }
