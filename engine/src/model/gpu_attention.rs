@@ -291,30 +291,8 @@ mod kernel {
         }
         for step in 0..tiles {
             let base = start + step * tile;
-            #[unroll]
-            for s in 0..comptime!((tile * d).div_ceil(queries)) {
-                let e = s * queries + UNIT_POS_X as usize;
-                if e < comptime!(tile * d) {
-                    let key = base + e / d;
-                    let mut x = zero;
-                    if key < t {
-                        x = k[(kv * t + key) * d + e % d];
-                    }
-                    keys[e] = x;
-                }
-            }
-            #[unroll]
-            for s in 0..comptime!((tile * dv).div_ceil(queries)) {
-                let e = s * queries + UNIT_POS_X as usize;
-                if e < comptime!(tile * dv) {
-                    let key = base + e / dv;
-                    let mut x = zero;
-                    if key < t {
-                        x = v[(kv * t + key) * dv + e % dv];
-                    }
-                    values[e] = x;
-                }
-            }
+            stage(k, &mut keys, kv, base, t, d, tile, queries);
+            stage(v, &mut values, kv, base, t, dv, tile, queries);
             sync_cube();
             if active {
                 for j in 0..tile {
@@ -362,6 +340,34 @@ mod kernel {
                 context[out + c] = acc[c] * inverse;
             }
             lse[head * t + query] = max + sum.ln();
+        }
+    }
+
+    /// Copies the `tile` keys from `base` of kv head `kv` (rows of `width` vectors in `source`)
+    /// into `staged`, zero past the last token; each unit copies its share.
+    #[allow(clippy::too_many_arguments)]
+    #[cube]
+    fn stage<N: Size>(
+        source: &[Vector<f32, N>],
+        staged: &mut [Vector<f32, N>],
+        kv: usize,
+        base: usize,
+        t: usize,
+        #[comptime] width: usize,
+        #[comptime] tile: usize,
+        #[comptime] queries: usize,
+    ) {
+        #[unroll]
+        for s in 0..comptime!((tile * width).div_ceil(queries)) {
+            let e = s * queries + UNIT_POS_X as usize;
+            if e < comptime!(tile * width) {
+                let key = base + e / width;
+                let mut x = Vector::<f32, N>::new(f32::new(0.0));
+                if key < t {
+                    x = source[(kv * t + key) * width + e % width];
+                }
+                staged[e] = x;
+            }
         }
     }
 }
