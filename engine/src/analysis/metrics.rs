@@ -1,6 +1,7 @@
 //! Per-head attention metrics, the colours of the head overview (Dodrio's and BertViz's model
 //! view): each is a mean over the head's query rows, so heads of inputs of any length compare.
 
+use super::row_sums::row_sums;
 use crate::host::HostTensor;
 use crate::model::key_mask::KeyMask;
 use crate::rebuild::QkAttention;
@@ -245,27 +246,18 @@ impl MetricSums {
         let seen = visible
             .map(|v| v.start.min(row.len())..v.end.min(row.len()))
             .unwrap_or(start..end);
-        let mut moved = 0.0f64;
-        let mut streaming = 0.0f64;
-        for (j, &a) in row.iter().enumerate().take(end).skip(start) {
-            let a = a as f64;
-            if a > 0.0 {
-                self.entropy -= a * a.ln();
-            }
-            self.distance += a * i.abs_diff(j) as f64;
-            if special.get(j).copied().unwrap_or(false) {
-                self.to_special += a;
-            }
-            if let Some(r) = self.received.get_mut(j) {
-                *r += a;
-            }
-            if let Some(&n) = self.value_norms.get(j) {
-                moved += a * n as f64;
-            }
-            if j < STREAMING_SINK_TOKENS || i.abs_diff(j) < STREAMING_RECENT_TOKENS {
-                streaming += a;
-            }
-        }
+        let sums = row_sums(
+            i,
+            row,
+            start..end,
+            special,
+            &self.value_norms,
+            &mut self.received,
+        );
+        self.entropy += sums.entropy;
+        self.distance += sums.distance;
+        self.to_special += sums.to_special;
+        let (moved, streaming) = (sums.moved, sums.streaming);
         if i > 0 {
             self.previous += row.get(i - 1).copied().unwrap_or(0.0) as f64;
         }

@@ -11,4 +11,5 @@ pub mod relevance;
 pub mod retrieval;
 pub mod rollout;
 pub mod rollout_device;
+pub mod row_sums;
 pub mod value_weighting;
