@@ -10,6 +10,7 @@ use burn::backend::wgpu::CubeBackend;
 use burn::cubecl::wgpu::{AutoCompiler, WgpuServer};
 use burn::tensor::wgpu::wgpu;
 use burn::tensor::{DType, Tensor};
+use burn_cubecl::tensor::CubeTensor;
 use std::any::Any;
 use std::sync::Mutex;
 
@@ -27,10 +28,8 @@ impl DeviceBuffer {
     /// not laid out contiguously (a caller then reads it back instead). Waits for the work that
     /// computes the tensor to be submitted, so drawing after this sees its final values.
     pub fn of<const D: usize>(tensor: &Tensor<D>) -> Option<Self> {
-        let fusion = tensor.clone().try_into_primitive::<Wgpu>().ok()?;
-        let client = fusion.client.clone();
-        let cube = client.resolve_tensor_float::<CubeBackend>(fusion);
-        if cube.dtype != DType::F32 || !cube.is_contiguous() {
+        let cube = cube_tensor(tensor)?;
+        if !cube.is_contiguous() {
             return None;
         }
         let elements = tensor.shape().num_elements() as u64;
@@ -66,6 +65,15 @@ impl DeviceBuffer {
     pub fn size(&self) -> u64 {
         self.size
     }
+}
+
+/// The f32 CubeCL tensor behind a wgpu tensor, once the work that computes it is queued (burn's
+/// fusion stream resolves it); None for any other backend or element type.
+pub(crate) fn cube_tensor<const D: usize>(tensor: &Tensor<D>) -> Option<CubeTensor> {
+    let fusion = tensor.clone().try_into_primitive::<Wgpu>().ok()?;
+    let client = fusion.client.clone();
+    let cube = client.resolve_tensor_float::<CubeBackend>(fusion);
+    (cube.dtype == DType::F32).then_some(cube)
 }
 
 impl std::fmt::Debug for DeviceBuffer {

@@ -14,6 +14,7 @@
 //! that follow are queued after the kernel on the same device.
 
 use super::key_mask::KeyMask;
+use crate::device_buffer;
 use burn::backend::Wgpu;
 use burn::backend::wgpu::CubeBackend;
 use burn::tensor::{DType, Shape, Tensor};
@@ -112,9 +113,9 @@ pub fn fused_attention_in_launches(
         .flat_map(|keys| [keys.start as u32, keys.end as u32])
         .flat_map(u32::to_le_bytes)
         .collect();
-    let q = cube_tensor(q)?;
-    let k = cube_tensor(k)?;
-    let v = cube_tensor(v)?;
+    let q = contiguous_cube_tensor(q)?;
+    let k = contiguous_cube_tensor(k)?;
+    let v = contiguous_cube_tensor(v)?;
     let client = q.client.clone();
     let device = q.device.clone();
     let context = empty_device_dtype(
@@ -192,13 +193,9 @@ fn key_tile(d: usize, dv: usize) -> usize {
     (1usize << fit.ilog2()).min(MAX_KEY_TILE)
 }
 
-/// The contiguous f32 CubeCL tensor behind a wgpu tensor, after the work that computes it is
-/// queued; None for any other backend or element type.
-fn cube_tensor(tensor: &Tensor<3>) -> Option<CubeTensor> {
-    let fusion = tensor.clone().try_into_primitive::<Wgpu>().ok()?;
-    let client = fusion.client.clone();
-    let cube = client.resolve_tensor_float::<CubeBackend>(fusion);
-    (cube.dtype == DType::F32).then(|| into_contiguous(cube))
+/// The contiguous f32 CubeCL tensor behind a wgpu tensor (see [`device_buffer::cube_tensor`]).
+fn contiguous_cube_tensor(tensor: &Tensor<3>) -> Option<CubeTensor> {
+    device_buffer::cube_tensor(tensor).map(into_contiguous)
 }
 
 /// A kernel's output handed to burn's fusion stream as a ready tensor.
