@@ -101,7 +101,7 @@ fn row_sums_body(
     let sinks = 0..STREAMING_SINK_TOKENS;
     let near = (i + 1).saturating_sub(STREAMING_RECENT_TOKENS)..i + STREAMING_RECENT_TOKENS;
     let both = sinks.start.max(near.start)..sinks.end.min(near.end);
-    let streaming = sum(sinks) + sum(near) - if both.is_empty() { 0.0 } else { sum(both) };
+    let streaming = sum(sinks) + sum(near) - sum(both);
     RowSums {
         entropy,
         distance,
