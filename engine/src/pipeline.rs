@@ -1,6 +1,6 @@
 //! The run pipeline: a model and its inputs (texts or pictures) in, a session out, with progress
-//! layer by layer and cancelling between layers. `headwise trace` and the window both run models through it, so
-//! the same inputs give the same session wherever they are run.
+//! layer by layer and cancelling between layers. `headwise trace` and the window both run models
+//! through it, so the same inputs give the same session wherever they are run.
 
 use crate::edits::Edit;
 use crate::error::EngineError;

@@ -191,9 +191,9 @@ pub(crate) fn expand_kv(x: Tensor<3>, heads: usize) -> Tensor<3> {
 /// With `keep_attention` the layer's [heads, T, T] attention is computed whole and kept in the
 /// trace; without, only q, k and the rows' logsumexp are kept, and attention is computed in
 /// tiles: by a fused kernel where one applies (`cpu_attention.rs` on the CPU, `gpu_attention.rs`
-/// on wgpu), else a tile of query
-/// rows at a time over only the keys those rows can see, never more than
-/// [`ATTENTION_TILE_BYTES`] of logits at once. All give the same context and lse, to rounding.
+/// on wgpu), else a tile of query rows at a time over only the keys those rows can see, never
+/// more than [`ATTENTION_TILE_BYTES`] of logits at once. All give the same context and lse, to
+/// rounding.
 /// With a gradient `tape` (which needs `keep_attention`), the attention and each head's output
 /// pass through the tape's leaves of ones (see [`GradientTape`]).
 /// Returns the merged context [T, heads·d] and the layer's trace.
@@ -342,12 +342,12 @@ fn ablate(context: Tensor<3>, edits: &LayerEdits) -> Tensor<3> {
     kept + context.mean_dim(1) * mean
 }
 
-/// From this many tokens a pass that keeps q, k and lse computes attention with the fused CPU
-/// kernel (`cpu_attention.rs`), 1.4× faster end to end on SmolLM2 at 2,048 tokens. Shorter
-/// passes keep burn's path, whose matrix products sum in the order the materialised pass does:
-/// a short input's tiled and materialised captures then agree to the last bits, and both with
-/// transformers to 1e-5. (The fused kernel agrees with attention computed in f64 to 1e-6; at
-/// the depth of a few layers, f32 orders of summation differ by about 1e-5.)
+/// From this many tokens a pass that keeps q, k and lse computes attention with a fused kernel
+/// (`cpu_attention.rs`, 1.4× faster end to end on SmolLM2 at 2,048 tokens; `gpu_attention.rs`
+/// on wgpu). Shorter passes keep burn's path, whose matrix products sum in the order the
+/// materialised pass does: a short input's tiled and materialised captures then agree to the
+/// last bits, and both with transformers to 1e-5. (The CPU kernel agrees with attention computed
+/// in f64 to 1e-6; at the depth of a few layers, f32 orders of summation differ by about 1e-5.)
 pub const FUSED_FROM_TOKENS: usize = 512;
 
 /// The most logits one tile of [`attend`] holds: 32 MiB, with its probabilities as much again.
